@@ -1,0 +1,47 @@
+# Two commands do all set-up on a fresh machine: `make run` and `make test`.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export DAGSTER_HOME ?= $(CURDIR)/dagster_home
+# Quiet MLflow's per-file progress bars in logs.
+export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
+
+.PHONY: venv run test lint dagster-ui mlflow-ui lock clean-stores
+
+$(STAMP): pyproject.toml requirements.lock
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	$(BIN)/python -m pip check
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+## Materialize every dataset version found under data/ (embedded MLflow + Dagster stores).
+run: $(STAMP)
+	$(BIN)/experiments-dagster run
+
+## The test suite.
+test: $(STAMP)
+	$(BIN)/pytest
+
+lint: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+## Dagster UI on http://127.0.0.1:3000 (persistent DAGSTER_HOME, daemon included).
+dagster-ui: $(STAMP)
+	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+## MLflow UI on http://127.0.0.1:5000, on the same store the assets log to.
+mlflow-ui: $(STAMP)
+	$(BIN)/mlflow server --backend-store-uri "$$($(BIN)/experiments-dagster paths --tracking-uri)" --host 127.0.0.1 --port 5000
+
+## Re-pin requirements.lock from the current .venv.
+lock: $(STAMP)
+	{ echo "# Exact package set for Python 3.11 (pip freeze of a working .venv). Regenerate with: make lock"; \
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^experiments' ; } > requirements.lock
+
+## Delete the embedded stores (MLflow database and artifacts, Dagster runs).
+clean-stores:
+	rm -rf data/.mlflow dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs

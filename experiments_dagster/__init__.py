@@ -1,0 +1,3 @@
+"""experiments_dagster: complete, reproducible MLflow experiments as Dagster assets."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,98 @@
+"""``experiments-dagster``: run every dataset version, print store paths (and, later, audit)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+
+from experiments_dagster import paths
+
+# Step events at INFO; DEBUG repeats every IO-manager call.
+QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+
+
+def _use_embedded_defaults() -> None:
+    """Persistent DAGSTER_HOME in the project unless the user set one; quiet progress bars."""
+    home = paths.default_dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ.setdefault("DAGSTER_HOME", str(home))
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """Register every version found as a partition and materialize the experiment job for each."""
+    _use_embedded_defaults()
+    import dagster as dg
+
+    from experiments_dagster.catalog import discover_versions
+    from experiments_dagster.defs import defs
+    from experiments_dagster.defs.partitions import DATASET_VERSIONS
+
+    versions = [
+        v for v in discover_versions(paths.data_dir())
+        if (not args.dataset or v.dataset in args.dataset) and (not args.version or v.version in args.version)
+    ]
+    if not versions:
+        print(f"No dataset versions found under {paths.data_dir()} (need <dataset>/experiment.yaml "
+              "and <dataset>/<version>.csv|.parquet).", file=sys.stderr)
+        return 1
+    instance = dg.DagsterInstance.get()
+    known = set(instance.get_dynamic_partitions(DATASET_VERSIONS))
+    new = [v.partition_key for v in versions if v.partition_key not in known]
+    if new:
+        instance.add_dynamic_partitions(DATASET_VERSIONS, new)
+    job = defs.resolve_job_def("experiment_job")
+    rows = []
+    for v in versions:
+        result = job.execute_in_process(
+            partition_key=v.partition_key, instance=instance, raise_on_error=False, run_config=QUIET
+        )
+        url = ""
+        if result.success:
+            meta = result.asset_materializations_for_node("repro_manifest")[-1].metadata
+            url = meta["mlflow_run_url"].value
+        rows.append((v.partition_key, "SUCCESS" if result.success else "FAILURE", url or result.run_id))
+    width = max(len(r[0]) for r in rows)
+    print("\nExperiments:")
+    for key, status, where in rows:
+        print(f"  {key:<{width}}  {status:<7}  {where}")
+    print(f"\nMLflow store:   {paths.default_tracking_uri()}")
+    print(f"Dagster home:   {os.environ['DAGSTER_HOME']}")
+    print("Open the MLflow UI with `make mlflow-ui` (http://127.0.0.1:5000) and Dagster's with "
+          "`make dagster-ui` (http://127.0.0.1:3000).")
+    return 0 if all(status == "SUCCESS" for _, status, _ in rows) else 1
+
+
+def cmd_paths(args: argparse.Namespace) -> int:
+    """Print the resolved store locations (used by the Makefile's UI targets)."""
+    if args.tracking_uri:
+        print(paths.default_tracking_uri())
+        return 0
+    print(f"data_dir={paths.data_dir()}")
+    print(f"tracking_uri={paths.default_tracking_uri()}")
+    print(f"dagster_home={os.environ.get('DAGSTER_HOME') or paths.default_dagster_home()}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="experiments-dagster", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="materialize every dataset version under the data directory")
+    run.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
+    run.add_argument("--version", action="append", help="only this version (repeatable)")
+    run.set_defaults(func=cmd_run)
+    where = sub.add_parser("paths", help="print the data directory, tracking URI and DAGSTER_HOME")
+    where.add_argument("--tracking-uri", action="store_true", help="print only the tracking URI")
+    where.set_defaults(func=cmd_paths)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

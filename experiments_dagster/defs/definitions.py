@@ -1,0 +1,19 @@
+"""The Definitions object of the code location."""
+
+import dagster as dg
+
+from experiments_dagster.defs import data_assets, report_assets, training_assets
+from experiments_dagster.defs.jobs import experiment_job
+from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
+
+ASSETS = [
+    *dg.load_assets_from_modules([data_assets, training_assets, report_assets]),
+]
+
+defs = dg.Definitions(
+    assets=ASSETS,
+    jobs=[experiment_job],
+    resources={"mlflow": MlflowTracking(), "data": ExperimentData()},
+    # One process per run: a spawned process per step would re-import for seconds each.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,54 @@
+"""Helpers shared by asset bodies: run lifecycle decisions and Dagster metadata."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+
+import dagster as dg
+
+from experiments_dagster.tracking.run_facts import dagster_tags
+
+# Assets that log into the parent run, in dependency order.
+LOGGING_ORDER = ("splits", "fold_models", "cv_metrics", "final_model", "evaluation_plots", "repro_manifest")
+
+
+def closes_run(context: dg.AssetExecutionContext, asset: str) -> bool:
+    """True when no asset after ``asset`` in LOGGING_ORDER is selected in this Dagster run.
+
+    The last logging asset of a run ends the parent MLflow run FINISHED, so a partial
+    re-materialization (e.g. ``evaluation_plots`` alone) does not leave it RUNNING.
+    """
+    selection = context.run.asset_selection
+    selected = set(LOGGING_ORDER) if selection is None else {k.to_user_string() for k in selection}
+    later = LOGGING_ORDER[LOGGING_ORDER.index(asset) + 1 :]
+    return not any(name in selected for name in later)
+
+
+def tags_for(context: dg.AssetExecutionContext, asset: str) -> dict[str, str]:
+    """``dagster.run_id``/``partition_key``/``asset_key`` for runs opened by ``asset``."""
+    return dagster_tags(context.run_id, context.partition_key, asset)
+
+
+def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
+    """A PNG inline in Dagster's UI."""
+    return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
+
+
+def metrics_metadata(metrics: Mapping[str, float]) -> dict[str, dg.MetadataValue]:
+    """Each metric as a float (plotted across materializations) and one markdown table."""
+    rows = "\n".join(f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()))
+    out: dict[str, dg.MetadataValue] = {"metrics": dg.MetadataValue.md(f"| metric | value |\n|---|---|\n{rows}")}
+    out |= {k: dg.MetadataValue.float(float(v)) for k, v in metrics.items()}
+    return out
+
+
+def frame_markdown(frame) -> dg.MetadataValue:
+    """A small DataFrame (index included) as a markdown table."""
+    frame = frame.reset_index()
+    head = "| " + " | ".join(map(str, frame.columns)) + " |\n|" + "---|" * frame.shape[1]
+    body = "\n".join(
+        "| " + " | ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in row) + " |"
+        for row in frame.itertuples(index=False)
+    )
+    return dg.MetadataValue.md(f"{head}\n{body}")

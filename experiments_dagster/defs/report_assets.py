@@ -1,0 +1,53 @@
+"""Assets that evaluate the final model and close the experiment with its manifest."""
+
+
+from typing import Any
+
+import dagster as dg
+
+from experiments_dagster.defs.metadata import closes_run, png_markdown, tags_for
+from experiments_dagster.defs.partitions import dataset_versions
+from experiments_dagster.defs.resources import MlflowTracking
+from experiments_dagster.tracking import steps
+from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
+
+GROUP = "experiment"
+
+
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"matplotlib", "mlflow"})
+def evaluation_plots(
+    context: dg.AssetExecutionContext, mlflow: MlflowTracking, final_model: FinalModel, splits: Splits
+) -> dg.Output[EvaluationPlots]:
+    """Feature importance, confusion matrix and ROC/PR curves (classification) or residual plots."""
+    tracker = mlflow.tracker()
+    with tracker.activity(final_model.run.run_id, "evaluation_plots", finish=closes_run(context, "evaluation_plots")):
+        value, pngs = steps.log_evaluation_plots(tracker, splits, final_model)
+    metadata: dict[str, Any] = {"mlflow_run_url": dg.MetadataValue.url(value.run.url),
+                                "importance_method": value.importance_method,
+                                "artifacts": dg.MetadataValue.json(value.artifacts)}
+    metadata |= {name.removesuffix(".png"): png_markdown(png, name) for name, png in pngs.items()}
+    return dg.Output(value, metadata=metadata)
+
+
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"mlflow"})
+def repro_manifest(
+    context: dg.AssetExecutionContext,
+    mlflow: MlflowTracking,
+    data_hash: DataFingerprint,
+    splits: Splits,
+    cv_metrics: CvMetrics,
+    final_model: FinalModel,
+    evaluation_plots: EvaluationPlots,
+) -> dg.Output[dict[str, Any]]:
+    """manifest.json and requirements.txt on the parent run, which it then ends FINISHED."""
+    tracker = mlflow.tracker()
+    run_id = final_model.run.run_id
+    with tracker.activity(run_id, "repro_manifest", finish=closes_run(context, "repro_manifest")):
+        manifest = steps.build_manifest(
+            data_hash, splits, cv_metrics, final_model, evaluation_plots, tags_for(context, "repro_manifest"), tracker
+        )
+        steps.log_manifest(tracker, run_id, manifest)
+    context.log.info(f"Experiment complete: {final_model.run.url}")
+    return dg.Output(manifest, metadata={"mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
+                                         "git_commit": manifest["code"].get("git.commit", "unknown"),
+                                         "manifest": dg.MetadataValue.json(manifest)})

@@ -1,0 +1,36 @@
+"""Resources: the MLflow tracking store and the data directory."""
+
+
+from pathlib import Path
+
+import dagster as dg
+from pydantic import Field
+
+from experiments_dagster.paths import data_dir
+from experiments_dagster.tracking.store import Tracker
+
+
+class MlflowTracking(dg.ConfigurableResource):
+    """MLflow through ``MlflowClient`` with explicit run ids; the URI defaults to the embedded store."""
+
+    tracking_uri: str | None = Field(
+        default=None,
+        description="MLflow tracking URI; unset means $MLFLOW_TRACKING_URI, else SQLite under the data dir.",
+    )
+    ui_url: str | None = Field(
+        default=None, description="Base URL of the MLflow UI used in run links (default http://127.0.0.1:5000)."
+    )
+
+    def tracker(self) -> Tracker:
+        """A tracker bound to this store."""
+        return Tracker(self.tracking_uri, self.ui_url)
+
+
+class ExperimentData(dg.ConfigurableResource):
+    """Where dataset folders live; unset means $EXPERIMENTS_DATA_DIR, else ``data/``."""
+
+    data_dir: str | None = Field(default=None, description="Folder holding <dataset>/<version>.csv|.parquet.")
+
+    def path(self) -> Path:
+        """The data directory, absolute."""
+        return Path(self.data_dir).resolve() if self.data_dir else data_dir()

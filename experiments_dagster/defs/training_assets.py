@@ -1,0 +1,80 @@
+"""Assets that split, cross-validate and fit, logging into the experiment's parent run."""
+
+
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+
+from experiments_dagster.catalog import dataset_dir
+from experiments_dagster.defs.config import ExperimentConfig
+from experiments_dagster.defs.metadata import closes_run, frame_markdown, metrics_metadata, tags_for
+from experiments_dagster.defs.partitions import dataset_versions
+from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
+from experiments_dagster.ml.prepare import prepare_experiment
+from experiments_dagster.spec import resolve_spec
+from experiments_dagster.tracking import steps
+from experiments_dagster.values import CvMetrics, DataFingerprint, FinalModel, FoldModels, Splits
+
+GROUP = "experiment"
+
+
+def _run_metadata(ref) -> dict[str, dg.MetadataValue]:
+    return {"mlflow_run_url": dg.MetadataValue.url(ref.url), "mlflow_run_id": ref.run_id}
+
+
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"sklearn", "mlflow"})
+def splits(
+    context: dg.AssetExecutionContext,
+    config: ExperimentConfig,
+    data: ExperimentData,
+    mlflow: MlflowTracking,
+    raw_data: pd.DataFrame,
+    data_hash: DataFingerprint,
+) -> dg.Output[Splits]:
+    """Train/test split of the version; validates the experiment, then opens its MLflow parent run."""
+    spec = resolve_spec(data_hash.dataset, dataset_dir(data.path(), data_hash.dataset), config.overrides())
+    prepared = prepare_experiment(raw_data, spec, Path(data_hash.path))
+    tracker = mlflow.tracker()
+    ref = steps.open_parent_run(tracker, spec, prepared, data_hash, tags_for(context, "splits"))
+    with tracker.activity(ref.run_id, "splits", finish=closes_run(context, "splits")):
+        value = steps.log_splits(tracker, ref, spec, prepared, data_hash)
+    context.log.info(f"MLflow parent run {ref.run_id}: {ref.url}")
+    return dg.Output(
+        value,
+        metadata={**_run_metadata(ref), "task": prepared.task, "train_rows": len(prepared.split.y_train),
+                  "test_rows": len(prepared.split.y_test), "rows_dropped_missing_target": prepared.rows_dropped,
+                  "data_hash": data_hash.sha256},
+    )
+
+
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"xgboost", "mlflow"})
+def fold_models(context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits) -> dg.Output[FoldModels]:
+    """One pipeline per CV fold, each logged as a nested MLflow run under the parent."""
+    tracker = mlflow.tracker()
+    with tracker.activity(splits.run.run_id, "fold_models", finish=closes_run(context, "fold_models")):
+        value = steps.log_fold_models(tracker, splits, tags_for(context, "fold_models"))
+    return dg.Output(value, metadata={**_run_metadata(splits.run), "folds": len(value.folds),
+                                      "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids)})
+
+
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"mlflow"})
+def cv_metrics(context: dg.AssetExecutionContext, mlflow: MlflowTracking, fold_models: FoldModels) -> dg.Output[CvMetrics]:
+    """Per-fold metric table with mean and std, logged on the parent run."""
+    tracker = mlflow.tracker()
+    with tracker.activity(fold_models.run.run_id, "cv_metrics", finish=closes_run(context, "cv_metrics")):
+        value = steps.log_cv_metrics(tracker, fold_models)
+    return dg.Output(value, metadata={**_run_metadata(value.run), **metrics_metadata(value.summary),
+                                      "folds": frame_markdown(value.table)})
+
+
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"xgboost", "mlflow"})
+def final_model(
+    context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits, cv_metrics: CvMetrics
+) -> dg.Output[FinalModel]:
+    """The pipeline fitted on the train split: hyperparameters, test metrics, MLflow model, pickle."""
+    tracker = mlflow.tracker()
+    with tracker.activity(splits.run.run_id, "final_model", finish=closes_run(context, "final_model")):
+        value = steps.log_final_model(tracker, splits, cv_metrics)
+    return dg.Output(value, metadata={**_run_metadata(value.run), **metrics_metadata(value.metrics),
+                                      "model_uri": value.model_uri, "pickle_sha256": value.pickle_sha256})

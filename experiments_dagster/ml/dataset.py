@@ -1,0 +1,136 @@
+"""Reading a dataset version, hashing its bytes, cleaning and checking its target."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments_dagster.errors import ExperimentInputError
+
+SUPPORTED_SUFFIXES = (".csv", ".parquet")
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
+TASKS = ("binary", "multiclass", "regression")
+# Integer targets with at most this many distinct values are read as class labels.
+MAX_INTEGER_CLASSES = 20
+
+
+@dataclass(frozen=True)
+class FileDigest:
+    """sha256 and size of a file's bytes."""
+
+    sha256: str
+    size_bytes: int
+
+
+def hash_file(path: Path) -> FileDigest:
+    """Stream a file once through sha256 (MLflow's own digest only looks at 10,000 rows)."""
+    digest = hashlib.sha256()
+    size = 0
+    with open(path, "rb") as fh:
+        while chunk := fh.read(HASH_CHUNK_BYTES):
+            digest.update(chunk)
+            size += len(chunk)
+    return FileDigest(sha256=digest.hexdigest(), size_bytes=size)
+
+
+def load_table(path: Path) -> pd.DataFrame:
+    """Read a ``.csv`` or ``.parquet`` version file, with errors that say how to fix it."""
+    if not path.is_file():
+        raise ExperimentInputError(
+            f"Dataset file {path} does not exist. Put the version file there "
+            f"(one of {', '.join(SUPPORTED_SUFFIXES)}) or remove the partition."
+        )
+    if path.suffix not in SUPPORTED_SUFFIXES:
+        raise ExperimentInputError(
+            f"Dataset file {path} has suffix {path.suffix!r}; use .csv or .parquet."
+        )
+    if path.stat().st_size == 0:
+        raise ExperimentInputError(
+            f"Dataset file {path} is empty (0 bytes). Write the data again, with a header row."
+        )
+    try:
+        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # pandas raises many types for unreadable files
+        raise ExperimentInputError(
+            f"Dataset file {path} could not be read as {path.suffix[1:]}: "
+            f"{type(exc).__name__}: {exc}. Re-export it as a valid {path.suffix[1:]} file."
+        ) from exc
+    if frame.empty or frame.shape[1] == 0:
+        raise ExperimentInputError(
+            f"Dataset file {path} has no rows or no columns. It needs a header row and data rows."
+        )
+    return frame
+
+
+def drop_missing_target(frame: pd.DataFrame, target: str, path: Path) -> tuple[pd.DataFrame, int]:
+    """Drop rows whose target is missing; return the cleaned frame and how many were dropped."""
+    if target not in frame.columns:
+        raise ExperimentInputError(
+            f"Target column {target!r} is not in {path}; its columns are "
+            f"{list(frame.columns)}. Set `target` in experiment.yaml or the run config."
+        )
+    missing = frame[target].isna()
+    cleaned = frame.loc[~missing].reset_index(drop=True)
+    if cleaned.empty:
+        raise ExperimentInputError(
+            f"Every row of {path} has a missing {target!r}; there is nothing to train on."
+        )
+    return cleaned, int(missing.sum())
+
+
+def infer_task(y: pd.Series) -> str:
+    """binary, multiclass or regression, from the target's type and distinct values."""
+    if pd.api.types.is_bool_dtype(y) or not pd.api.types.is_numeric_dtype(y):
+        return "binary" if y.nunique() <= 2 else "multiclass"
+    if pd.api.types.is_float_dtype(y):
+        as_int = np.isfinite(y) & (y == np.round(y))
+        if not as_int.all():
+            return "regression"
+    n_unique = y.nunique()
+    if n_unique <= 2:
+        return "binary"
+    return "multiclass" if n_unique <= MAX_INTEGER_CLASSES else "regression"
+
+
+def check_target(y: pd.Series, task: str, cv_folds: int, path: Path, target: str) -> None:
+    """Refuse targets that cannot be trained or cross-validated, before any training."""
+    if task not in TASKS:
+        raise ExperimentInputError(f"Unknown task {task!r}; use one of {', '.join(TASKS)}.")
+    if task == "regression":
+        values = pd.to_numeric(y, errors="coerce")
+        bad = ~np.isfinite(values.to_numpy(dtype=float))
+        if bad.any():
+            raise ExperimentInputError(
+                f"Target {target!r} in {path} has {int(bad.sum())} non-finite or non-numeric "
+                f"values (e.g. row {int(np.flatnonzero(bad)[0])}); a regression target must be "
+                "finite numbers. Fix or remove those rows."
+            )
+        if len(y) < cv_folds * 2:
+            raise ExperimentInputError(
+                f"{path} has {len(y)} rows, too few for {cv_folds} CV folds; add rows or "
+                "lower `cv_folds`."
+            )
+        return
+    counts = y.value_counts()
+    if len(counts) < 2:
+        raise ExperimentInputError(
+            f"Target {target!r} in {path} has a single class ({counts.index[0]!r}); "
+            "classification needs at least two. Check the file or the target column."
+        )
+    if task == "binary" and len(counts) > 2:
+        raise ExperimentInputError(
+            f"Task is binary but target {target!r} in {path} has {len(counts)} classes; "
+            "set `task: multiclass` or fix the target."
+        )
+    # The test split takes a share of each class too, so each class needs folds + 1 rows.
+    smallest = counts.idxmin()
+    if counts.min() < cv_folds + 1:
+        raise ExperimentInputError(
+            f"Class {smallest!r} of {target!r} in {path} has {int(counts.min())} rows, fewer "
+            f"than the {cv_folds} CV folds plus a test share need ({cv_folds + 1}). Add rows "
+            "for that class or lower `cv_folds`."
+        )

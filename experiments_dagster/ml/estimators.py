@@ -1,0 +1,98 @@
+"""Building the estimator named by a spec, and a classifier wrapper that encodes labels."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator, ClassifierMixin, clone
+from sklearn.preprocessing import LabelEncoder
+
+from experiments_dagster.errors import ExperimentInputError
+
+# Defaults for the XGBoost estimator; any of them can be overridden by the spec.
+XGBOOST_DEFAULTS: dict[str, Any] = {
+    "n_estimators": 200,
+    "max_depth": 5,
+    "learning_rate": 0.1,
+    "subsample": 0.9,
+    "colsample_bytree": 0.9,
+    "tree_method": "hist",
+    "n_jobs": 2,
+}
+
+
+def estimator_class(model: str, task: str) -> type:
+    """``xgboost`` picks XGBClassifier/XGBRegressor; anything else is an import path."""
+    if model == "xgboost":
+        import xgboost
+
+        return xgboost.XGBRegressor if task == "regression" else xgboost.XGBClassifier
+    module_name, _, class_name = model.rpartition(".")
+    if not module_name:
+        raise ExperimentInputError(
+            f"Model {model!r} is neither 'xgboost' nor an import path such as "
+            "'sklearn.ensemble.RandomForestClassifier'."
+        )
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ExperimentInputError(
+            f"Model {model!r} cannot be imported ({exc}); check the spelling of the import path."
+        ) from exc
+    if not (inspect.isclass(cls) and issubclass(cls, BaseEstimator)):
+        raise ExperimentInputError(f"Model {model!r} is not a scikit-learn estimator class.")
+    return cls
+
+
+def build_estimator(
+    model: str, task: str, hyperparameters: dict[str, Any], random_state: int
+) -> BaseEstimator:
+    """An unfitted estimator with the spec's hyperparameters and the model seed."""
+    cls = estimator_class(model, task)
+    params = {**(XGBOOST_DEFAULTS if model == "xgboost" else {}), **hyperparameters}
+    if task != "regression" and model == "xgboost":
+        params.setdefault("eval_metric", "logloss" if task == "binary" else "mlogloss")
+    accepted = cls().get_params()
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise ExperimentInputError(
+            f"Hyperparameters {unknown} are not accepted by {cls.__name__}; "
+            f"it accepts {sorted(accepted)}."
+        )
+    if "random_state" in accepted and "random_state" not in hyperparameters:
+        params["random_state"] = random_state
+    return cls(**params)
+
+
+def model_type(estimator: BaseEstimator) -> str:
+    """Import path of the estimator's class, e.g. ``xgboost.sklearn.XGBClassifier``."""
+    cls = type(estimator)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class EncodedTargetClassifier(ClassifierMixin, BaseEstimator):
+    """Fits ``estimator`` on integer-encoded labels and answers in the original labels.
+
+    XGBoost needs classes 0..K-1; users' targets are often strings.
+    """
+
+    def __init__(self, estimator: BaseEstimator) -> None:
+        self.estimator = estimator
+
+    def fit(self, X: Any, y: Any) -> EncodedTargetClassifier:
+        """Encode ``y``, fit a clone of ``estimator``; returns self."""
+        self.label_encoder_ = LabelEncoder().fit(y)
+        self.classes_ = self.label_encoder_.classes_
+        self.estimator_ = clone(self.estimator).fit(X, self.label_encoder_.transform(y))
+        return self
+
+    def predict(self, X: Any) -> np.ndarray:
+        """Predicted labels, in the original label space."""
+        return self.label_encoder_.inverse_transform(np.asarray(self.estimator_.predict(X)).astype(int))
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """Class probabilities, columns ordered as ``classes_``."""
+        return self.estimator_.predict_proba(X)

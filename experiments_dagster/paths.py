@@ -1,0 +1,53 @@
+"""Where things live: project root, data directory, embedded MLflow and Dagster stores.
+
+Every default can be overridden by an environment variable:
+``EXPERIMENTS_DATA_DIR``, ``MLFLOW_TRACKING_URI`` and ``DAGSTER_HOME``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def data_dir() -> Path:
+    """The data directory: ``$EXPERIMENTS_DATA_DIR`` or ``<project>/data``, absolute."""
+    raw = os.environ.get("EXPERIMENTS_DATA_DIR")
+    return Path(raw).expanduser().resolve() if raw else PROJECT_ROOT / "data"
+
+
+def embedded_store_dir(base: Path | None = None) -> Path:
+    """The folder holding the embedded MLflow SQLite database and its artifacts."""
+    return (base or data_dir()) / ".mlflow"
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI`` or SQLite at an absolute path under the data directory."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    return f"sqlite:///{embedded_store_dir() / 'mlflow.db'}"
+
+
+def sqlite_path(tracking_uri: str) -> Path | None:
+    """The local database file of a ``sqlite:///`` URI, else None."""
+    if not tracking_uri.startswith("sqlite:"):
+        return None
+    parsed = urlparse(tracking_uri)
+    path = unquote(parsed.path)
+    return Path(path) if path and path != "/:memory:" else None
+
+
+def artifact_root_for(tracking_uri: str) -> str | None:
+    """Artifact location beside a local SQLite store; None lets a server decide."""
+    db = sqlite_path(tracking_uri)
+    return (db.parent / "artifacts").as_uri() if db else None
+
+
+def default_dagster_home() -> Path:
+    """``$DAGSTER_HOME`` or the persistent ``<project>/dagster_home``."""
+    raw = os.environ.get("DAGSTER_HOME")
+    return Path(raw).expanduser().resolve() if raw else PROJECT_ROOT / "dagster_home"

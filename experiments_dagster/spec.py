@@ -1,0 +1,106 @@
+"""The experiment specification: ``experiment.yaml`` merged with run-config overrides."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from experiments_dagster.errors import ExperimentInputError
+
+SPEC_FILE = "experiment.yaml"
+DEFAULT_MODEL = "xgboost"
+
+
+class BusinessValues(BaseModel):
+    """Value in USD of each outcome of a binary decision; summed as ``revenue_impact_usd``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tp: float = 0.0
+    fp: float = 0.0
+    tn: float = 0.0
+    fn: float = 0.0
+
+
+class Seeds(BaseModel):
+    """Every random seed of an experiment; each defaults to the spec's ``seed``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    split: int
+    cv: int
+    model: int
+    numpy: int
+
+
+class ExperimentSpec(BaseModel):
+    """Everything that defines one experiment on one dataset version."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    dataset: str
+    target: str
+    task: Literal["binary", "multiclass", "regression"] | None = None
+    model: str = DEFAULT_MODEL
+    hyperparameters: dict[str, Any] = Field(default_factory=dict)
+    cv_folds: int = Field(default=5, ge=2)
+    test_size: float = Field(default=0.2, gt=0.0, lt=1.0)
+    seed: int = 42
+    seeds: Seeds | None = None
+    thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
+    positive_class: str | None = None
+    business_values: BusinessValues = Field(default_factory=BusinessValues)
+    version: str = "v0"
+    stage: str = "development"
+    tags: dict[str, str] = Field(default_factory=dict)
+    experiment_name: str | None = None
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds_in_unit_interval(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if not value or any(not 0.0 < t < 1.0 for t in value):
+            raise ValueError("thresholds must be a non-empty list of numbers in (0, 1)")
+        return tuple(sorted(set(value)))
+
+    @property
+    def resolved_seeds(self) -> Seeds:
+        """Seeds with any unset one taken from ``seed``."""
+        return self.seeds or Seeds(split=self.seed, cv=self.seed, model=self.seed, numpy=self.seed)
+
+    @property
+    def experiment(self) -> str:
+        """MLflow experiment name: ``experiment_name`` or the dataset name."""
+        return self.experiment_name or self.dataset
+
+
+def read_spec_file(dataset_dir: Path) -> dict[str, Any]:
+    """The raw mapping in ``<dataset_dir>/experiment.yaml``."""
+    path = dataset_dir / SPEC_FILE
+    if not path.is_file():
+        raise ExperimentInputError(
+            f"{path} is missing. Each dataset folder needs an experiment.yaml with at least "
+            "`target: <column>`."
+        )
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ExperimentInputError(f"{path} is not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ExperimentInputError(f"{path} must be a mapping of settings, got {type(raw).__name__}.")
+    return raw
+
+
+def resolve_spec(dataset: str, dataset_dir: Path, overrides: dict[str, Any]) -> ExperimentSpec:
+    """experiment.yaml, then every override that is not None, validated as one spec."""
+    merged = {**read_spec_file(dataset_dir), "dataset": dataset}
+    merged.update({k: v for k, v in overrides.items() if v is not None})
+    try:
+        return ExperimentSpec.model_validate(merged)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ExperimentInputError(
+            f"Experiment settings for {dataset!r} ({dataset_dir / SPEC_FILE} plus run config) "
+            f"are invalid: {problems}."
+        ) from exc

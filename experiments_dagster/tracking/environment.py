@@ -1,0 +1,69 @@
+"""Facts about the code and machine an experiment ran on: git, Python, OS, packages."""
+
+from __future__ import annotations
+
+import importlib.metadata as md
+import platform
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+from experiments_dagster.paths import PROJECT_ROOT
+
+# Packages the logged model needs at load time, by import name.
+MODEL_IMPORTS = ("mlflow", "sklearn", "xgboost", "pandas", "numpy", "skops", "scipy")
+
+
+def _git(root: Path, *args: str) -> str | None:
+    try:
+        out = subprocess.run(
+            ["git", "-C", str(root), *args], capture_output=True, text=True, timeout=10, check=True
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip()
+
+
+def git_state(root: Path = PROJECT_ROOT) -> dict[str, str]:
+    """Commit, dirty flag and branch of the project's own repository (not of ``sys.argv[0]``)."""
+    commit = _git(root, "rev-parse", "HEAD")
+    if not commit:
+        return {"commit": "unknown", "dirty": "unknown", "branch": "unknown"}
+    porcelain = _git(root, "status", "--porcelain", "--untracked-files=no")
+    return {
+        "commit": commit,
+        "dirty": "unknown" if porcelain is None else str(bool(porcelain)).lower(),
+        "branch": _git(root, "rev-parse", "--abbrev-ref", "HEAD") or "unknown",
+    }
+
+
+def platform_facts() -> dict[str, str]:
+    """Python and OS details."""
+    return {
+        "python.version": platform.python_version(),
+        "python.implementation": platform.python_implementation(),
+        "python.executable": sys.executable,
+        "os.platform": platform.platform(),
+        "os.system": platform.system(),
+        "os.release": platform.release(),
+        "os.machine": platform.machine(),
+    }
+
+
+@lru_cache(maxsize=1)
+def installed_requirements() -> str:
+    """``name==version`` for every installed distribution, sorted: the exact set."""
+    pins = {f"{d.metadata['Name']}=={d.version}" for d in md.distributions() if d.metadata["Name"]}
+    return "\n".join(sorted(pins, key=str.lower)) + "\n"
+
+
+@lru_cache(maxsize=1)
+def model_requirements() -> tuple[str, ...]:
+    """Pinned distributions that provide the model's imports (e.g. ``xgboost-cpu==3.2.0``)."""
+    providers = md.packages_distributions()
+    pins = set()
+    for name in MODEL_IMPORTS:
+        for dist in providers.get(name, []):
+            pins.add(f"{dist}=={md.version(dist)}")
+    return tuple(sorted(pins, key=str.lower))

@@ -1,0 +1,82 @@
+"""Params and tags that describe an experiment attempt: dataset, split, seeds, code, machine."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Any
+
+from sklearn.base import BaseEstimator
+
+from experiments_dagster.ml.training import Split
+from experiments_dagster.spec import ExperimentSpec
+from experiments_dagster.tracking.environment import git_state, platform_facts
+from experiments_dagster.values import DataFingerprint
+
+SOURCE_NAME = "experiments_dagster"
+
+
+def dagster_tags(run_id: str, partition_key: str, asset: str) -> dict[str, str]:
+    """Tags tying an MLflow run to the Dagster run, partition and asset that opened it."""
+    return {"dagster.run_id": run_id, "dagster.partition_key": partition_key, "dagster.asset_key": asset}
+
+
+def parent_run_tags(spec: ExperimentSpec, task: str, fp: DataFingerprint) -> dict[str, str]:
+    """Tags of a parent run: user tags, version/stage, dataset identity, git, Python and OS."""
+    git = git_state()
+    return {
+        **spec.tags,
+        "version": spec.version,
+        "stage": spec.stage,
+        "task": task,
+        "dataset.name": fp.dataset,
+        "dataset.version": fp.version,
+        "data.hash": fp.sha256,
+        "git.commit": git["commit"],
+        "git.dirty": git["dirty"],
+        "git.branch": git["branch"],
+        "mlflow.source.git.commit": git["commit"],
+        "mlflow.source.git.branch": git["branch"],
+        "mlflow.source.name": SOURCE_NAME,
+        "mlflow.source.type": "JOB",
+        "mlflow.user": getpass.getuser(),
+        **platform_facts(),
+    }
+
+
+def split_params(
+    spec: ExperimentSpec, task: str, fp: DataFingerprint, split: Split, rows_dropped: int
+) -> dict[str, Any]:
+    """Dataset facts, split sizes, seeds and evaluation settings, as params."""
+    seeds = spec.resolved_seeds
+    params: dict[str, Any] = {
+        "dataset.name": fp.dataset,
+        "dataset.version": fp.version,
+        "data.hash": fp.sha256,
+        "dataset.size_bytes": fp.size_bytes,
+        "dataset.rows": fp.rows,
+        "dataset.columns": fp.columns,
+        "dataset.rows_dropped_missing_target": rows_dropped,
+        "target": spec.target,
+        "task": task,
+        "split.test_size": spec.test_size,
+        "split.train_rows": len(split.y_train),
+        "split.test_rows": len(split.y_test),
+        "split.stratified": task != "regression",
+        "cv.folds": spec.cv_folds,
+        "seed.split": seeds.split,
+        "seed.cv": seeds.cv,
+        "seed.model": seeds.model,
+        "seed.numpy": seeds.numpy,
+    }
+    if task == "binary":
+        params |= {
+            "thresholds": ",".join(f"{t:g}" for t in spec.thresholds),
+            "positive_class": spec.positive_class if spec.positive_class is not None else "(last sorted class)",
+            **{f"business.{k}_value_usd": v for k, v in spec.business_values.model_dump().items()},
+        }
+    return params
+
+
+def hyperparameters(estimator: BaseEstimator) -> dict[str, Any]:
+    """Every hyperparameter of the estimator: its full ``get_params``, not only configured ones."""
+    return {k: v for k, v in estimator.get_params(deep=True).items() if not isinstance(v, BaseEstimator)}

@@ -1,0 +1,88 @@
+"""Asset values: what flows between assets (through the IO manager), run ids included."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from experiments_dagster.ml.training import FoldResult, Split
+from experiments_dagster.spec import ExperimentSpec
+
+
+@dataclass(frozen=True)
+class DataFingerprint:
+    """Identity of one dataset version: the file's sha256, size, shape and schema."""
+
+    dataset: str
+    version: str
+    path: str
+    sha256: str
+    size_bytes: int
+    rows: int
+    columns: int
+    schema: dict[str, str]
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """The MLflow parent run that an experiment attempt logs into."""
+
+    run_id: str
+    experiment_id: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Train/test split with the resolved spec; opens the experiment's parent run."""
+
+    run: RunRef
+    spec: ExperimentSpec
+    task: str
+    split: Split
+    rows_dropped: int
+    fingerprint: DataFingerprint
+
+
+@dataclass(frozen=True)
+class FoldModels:
+    """One fitted pipeline per CV fold, with the nested MLflow run each was logged to."""
+
+    run: RunRef
+    folds: list[FoldResult]
+    fold_run_ids: list[str]
+
+
+@dataclass(frozen=True)
+class CvMetrics:
+    """Per-fold metric table and its mean/std summary."""
+
+    run: RunRef
+    table: pd.DataFrame
+    summary: dict[str, float]
+
+
+@dataclass(frozen=True)
+class FinalModel:
+    """The pipeline fitted on the whole train split, and where it was logged."""
+
+    run: RunRef
+    pipeline: Pipeline
+    model_id: str
+    model_uri: str
+    pickle_sha256: str
+    metrics: dict[str, float]
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EvaluationPlots:
+    """Names of the logged figures and the feature importance behind one of them."""
+
+    run: RunRef
+    artifacts: list[str]
+    importance: pd.Series
+    importance_method: str
