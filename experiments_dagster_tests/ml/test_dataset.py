@@ -1,0 +1,274 @@
+"""Reading, hashing and checking a dataset version (experiments_dagster.ml.dataset)."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.ml import dataset
+from experiments_dagster.ml.dataset import (
+    FileDigest,
+    check_target,
+    drop_missing_target,
+    hash_file,
+    infer_task,
+    load_table,
+)
+
+
+def _raises_naming(path: Path, *fragments: str):
+    """pytest.raises for an ExperimentInputError whose message names ``path``."""
+    return pytest.raises(ExperimentInputError, match=re.escape(str(path)) + "".join(
+        f"(?s:.*){re.escape(f)}" for f in fragments
+    ))
+
+
+# --- hash_file ---------------------------------------------------------------------------
+
+
+def test_hash_file_matches_hashlib_and_size(tmp_path: Path) -> None:
+    payload = b"a,b\n1,2\n3,4\n"
+    path = tmp_path / "v1.csv"
+    path.write_bytes(payload)
+
+    digest = hash_file(path)
+
+    assert digest == FileDigest(sha256=hashlib.sha256(payload).hexdigest(), size_bytes=len(payload))
+
+
+def test_hash_file_streams_files_larger_than_one_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset, "HASH_CHUNK_BYTES", 7)
+    payload = bytes(range(256)) * 3 + b"tail"  # 772 bytes: 110 full chunks and a partial one
+    path = tmp_path / "big.parquet"
+    path.write_bytes(payload)
+    reads: list[int] = []
+    real_open = open
+
+    class CountingFile:
+        def __init__(self, fh):
+            self._fh = fh
+
+        def read(self, n: int) -> bytes:
+            reads.append(n)
+            return self._fh.read(n)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self._fh.close()
+
+    # Shadow ``open`` in the module only, so the chunk reads can be counted.
+    monkeypatch.setattr(dataset, "open", lambda p, mode="r": CountingFile(real_open(p, mode)), raising=False)
+    digest = hash_file(path)
+
+    assert digest.sha256 == hashlib.sha256(payload).hexdigest()
+    assert digest.size_bytes == 772
+    assert set(reads) == {7}
+    assert len(reads) == 772 // 7 + 2  # full chunks, the partial one, and the empty read that ends it
+
+
+def test_hash_file_of_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.csv"
+    path.write_bytes(b"")
+    assert hash_file(path) == FileDigest(
+        sha256="e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", size_bytes=0
+    )
+
+
+def test_hash_changes_with_one_byte(tmp_path: Path) -> None:
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_bytes(b"x\n1\n")
+    b.write_bytes(b"x\n2\n")
+    assert hash_file(a).sha256 != hash_file(b).sha256
+    assert hash_file(b).sha256 == hashlib.sha256(b"x\n2\n").hexdigest()
+
+
+# --- load_table --------------------------------------------------------------------------
+
+
+def test_load_table_reads_csv(tmp_path: Path) -> None:
+    path = tmp_path / "v1.csv"
+    path.write_text("num,cat,target\n1.5,a,yes\n,b,no\n3.0,,yes\n")
+
+    frame = load_table(path)
+
+    assert list(frame.columns) == ["num", "cat", "target"]
+    assert frame.shape == (3, 3)
+    assert frame["num"].tolist()[0] == 1.5
+    assert np.isnan(frame["num"].iloc[1])
+    assert frame["cat"].isna().tolist() == [False, False, True]
+    assert frame["target"].tolist() == ["yes", "no", "yes"]
+
+
+def test_load_table_reads_parquet(tmp_path: Path) -> None:
+    original = pd.DataFrame({"x": [1, 2, 3], "label": ["a", "b", "a"], "f": [0.5, np.nan, 2.0]})
+    path = tmp_path / "v2.parquet"
+    original.to_parquet(path)
+
+    pd.testing.assert_frame_equal(load_table(path), original)
+
+
+def test_load_table_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.csv"
+    with _raises_naming(path, "does not exist", ".csv, .parquet"):
+        load_table(path)
+
+
+def test_load_table_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "v1.csv"
+    path.write_bytes(b"")
+    with _raises_naming(path, "is empty (0 bytes)", "header row"):
+        load_table(path)
+
+
+def test_load_table_unreadable_parquet(tmp_path: Path) -> None:
+    path = tmp_path / "v1.parquet"
+    path.write_bytes(b"this is not parquet at all")
+    with _raises_naming(path, "could not be read as parquet", "Re-export it as a valid parquet file"):
+        load_table(path)
+
+
+def test_load_table_malformed_csv(tmp_path: Path) -> None:
+    path = tmp_path / "v1.csv"
+    path.write_text("a,b\n1,2\n3,4,5,6\n")
+    with _raises_naming(path, "could not be read as csv", "ParserError"):
+        load_table(path)
+
+
+def test_load_table_wrong_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "v1.xlsx"
+    path.write_text("a,b\n1,2\n")
+    with _raises_naming(path, "'.xlsx'", "use .csv or .parquet"):
+        load_table(path)
+
+
+def test_load_table_header_only(tmp_path: Path) -> None:
+    path = tmp_path / "v1.csv"
+    path.write_text("a,b,target\n")
+    with _raises_naming(path, "no rows or no columns"):
+        load_table(path)
+
+
+# --- drop_missing_target -----------------------------------------------------------------
+
+
+def test_drop_missing_target_counts_and_resets_index() -> None:
+    frame = pd.DataFrame({"x": [1, 2, 3, 4, 5], "y": ["a", None, "b", np.nan, "a"]})
+
+    cleaned, dropped = drop_missing_target(frame, "y", Path("d/v1.csv"))
+
+    assert dropped == 2
+    assert cleaned["x"].tolist() == [1, 3, 5]
+    assert cleaned["y"].tolist() == ["a", "b", "a"]
+    assert cleaned.index.tolist() == [0, 1, 2]
+
+
+def test_drop_missing_target_nothing_missing() -> None:
+    frame = pd.DataFrame({"x": [1.0, 2.0], "y": [0.1, 0.2]})
+    cleaned, dropped = drop_missing_target(frame, "y", Path("d/v1.csv"))
+    assert dropped == 0
+    pd.testing.assert_frame_equal(cleaned, frame)
+
+
+def test_drop_missing_target_absent_column_lists_columns() -> None:
+    frame = pd.DataFrame({"alpha": [1], "beta": [2]})
+    path = Path("data/ds/v1.csv")
+    with _raises_naming(path, "['alpha', 'beta']", "Set `target`") as info:
+        drop_missing_target(frame, "label", path)
+    assert "'label'" in str(info.value)
+
+
+def test_drop_missing_target_all_missing() -> None:
+    frame = pd.DataFrame({"x": [1, 2], "y": [np.nan, np.nan]})
+    path = Path("data/ds/v1.csv")
+    with _raises_naming(path, "'y'", "nothing to train on"):
+        drop_missing_target(frame, "y", path)
+
+
+# --- infer_task --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("values", "dtype", "expected"),
+    [
+        (["yes", "no", "yes"], None, "binary"),
+        (["a", "b", "c", "a"], None, "multiclass"),
+        ([True, False, True], None, "binary"),
+        ([0, 1, 1, 0], None, "binary"),
+        ([0, 1, 2, 2, 1], None, "multiclass"),
+        (list(range(20)), None, "multiclass"),
+        (list(range(21)), None, "regression"),
+        ([0.5, 1.25, 3.0], None, "regression"),
+        ([0.0, 1.0, 0.0], None, "binary"),
+        ([1.0, 2.0, 3.0], None, "multiclass"),
+        ([float(i) for i in range(50)], None, "regression"),
+        (["x", "y", "z"], "category", "multiclass"),
+    ],
+)
+def test_infer_task(values: list, dtype: str | None, expected: str) -> None:
+    assert infer_task(pd.Series(values, dtype=dtype)) == expected
+
+
+# --- check_target ------------------------------------------------------------------------
+
+PATH = Path("data/shop/v3.csv")
+
+
+def test_check_target_accepts_good_targets() -> None:
+    assert check_target(pd.Series(["a"] * 6 + ["b"] * 6), "binary", 5, PATH, "y") is None
+    assert check_target(pd.Series([0, 1, 2] * 6), "multiclass", 5, PATH, "y") is None
+    assert check_target(pd.Series(np.linspace(0, 1, 10)), "regression", 5, PATH, "y") is None
+
+
+def test_check_target_single_class() -> None:
+    with _raises_naming(PATH, "single class ('only')", "at least two") as info:
+        check_target(pd.Series(["only"] * 10), "binary", 5, PATH, "churned")
+    assert "Target 'churned'" in str(info.value)
+
+
+def test_check_target_class_smaller_than_folds_plus_one() -> None:
+    y = pd.Series(["a"] * 10 + ["b"] * 5)
+    with _raises_naming(PATH, "has 5 rows", "(6)", "Add rows for that class or lower `cv_folds`") as info:
+        check_target(y, "binary", 5, PATH, "label")
+    assert str(info.value).startswith("Class 'b' of 'label'")
+
+
+def test_check_target_class_with_exactly_folds_plus_one_rows_passes() -> None:
+    assert check_target(pd.Series(["a"] * 10 + ["b"] * 6), "binary", 5, PATH, "label") is None
+
+
+def test_check_target_non_finite_regression() -> None:
+    y = pd.Series([1.0, 2.0, np.inf, 4.0, 5.0, 6.0])
+    with _raises_naming(PATH, "1 non-finite or non-numeric", "row 2", "Fix or remove those rows") as info:
+        check_target(y, "regression", 2, PATH, "price")
+    assert "'price'" in str(info.value)
+
+
+def test_check_target_non_numeric_regression() -> None:
+    y = pd.Series(["1.0", "abc", "3", "x", "5", "6"])
+    with _raises_naming(PATH, "2 non-finite or non-numeric", "row 1"):
+        check_target(y, "regression", 2, PATH, "price")
+
+
+def test_check_target_regression_too_few_rows() -> None:
+    with _raises_naming(PATH, "has 9 rows", "5 CV folds", "lower `cv_folds`"):
+        check_target(pd.Series(np.arange(9.0)), "regression", 5, PATH, "price")
+
+
+def test_check_target_binary_with_three_classes() -> None:
+    y = pd.Series(["a", "b", "c"] * 10)
+    with _raises_naming(PATH, "has 3 classes", "set `task: multiclass`") as info:
+        check_target(y, "binary", 5, PATH, "kind")
+    assert "Task is binary but target 'kind'" in str(info.value)
+
+
+def test_check_target_unknown_task() -> None:
+    with pytest.raises(ExperimentInputError, match=r"Unknown task 'ranking'; use one of binary, multiclass, regression"):
+        check_target(pd.Series([1, 2]), "ranking", 5, PATH, "y")
