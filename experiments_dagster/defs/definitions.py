@@ -3,6 +3,7 @@
 import dagster as dg
 
 from experiments_dagster.defs import data_assets, report_assets, training_assets
+from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 
@@ -12,6 +13,7 @@ ASSETS = [
 
 defs = dg.Definitions(
     assets=ASSETS,
+    asset_checks=LOGGING_CHECKS,
     jobs=[experiment_job],
     resources={"mlflow": MlflowTracking(), "data": ExperimentData()},
     # One process per run: a spawned process per step would re-import for seconds each.

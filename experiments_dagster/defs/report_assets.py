@@ -23,6 +23,7 @@ def evaluation_plots(
     with tracker.activity(final_model.run.run_id, "evaluation_plots", finish=closes_run(context, "evaluation_plots")):
         value, pngs = steps.log_evaluation_plots(tracker, splits, final_model)
     metadata: dict[str, Any] = {"mlflow_run_url": dg.MetadataValue.url(value.run.url),
+                                "mlflow_run_id": value.run.run_id,
                                 "importance_method": value.importance_method,
                                 "artifacts": dg.MetadataValue.json(value.artifacts)}
     metadata |= {name.removesuffix(".png"): png_markdown(png, name) for name, png in pngs.items()}
@@ -49,5 +50,6 @@ def repro_manifest(
         steps.log_manifest(tracker, run_id, manifest)
     context.log.info(f"Experiment complete: {final_model.run.url}")
     return dg.Output(manifest, metadata={"mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
+                                         "mlflow_run_id": run_id,
                                          "git_commit": manifest["code"].get("git.commit", "unknown"),
                                          "manifest": dg.MetadataValue.json(manifest)})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,46 +44,94 @@ def positive_label(classes: np.ndarray, positive_class: str | None) -> Any:
     )
 
 
+@dataclass(frozen=True)
+class Scored:
+    """What a metric function sees: truth, predictions and, for binary, the positive class."""
+
+    y_true: np.ndarray
+    preds: Predictions
+    y_bin: np.ndarray | None = None
+    p_pos: np.ndarray | None = None
+    pos: Any = None
+
+
+def _avg(fn: Callable[..., float], avg: str) -> Callable[[Scored], float]:
+    return lambda s: fn(s.y_true, s.preds.y_pred, average=avg, zero_division=0)
+
+
+def _pos(fn: Callable[..., float]) -> Callable[[Scored], float]:
+    return lambda s: fn(s.y_true, s.preds.y_pred, pos_label=s.pos, zero_division=0)
+
+
+# Every metric the project can compute, by the name it is logged under. The logging standard
+# (tracking/standard.py) picks which ones an experiment of each task must log.
+METRIC_FUNCTIONS: dict[str, dict[str, Callable[[Scored], float]]] = {
+    "binary": {
+        "accuracy": lambda s: skm.accuracy_score(s.y_true, s.preds.y_pred),
+        "balanced_accuracy": lambda s: skm.balanced_accuracy_score(s.y_true, s.preds.y_pred),
+        "precision": _pos(skm.precision_score),
+        "recall": _pos(skm.recall_score),
+        "f1": _pos(skm.f1_score),
+        "roc_auc": lambda s: skm.roc_auc_score(s.y_bin, s.p_pos),
+        "pr_auc": lambda s: skm.average_precision_score(s.y_bin, s.p_pos),
+        "log_loss": lambda s: skm.log_loss(s.y_true, s.preds.proba, labels=s.preds.classes),
+        "brier_score": lambda s: skm.brier_score_loss(s.y_bin, s.p_pos),
+        "matthews_corrcoef": lambda s: skm.matthews_corrcoef(s.y_true, s.preds.y_pred),
+    },
+    "multiclass": {
+        "accuracy": lambda s: skm.accuracy_score(s.y_true, s.preds.y_pred),
+        "balanced_accuracy": lambda s: skm.balanced_accuracy_score(s.y_true, s.preds.y_pred),
+        **{
+            f"{name}_{avg}": _avg(fn, avg)
+            for avg in ("macro", "weighted")
+            for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score))
+        },
+        "roc_auc_ovr": lambda s: skm.roc_auc_score(
+            s.y_true, s.preds.proba, multi_class="ovr", labels=s.preds.classes
+        ),
+        "log_loss": lambda s: skm.log_loss(s.y_true, s.preds.proba, labels=s.preds.classes),
+    },
+    "regression": {
+        "rmse": lambda s: np.sqrt(skm.mean_squared_error(s.y_true, s.preds.y_pred)),
+        "mae": lambda s: skm.mean_absolute_error(s.y_true, s.preds.y_pred),
+        "r2": lambda s: skm.r2_score(s.y_true, s.preds.y_pred),
+        "mape": lambda s: skm.mean_absolute_percentage_error(s.y_true, s.preds.y_pred),
+        "median_ae": lambda s: skm.median_absolute_error(s.y_true, s.preds.y_pred),
+        "explained_variance": lambda s: skm.explained_variance_score(s.y_true, s.preds.y_pred),
+    },
+}
+
+# What task_metrics computes when not told which names: the standard's own list.
+DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss"),
+    "multiclass": (
+        "accuracy", "precision_macro", "recall_macro", "f1_macro",
+        "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc_ovr", "log_loss",
+    ),
+    "regression": ("rmse", "mae", "r2", "mape"),
+}
+
+
 def task_metrics(
-    task: str, y_true: np.ndarray, preds: Predictions, positive_class: str | None = None
+    task: str,
+    y_true: np.ndarray,
+    preds: Predictions,
+    positive_class: str | None = None,
+    names: tuple[str, ...] | None = None,
 ) -> dict[str, float]:
-    """The standard's metrics for a task, as plain floats."""
+    """The named metrics (default: DEFAULT_METRICS of the task), as plain floats."""
+    names = names or DEFAULT_METRICS[task]
+    unknown = [n for n in names if n not in METRIC_FUNCTIONS[task]]
+    if unknown:
+        raise KeyError(f"No metric function for {unknown} ({task}); add it to METRIC_FUNCTIONS.")
     y_true = np.asarray(y_true)
-    if task == "regression":
-        y_pred = preds.y_pred
-        return {
-            "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
-            "mae": float(skm.mean_absolute_error(y_true, y_pred)),
-            "r2": float(skm.r2_score(y_true, y_pred)),
-            "mape": float(skm.mean_absolute_percentage_error(y_true, y_pred)),
-        }
-    assert preds.proba is not None and preds.classes is not None
-    out = {"accuracy": float(skm.accuracy_score(y_true, preds.y_pred))}
+    scored = Scored(y_true, preds)
     if task == "binary":
+        assert preds.proba is not None and preds.classes is not None
         pos = positive_label(preds.classes, positive_class)
-        pos_idx = int(np.flatnonzero(preds.classes == pos)[0])
-        y_bin = (y_true == pos).astype(int)
-        p_pos = preds.proba[:, pos_idx]
-        out |= {
-            "precision": float(skm.precision_score(y_true, preds.y_pred, pos_label=pos, zero_division=0)),
-            "recall": float(skm.recall_score(y_true, preds.y_pred, pos_label=pos, zero_division=0)),
-            "f1": float(skm.f1_score(y_true, preds.y_pred, pos_label=pos, zero_division=0)),
-            "roc_auc": float(skm.roc_auc_score(y_bin, p_pos)),
-            "pr_auc": float(skm.average_precision_score(y_bin, p_pos)),
-            "log_loss": float(skm.log_loss(y_true, preds.proba, labels=preds.classes)),
-        }
-        return out
-    for avg in ("macro", "weighted"):
-        out[f"precision_{avg}"] = float(
-            skm.precision_score(y_true, preds.y_pred, average=avg, zero_division=0)
-        )
-        out[f"recall_{avg}"] = float(skm.recall_score(y_true, preds.y_pred, average=avg, zero_division=0))
-        out[f"f1_{avg}"] = float(skm.f1_score(y_true, preds.y_pred, average=avg, zero_division=0))
-    out["roc_auc_ovr"] = float(
-        skm.roc_auc_score(y_true, preds.proba, multi_class="ovr", labels=preds.classes)
-    )
-    out["log_loss"] = float(skm.log_loss(y_true, preds.proba, labels=preds.classes))
-    return out
+        p_pos = preds.proba[:, int(np.flatnonzero(preds.classes == pos)[0])]
+        scored = Scored(y_true, preds, (y_true == pos).astype(int), p_pos, pos)
+    return {name: float(METRIC_FUNCTIONS[task][name](scored)) for name in names}
 
 
 def threshold_name(metric: str, threshold: float) -> str:

@@ -110,6 +110,7 @@ def iter_cross_validation(
     cv_seed: int,
     model_seed: int,
     positive_class: str | None = None,
+    metric_names: tuple[str, ...] | None = None,
 ) -> Iterator[FoldResult]:
     """Fit one pipeline per fold and score it on the fold's validation rows, lazily."""
     splits = cv_splitter(task, folds, cv_seed).split(X, None if task == "regression" else y)
@@ -124,6 +125,6 @@ def iter_cross_validation(
             pipeline=pipe,
             n_train=len(train_idx),
             n_validation=len(val_idx),
-            metrics=task_metrics(task, np.asarray(y.iloc[val_idx]), preds, positive_class),
+            metrics=task_metrics(task, np.asarray(y.iloc[val_idx]), preds, positive_class, metric_names),
             timing=Timed(fit_s, pred_s),
         )

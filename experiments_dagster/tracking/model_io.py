@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -73,19 +72,15 @@ def save_pyfunc_model(
     signature = infer_signature(
         example, pipeline.predict(example), params={"predict_method": "predict"}
     )
-    with warnings.catch_warnings():
-        # The model's predict is typed by its signature; MLflow nags for Python type hints.
-        warnings.filterwarnings("ignore", message=".*type hints to the `predict` method.*")
-        mlflow.pyfunc.save_model(
-            path=str(path),
-            python_model=str(MODEL_CODE),
-            artifacts=artifacts,
-            signature=signature,
-            input_example=example,
-            pip_requirements=list(model_requirements()),
-            mlflow_model=mlflow_model,
-        )
-
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        python_model=str(MODEL_CODE),
+        artifacts=artifacts,
+        signature=signature,
+        input_example=example,
+        pip_requirements=list(model_requirements()),
+        mlflow_model=mlflow_model,
+    )
 
 def dump_pickle(pipeline: Pipeline, path: Path) -> str:
     """joblib-dump the whole fitted pipeline; return the file's sha256."""

@@ -36,7 +36,7 @@ class PipelineModel(PythonModel):
         classes = meta["classes"]
         self.classes = None if classes is None else np.asarray(classes)
 
-    def predict(self, context, model_input, params=None):
+    def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         method = (params or {}).get("predict_method", "predict")
         features = self.preprocessor.transform(model_input)
         if self.classes is None:

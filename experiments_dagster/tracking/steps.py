@@ -27,6 +27,7 @@ from experiments_dagster.ml.metrics import (
 from experiments_dagster.ml.prepare import Prepared
 from experiments_dagster.ml.training import estimator_of, fit_timed, iter_cross_validation, make_pipeline
 from experiments_dagster.spec import ExperimentSpec
+from experiments_dagster.tracking import standard
 from experiments_dagster.tracking.environment import installed_requirements
 from experiments_dagster.tracking.model_io import dump_pickle
 from experiments_dagster.tracking.run_facts import hyperparameters, parent_run_tags, split_params
@@ -41,7 +42,7 @@ from experiments_dagster.values import (
     Splits,
 )
 
-PICKLE_ARTIFACT = "model/pipeline.joblib"
+PICKLE_ARTIFACT = "pickle/pipeline.joblib"
 
 
 def open_parent_run(
@@ -71,7 +72,7 @@ def log_fold_models(tracker: Tracker, splits: Splits, tags: Mapping[str, str]) -
     seeds = spec.resolved_seeds
     folds = iter_cross_validation(
         s.X_train, s.y_train, splits.task, spec.model, spec.hyperparameters,
-        spec.cv_folds, seeds.cv, seeds.model, spec.positive_class,
+        spec.cv_folds, seeds.cv, seeds.model, spec.positive_class, standard.metric_names(splits.task),
     )
     results, run_ids = [], []
     for i in range(spec.cv_folds):
@@ -107,7 +108,7 @@ def log_cv_metrics(tracker: Tracker, fold_models: FoldModels) -> CvMetrics:
 
 def final_metrics(spec: ExperimentSpec, task: str, y_true: np.ndarray, preds: Any) -> dict[str, float]:
     """Test metrics, plus threshold sweep and business value for binary tasks."""
-    out = task_metrics(task, y_true, preds, spec.positive_class)
+    out = task_metrics(task, y_true, preds, spec.positive_class, standard.metric_names(task))
     if task == "binary":
         out |= threshold_metrics(y_true, preds, spec.thresholds, spec.positive_class)
         pos = positive_label(preds.classes, spec.positive_class)

@@ -1,0 +1,300 @@
+"""Audit MLflow runs against the logging standard, including runs this project did not create."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Run
+
+from experiments_dagster.tracking.standard import Requirement, metric_names, requirements
+
+Status = Literal["present", "missing", "malformed", "n/a"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+DEFAULT_THRESHOLDS = ("0.3", "0.5", "0.7")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One item of the standard, as found on a run."""
+
+    kind: str
+    name: str
+    asset: str
+    status: Status
+    detail: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.status in ("present", "n/a")
+
+
+@dataclass
+class RunAudit:
+    """Every finding for one run; complete when nothing is missing or malformed."""
+
+    run_id: str
+    run_name: str
+    task: str
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return all(f.ok for f in self.findings)
+
+    @property
+    def problems(self) -> list[Finding]:
+        return [f for f in self.findings if not f.ok]
+
+    def to_dict(self) -> dict:
+        return {
+            "run_id": self.run_id, "run_name": self.run_name, "task": self.task, "complete": self.complete,
+            "findings": [f.__dict__ for f in self.findings],
+        }
+
+
+def infer_run_task(run: Run) -> str:
+    """The run's task: its ``task`` param or tag, else guessed from the metrics it has."""
+    task = run.data.params.get("task") or run.data.tags.get("task")
+    if task in ("binary", "multiclass", "regression"):
+        return task
+    metrics = run.data.metrics
+    if "rmse" in metrics or "r2" in metrics:
+        return "regression"
+    if "roc_auc_ovr" in metrics or "f1_macro" in metrics:
+        return "multiclass"
+    return "binary"
+
+
+@contextmanager
+def _tracking_uri(uri: str) -> Iterator[None]:
+    """pyfunc resolves ``models:/`` through the global URI: point it at the audited store."""
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(previous)
+
+
+def _finite(value: float | None) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+class Auditor:
+    """Reads runs through one client; downloads artifacts it must inspect to a temp folder."""
+
+    def __init__(self, client: MlflowClient, load_models: bool = True) -> None:
+        self.client = client
+        self.load_models = load_models
+
+    def audit(self, run_id: str, assets: set[str] | None = None) -> RunAudit:
+        """Audit one run against the standard (optionally only some assets' items)."""
+        run = self.client.get_run(run_id)
+        task = infer_run_task(run)
+        result = RunAudit(run_id, run.info.run_name or run_id, task)
+        from_dagster = "dagster.run_id" in run.data.tags
+        # MLflow resolves logged models inside artifact listings through the global URI.
+        with tempfile.TemporaryDirectory() as tmp, _tracking_uri(self.client._tracking_client.tracking_uri):
+            self._tmp = Path(tmp)
+            self._artifacts = self._list_artifacts(run_id)
+            for req in requirements(task, assets):
+                if req.dagster_only and not from_dagster:
+                    result.findings.append(Finding(req.kind, req.name, req.asset, "n/a", "run not logged by Dagster"))
+                    continue
+                result.findings.extend(getattr(self, f"_check_{req.kind}")(run, req, task))
+        return result
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _list_artifacts(self, run_id: str, path: str | None = None) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for info in self.client.list_artifacts(run_id, path):
+            if info.is_dir:
+                out |= self._list_artifacts(run_id, info.path)
+            else:
+                out[info.path] = info.file_size or 0
+        return out
+
+    def _download(self, run_id: str, path: str) -> Path:
+        return Path(self.client.download_artifacts(run_id, path, str(self._tmp)))
+
+    @staticmethod
+    def _found(req: Requirement, status: Status, detail: str = "", name: str | None = None) -> Finding:
+        return Finding(req.kind, name or req.name, req.asset, status, detail)
+
+    # --- one method per kind of requirement -------------------------------------------------
+    def _check_status(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        status = run.info.status
+        if status == "FINISHED":
+            return [self._found(req, "present")]
+        error = run.data.tags.get("error.message", "")
+        return [self._found(req, "missing", f"run is {status}" + (f": {error}" if error else ""))]
+
+    def _check_param(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        value = run.data.params.get(req.name)
+        return [self._found(req, "present" if value not in (None, "") else "missing")]
+
+    def _check_tag(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        value = run.data.tags.get(req.name)
+        if value in (None, ""):
+            return [self._found(req, "missing")]
+        if value == "unknown":
+            return [self._found(req, "malformed", "value is 'unknown'")]
+        return [self._found(req, "present")]
+
+    def _metric(self, run: Run, req: Requirement, name: str) -> Finding:
+        value = run.data.metrics.get(name)
+        if value is None:
+            return self._found(req, "missing", name=name)
+        if not _finite(value):
+            return self._found(req, "malformed", f"value is {value}", name=name)
+        return self._found(req, "present", name=name)
+
+    def _check_metric(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        return [self._metric(run, req, req.name)]
+
+    def _check_cv_metric(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        return [self._metric(run, req, f"cv_{m}_{s}") for m in metric_names(task) for s in ("mean", "std")]
+
+    def _check_threshold_metrics(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        raw = run.data.params.get("thresholds")
+        thresholds = [f"{float(t):g}" for t in raw.split(",")] if raw else list(DEFAULT_THRESHOLDS)
+        return [
+            self._metric(run, req, f"{m}_threshold_{t}") for t in thresholds for m in ("f1", "precision", "recall")
+        ]
+
+    def _check_hyperparameters(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        model_type = run.data.params.get("model_type")
+        if not model_type:
+            return [self._found(req, "missing", "no model_type param to know the hyperparameters")]
+        module, _, name = model_type.rpartition(".")
+        try:
+            expected = set(getattr(importlib.import_module(module), name)().get_params())
+        except Exception as exc:  # any import/constructor failure means we cannot verify
+            return [self._found(req, "malformed", f"cannot import {model_type} to verify: {exc}")]
+        missing = sorted(expected - set(run.data.params))
+        if missing:
+            return [self._found(req, "missing", f"hyperparameters not logged: {', '.join(missing)}")]
+        return [self._found(req, "present", f"{len(expected)} hyperparameters")]
+
+    def _check_artifact(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        size = self._artifacts.get(req.name)
+        if size is None:
+            return [self._found(req, "missing")]
+        path = self._download(run.info.run_id, req.name)
+        text = path.read_text(errors="replace")
+        if not text.strip():
+            return [self._found(req, "malformed", "file is empty")]
+        if req.name.endswith(".json"):
+            try:
+                json.loads(text)
+            except ValueError as exc:
+                return [self._found(req, "malformed", f"not valid JSON: {exc}")]
+        if req.name == "requirements.txt" and "==" not in text:
+            return [self._found(req, "malformed", "no pinned requirement (name==version)")]
+        return [self._found(req, "present")]
+
+    def _check_png(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        if req.name not in self._artifacts:
+            return [self._found(req, "missing")]
+        path = self._download(run.info.run_id, req.name)
+        data = path.read_bytes()
+        if not data.startswith(PNG_MAGIC):
+            return [self._found(req, "malformed", f"not a PNG ({len(data)} bytes)")]
+        try:
+            import matplotlib.image
+
+            image = matplotlib.image.imread(path)
+        except Exception as exc:  # a truncated/corrupt PNG raises from the decoder
+            return [self._found(req, "malformed", f"unreadable PNG: {exc}")]
+        if min(image.shape[:2]) < 10:
+            return [self._found(req, "malformed", f"image is {image.shape[1]}x{image.shape[0]}")]
+        return [self._found(req, "present")]
+
+    def _model_uri(self, run: Run) -> str | None:
+        uri = run.data.tags.get("model.uri")
+        if uri:
+            return uri
+        outputs = run.outputs.model_outputs if run.outputs else []
+        if outputs:
+            return f"models:/{outputs[-1].model_id}"
+        if "model/MLmodel" in self._artifacts:
+            return f"runs:/{run.info.run_id}/model"
+        return None
+
+    def _check_model(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        uri = self._model_uri(run)
+        if uri is None:
+            return [self._found(req, "missing", "no logged model")]
+        if not self.load_models:
+            return [self._found(req, "present", uri)]
+        try:
+            model = mlflow.pyfunc.load_model(uri)
+            example = model.input_example
+            if example is not None:
+                model.predict(example)
+        except Exception as exc:  # a broken model raises many types
+            return [self._found(req, "malformed", f"{uri} does not load/predict: {type(exc).__name__}: {exc}"[:500])]
+        if model.metadata.signature is None:
+            return [self._found(req, "malformed", f"{uri} has no signature")]
+        return [self._found(req, "present", uri)]
+
+    def _check_pickle(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        if req.name not in self._artifacts:
+            return [self._found(req, "missing")]
+        expected = run.data.tags.get("model.pickle_sha256")
+        actual = hashlib.sha256(self._download(run.info.run_id, req.name).read_bytes()).hexdigest()
+        if expected and expected != actual:
+            return [self._found(req, "malformed", f"sha256 {actual[:12]}… does not match tag {expected[:12]}…")]
+        return [self._found(req, "present" if expected else "malformed",
+                            "" if expected else "no model.pickle_sha256 tag to verify it")]
+
+    def _check_dataset_input(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        inputs = run.inputs.dataset_inputs if run.inputs else []
+        if not inputs:
+            return [self._found(req, "missing", "no mlflow.log_input dataset")]
+        data_hash = run.data.params.get("data.hash") or run.data.tags.get("data.hash")
+        if data_hash and not any(i.dataset.digest == data_hash[:36] for i in inputs):
+            return [self._found(req, "malformed", "no dataset input carries the data.hash digest")]
+        return [self._found(req, "present")]
+
+    def _check_nested_runs(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        children = self.client.search_runs(
+            [run.info.experiment_id], f"tags.mlflow.parentRunId = '{run.info.run_id}'", max_results=1000
+        )
+        folds = [c for c in children if "fold" in c.data.params or c.data.tags.get("cv.fold") is not None]
+        expected = run.data.params.get("cv.folds")
+        if expected is not None and len(folds) != int(expected):
+            return [self._found(req, "missing", f"{len(folds)} fold runs, cv.folds is {expected}")]
+        if not folds:
+            return [self._found(req, "missing", "no nested CV fold runs")]
+        problems = []
+        for child in folds:
+            if child.info.status != "FINISHED":
+                problems.append(f"{child.info.run_name} is {child.info.status}")
+            bad = [m for m in metric_names(task) if not _finite(child.data.metrics.get(m))]
+            if bad:
+                problems.append(f"{child.info.run_name} lacks {', '.join(bad)}")
+        if problems:
+            return [self._found(req, "malformed", "; ".join(problems))]
+        return [self._found(req, "present", f"{len(folds)} folds")]
+
+
+def format_audit(audit: RunAudit) -> str:
+    """A plain-text table of one run's findings."""
+    verdict = "COMPLETE" if audit.complete else f"INCOMPLETE ({len(audit.problems)} problems)"
+    lines = [f"run {audit.run_id} ({audit.run_name}, {audit.task}): {verdict}"]
+    width = max((len(f"{f.kind} {f.name}") for f in audit.findings), default=10)
+    for f in audit.findings:
+        lines.append(f"  {f.kind + ' ' + f.name:<{width}}  {f.status:<9}  {f.detail}".rstrip())
+    return "\n".join(lines)
