@@ -11,7 +11,7 @@ from experiments_dagster.ml.dataset import SUPPORTED_SUFFIXES
 from experiments_dagster.spec import SPEC_FILE
 
 # Letters, digits, '.', '_' and '-', not starting with a dot: safe as a path part and a key.
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]*$")
+SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]*")
 KEY_SEPARATOR = "/"
 
 
@@ -35,7 +35,7 @@ def partition_key(dataset: str, version: str) -> str:
 
 def is_safe_name(name: str) -> bool:
     """True for names made only of letters, digits, '.', '_' and '-' with no leading dot."""
-    return bool(SAFE_NAME.match(name)) and name not in {".", ".."}
+    return bool(SAFE_NAME.fullmatch(name)) and name not in {".", ".."}
 
 
 def parse_partition_key(key: str) -> tuple[str, str]:
@@ -88,7 +88,11 @@ def discover_versions(data_dir: Path) -> list[DatasetVersion]:
     for folder in sorted(p for p in data_dir.iterdir() if p.is_dir()):
         if not is_safe_name(folder.name) or not (folder / SPEC_FILE).is_file():
             continue
+        seen: set[str] = set()
         for path in sorted(folder.iterdir()):
+            # v1.csv and v1.parquet are one version (raw_data then refuses the ambiguity).
             if path.suffix in SUPPORTED_SUFFIXES and path.is_file() and is_safe_name(path.stem):
-                found.append(DatasetVersion(folder.name, path.stem, path))
+                if path.stem not in seen:
+                    seen.add(path.stem)
+                    found.append(DatasetVersion(folder.name, path.stem, path))
     return found

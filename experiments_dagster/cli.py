@@ -76,6 +76,65 @@ def cmd_paths(args: argparse.Namespace) -> int:
     return 0
 
 
+class UsageError(Exception):
+    """Bad arguments or an unreachable store: exit 2."""
+
+
+def _audit_client(tracking_uri: str | None):
+    """A client on a store that exists and answers; UsageError otherwise (never creates one)."""
+    from mlflow import MlflowClient
+
+    uri = tracking_uri or paths.default_tracking_uri()
+    db = paths.sqlite_path(uri)
+    if uri.startswith("sqlite:") and (db is None or not db.is_file()):
+        raise UsageError(f"No MLflow store at {uri}: the SQLite file does not exist. Set MLFLOW_TRACKING_URI "
+                         "or --tracking-uri to an existing store (run `make run` to create the default).")
+    # Fail fast on a dead server instead of MLflow's minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    client = MlflowClient(uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # connection errors surface as many types
+        raise UsageError(f"MLflow store {uri} is unreachable: {type(exc).__name__}: {exc}") from exc
+    return client
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Audit runs of an experiment against the logging standard: 0 complete, 1 incomplete, 2 error."""
+    import json
+
+    from experiments_dagster.tracking.audit import Auditor, format_audit
+
+    client = _audit_client(args.tracking_uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        names = sorted(e.name for e in client.search_experiments())
+        raise UsageError(f"No experiment named {args.experiment!r}; experiments here: {names}.")
+    if args.run_id:
+        try:
+            run = client.get_run(args.run_id)
+        except Exception as exc:  # MlflowException for unknown ids
+            raise UsageError(f"No run {args.run_id!r} in this store: {exc}") from exc
+        if run.info.experiment_id != experiment.experiment_id:
+            raise UsageError(f"Run {args.run_id} belongs to experiment id {run.info.experiment_id}, "
+                             f"not {args.experiment!r}.")
+        run_ids = [args.run_id]
+    else:
+        runs = client.search_runs([experiment.experiment_id], max_results=50_000)
+        run_ids = [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    auditor = Auditor(client)
+    audits = [auditor.audit(run_id) for run_id in run_ids]
+    if args.json:
+        print(json.dumps({"experiment": args.experiment, "complete": all(a.complete for a in audits),
+                          "runs": [a.to_dict() for a in audits]}, indent=2))
+    else:
+        for audit in audits:
+            print(format_audit(audit), end="\n\n")
+        print(f"{sum(a.complete for a in audits)}/{len(audits)} runs of {args.experiment!r} are complete.")
+    return 0 if audits and all(a.complete for a in audits) else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="experiments-dagster", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -86,12 +145,23 @@ def build_parser() -> argparse.ArgumentParser:
     where = sub.add_parser("paths", help="print the data directory, tracking URI and DAGSTER_HOME")
     where.add_argument("--tracking-uri", action="store_true", help="print only the tracking URI")
     where.set_defaults(func=cmd_paths)
+    audit = sub.add_parser("audit", help="audit MLflow runs against the logging standard")
+    audit.add_argument("--experiment", required=True, help="MLflow experiment name")
+    audit.add_argument("--run-id", help="audit only this run (default: every top-level run)")
+    audit.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    audit.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or the embedded one)")
+    audit.set_defaults(func=cmd_audit)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return args.func(args)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    try:
+        return args.func(args)
+    except UsageError as exc:
+        print(f"experiments-dagster {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -25,13 +25,13 @@ class BusinessValues(BaseModel):
 
 
 class Seeds(BaseModel):
-    """Every random seed of an experiment; each defaults to the spec's ``seed``."""
+    """Every random seed of an experiment; each one left unset defaults to the spec's ``seed``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    split: int
-    cv: int
-    model: int
-    numpy: int
+    split: int | None = None
+    cv: int | None = None
+    model: int | None = None
+    numpy: int | None = None
 
 
 class ExperimentSpec(BaseModel):
@@ -62,10 +62,22 @@ class ExperimentSpec(BaseModel):
             raise ValueError("thresholds must be a non-empty list of numbers in (0, 1)")
         return tuple(sorted(set(value)))
 
+    @field_validator("positive_class", mode="before")
+    @classmethod
+    def _positive_class_as_text(cls, value: Any) -> Any:
+        # Classes are matched as text, so `positive_class: 1` in YAML means "1".
+        return None if value is None else str(value)
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _tag_values_as_text(cls, value: Any) -> Any:
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else value
+
     @property
     def resolved_seeds(self) -> Seeds:
         """Seeds with any unset one taken from ``seed``."""
-        return self.seeds or Seeds(split=self.seed, cv=self.seed, model=self.seed, numpy=self.seed)
+        given = self.seeds.model_dump() if self.seeds else {}
+        return Seeds(**{k: self.seed if given.get(k) is None else given[k] for k in ("split", "cv", "model", "numpy")})
 
     @property
     def experiment(self) -> str:

@@ -5,6 +5,7 @@ import dagster as dg
 from experiments_dagster.defs import data_assets, report_assets, training_assets
 from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.jobs import experiment_job
+from experiments_dagster.defs.lifecycle import failed_run_cleanup_job, mlflow_run_reconciler
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 
 ASSETS = [
@@ -14,7 +15,8 @@ ASSETS = [
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=LOGGING_CHECKS,
-    jobs=[experiment_job],
+    jobs=[experiment_job, failed_run_cleanup_job],
+    sensors=[mlflow_run_reconciler],
     resources={"mlflow": MlflowTracking(), "data": ExperimentData()},
     # One process per run: a spawned process per step would re-import for seconds each.
     executor=dg.in_process_executor,

@@ -55,7 +55,13 @@ def build_estimator(
     params = {**(XGBOOST_DEFAULTS if model == "xgboost" else {}), **hyperparameters}
     if task != "regression" and model == "xgboost":
         params.setdefault("eval_metric", "logloss" if task == "binary" else "mlogloss")
-    accepted = cls().get_params()
+    try:
+        accepted = cls().get_params()
+    except TypeError as exc:
+        raise ExperimentInputError(
+            f"Model {model!r} cannot be built without arguments ({exc}); choose an estimator whose "
+            "constructor has defaults for every argument."
+        ) from exc
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ExperimentInputError(

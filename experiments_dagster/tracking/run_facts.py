@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import getpass
+import os
+import socket
+from pathlib import Path
 from typing import Any
 
 from sklearn.base import BaseEstimator
@@ -15,9 +18,29 @@ from experiments_dagster.values import DataFingerprint
 SOURCE_NAME = "experiments_dagster"
 
 
+def process_identity(pid: int | None = None) -> dict[str, str]:
+    """Host, pid and the pid's start time: enough to tell later whether this process is alive."""
+    pid = pid or os.getpid()
+    return {"process.host": socket.gethostname(), "process.pid": str(pid), "process.start": process_start(pid)}
+
+
+def process_start(pid: int) -> str:
+    """The process's start time in clock ticks since boot (Linux), so a reused pid is not mistaken."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
 def dagster_tags(run_id: str, partition_key: str, asset: str) -> dict[str, str]:
-    """Tags tying an MLflow run to the Dagster run, partition and asset that opened it."""
-    return {"dagster.run_id": run_id, "dagster.partition_key": partition_key, "dagster.asset_key": asset}
+    """Tags tying an MLflow run to the Dagster run, partition, asset and process that opened it."""
+    return {
+        "dagster.run_id": run_id,
+        "dagster.partition_key": partition_key,
+        "dagster.asset_key": asset,
+        **process_identity(),
+    }
 
 
 def parent_run_tags(spec: ExperimentSpec, task: str, fp: DataFingerprint) -> dict[str, str]:

@@ -125,7 +125,7 @@ class Tracker:
 
     @contextmanager
     def activity(self, run_id: str, asset: str, finish: bool) -> Iterator[None]:
-        """Log inside a run: on error mark it FAILED with the error; on success end if ``finish``.
+        """Log inside a run: on error mark it FAILED (KILLED if interrupted); on success end if ``finish``.
 
         A run reopened by a downstream asset re-materialized alone goes back to FINISHED.
         """
@@ -133,7 +133,8 @@ class Tracker:
         try:
             yield
         except BaseException as exc:
-            self.mark_failed(run_id, asset, exc)
+            # Interrupts (Dagster's cancellation, Ctrl-C) are not Exceptions: the run was KILLED.
+            self.mark_failed(run_id, asset, exc, "FAILED" if isinstance(exc, Exception) else "KILLED")
             raise
         if finish or previous == "FINISHED":
             self.end_run(run_id, "FINISHED")

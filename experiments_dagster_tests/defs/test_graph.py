@@ -97,7 +97,7 @@ def test_graph_logs_complete_experiment(instance, resources, tracking_uri, data_
     assert params["dataset.rows_dropped_missing_target"] == str(dropped)
     assert int(params["split.train_rows"]) + int(params["split.test_rows"]) == len(frame) - dropped
     assert params["task"] == task
-    pickle_path = client.download_artifacts(parent.info.run_id, "model/pipeline.joblib", str(tmp_path))
+    pickle_path = client.download_artifacts(parent.info.run_id, "pickle/pipeline.joblib", str(tmp_path))
     pipeline = joblib.load(pickle_path)
     estimator = estimator_of(pipeline)
     for name, value in estimator.get_params().items():

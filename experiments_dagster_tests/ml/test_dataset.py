@@ -24,9 +24,10 @@ from experiments_dagster.ml.dataset import (
 
 def _raises_naming(path: Path, *fragments: str):
     """pytest.raises for an ExperimentInputError whose message names ``path``."""
-    return pytest.raises(ExperimentInputError, match=re.escape(str(path)) + "".join(
-        f"(?s:.*){re.escape(f)}" for f in fragments
-    ))
+    return pytest.raises(
+        ExperimentInputError,
+        match=re.escape(str(path)) + "".join(f"(?s:.*){re.escape(f)}" for f in fragments),
+    )
 
 
 # --- hash_file ---------------------------------------------------------------------------
@@ -42,7 +43,9 @@ def test_hash_file_matches_hashlib_and_size(tmp_path: Path) -> None:
     assert digest == FileDigest(sha256=hashlib.sha256(payload).hexdigest(), size_bytes=len(payload))
 
 
-def test_hash_file_streams_files_larger_than_one_chunk(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_hash_file_streams_files_larger_than_one_chunk(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(dataset, "HASH_CHUNK_BYTES", 7)
     payload = bytes(range(256)) * 3 + b"tail"  # 772 bytes: 110 full chunks and a partial one
     path = tmp_path / "big.parquet"
@@ -270,5 +273,7 @@ def test_check_target_binary_with_three_classes() -> None:
 
 
 def test_check_target_unknown_task() -> None:
-    with pytest.raises(ExperimentInputError, match=r"Unknown task 'ranking'; use one of binary, multiclass, regression"):
+    with pytest.raises(
+        ExperimentInputError, match=r"Unknown task 'ranking'; use one of binary, multiclass, regression"
+    ):
         check_target(pd.Series([1, 2]), "ranking", 5, PATH, "y")

@@ -7,8 +7,8 @@ import pandas as pd
 import pytest
 import xgboost
 from sklearn.base import clone
-from sklearn.exceptions import NotFittedError
 from sklearn.ensemble import RandomForestClassifier
+from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.validation import check_is_fitted

@@ -1,0 +1,125 @@
+"""Keeping MLflow run status truthful after crashes, and cleaning up old failed runs."""
+
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import dagster as dg
+from mlflow.entities import Run, ViewType
+from pydantic import Field
+
+from experiments_dagster.defs.resources import MlflowTracking
+from experiments_dagster.tracking.liveness import process_is_dead
+from experiments_dagster.tracking.store import Tracker
+
+RECONCILE_TAG = "reconciled.reason"
+CLEANUP_TAG = "cleanup.status"
+
+
+@dataclass(frozen=True)
+class Reconciled:
+    """An MLflow run that was left RUNNING, the status it was given, and why."""
+
+    mlflow_run_id: str
+    dagster_run_id: str
+    status: str
+    reason: str
+
+
+def _runs(tracker: Tracker, filter_string: str) -> list[Run]:
+    ids = [e.experiment_id for e in tracker.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    return tracker.client.search_runs(ids, filter_string, max_results=50_000) if ids else []
+
+
+def _verdict(run: Run, instance: dg.DagsterInstance) -> tuple[str, str] | None:
+    """(status, reason) for an MLflow run left RUNNING, or None if its Dagster run is alive."""
+    dagster_run = instance.get_run_by_id(run.data.tags["dagster.run_id"])
+    if dagster_run is None:
+        return "FAILED", "its Dagster run does not exist in this instance"
+    status = dagster_run.status
+    if status == dg.DagsterRunStatus.CANCELED:
+        return "KILLED", "its Dagster run was canceled"
+    if status == dg.DagsterRunStatus.FAILURE:
+        return "FAILED", "its Dagster run failed before the MLflow run was closed"
+    if status == dg.DagsterRunStatus.SUCCESS:
+        return "FINISHED", "its Dagster run succeeded without closing the MLflow run"
+    if status == dg.DagsterRunStatus.STARTED and process_is_dead(run.data.tags):
+        return "FAILED", f"process {run.data.tags['process.pid']} died (killed or out of memory)"
+    return None
+
+
+def reconcile_runs(tracker: Tracker, instance: dg.DagsterInstance) -> list[Reconciled]:
+    """Close every MLflow run left RUNNING whose Dagster run or process is no longer alive.
+
+    A Dagster run still STARTED whose process is dead is reported failed too, so both
+    stores tell the same story.
+    """
+    done: list[Reconciled] = []
+    for run in _runs(tracker, "attributes.status = 'RUNNING'"):
+        if "dagster.run_id" not in run.data.tags:
+            continue
+        verdict = _verdict(run, instance)
+        if verdict is None:
+            continue
+        status, reason = verdict
+        dagster_run_id = run.data.tags["dagster.run_id"]
+        tags = {RECONCILE_TAG: reason}
+        if status != "FINISHED":
+            tags |= {"error.asset": run.data.tags.get("dagster.asset_key", "unknown"),
+                     "error.type": "DagsterRunEnded", "error.message": reason}
+        tracker.set_tags(run.info.run_id, tags)
+        tracker.end_run(run.info.run_id, status)
+        dagster_run = instance.get_run_by_id(dagster_run_id)
+        if dagster_run is not None and dagster_run.status == dg.DagsterRunStatus.STARTED:
+            instance.report_run_failed(dagster_run, f"Process died: {reason}")
+        done.append(Reconciled(run.info.run_id, dagster_run_id, status, reason))
+    return done
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Marks MLflow runs left RUNNING by canceled, failed or dead Dagster runs.",
+)
+def mlflow_run_reconciler(context: dg.SensorEvaluationContext, mlflow: MlflowTracking) -> dg.SkipReason:
+    """Keeps MLflow run status truthful when a Dagster run ends without closing its runs."""
+    done = reconcile_runs(mlflow.tracker(), context.instance)
+    for r in done:
+        context.log.warning(f"MLflow run {r.mlflow_run_id} -> {r.status}: {r.reason} (Dagster run {r.dagster_run_id})")
+    return dg.SkipReason(f"Closed {len(done)} MLflow runs left RUNNING." if done else "No MLflow run left RUNNING.")
+
+
+class CleanupConfig(dg.Config):
+    """Which failed runs to clean up, and how."""
+
+    older_than_days: float = Field(default=30.0, ge=0, description="Only runs that ended this long ago.")
+    action: Literal["tag", "delete"] = Field(
+        default="tag", description="'tag' marks them cleanup.status=stale-failure; 'delete' soft-deletes them."
+    )
+
+
+def cleanup_failed_runs(tracker: Tracker, older_than_days: float, action: str, now_ms: int | None = None) -> list[str]:
+    """FAILED/KILLED runs that ended over ``older_than_days`` ago: tag or soft-delete them."""
+    cutoff = (now_ms or int(time.time() * 1000)) - int(older_than_days * 86_400_000)
+    runs = _runs(tracker, "attributes.status = 'FAILED' OR attributes.status = 'KILLED'")
+    stale = [r for r in runs if (r.info.end_time or r.info.start_time) <= cutoff
+             and r.data.tags.get(CLEANUP_TAG) != "stale-failure"]
+    for run in stale:
+        if action == "delete":
+            tracker.client.delete_run(run.info.run_id)
+        else:
+            tracker.set_tags(run.info.run_id, {CLEANUP_TAG: "stale-failure"})
+    return [r.info.run_id for r in stale]
+
+
+@dg.op(description="Tag or delete FAILED/KILLED MLflow runs older than the configured age.")
+def clean_up_failed_runs(context: dg.OpExecutionContext, config: CleanupConfig, mlflow: MlflowTracking) -> list[str]:
+    """Clean up failed runs: tag or delete them."""
+    ids = cleanup_failed_runs(mlflow.tracker(), config.older_than_days, config.action)
+    context.log.info(f"{config.action}: {len(ids)} failed runs older than {config.older_than_days} days")
+    return ids
+
+
+@dg.job(description="Clean up failed MLflow runs older than a configurable age (tag or delete).")
+def failed_run_cleanup_job() -> None:
+    clean_up_failed_runs()

@@ -1,0 +1,24 @@
+"""Is the process that opened an MLflow run still alive? (host + pid + pid start time)"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Mapping
+
+from experiments_dagster.tracking.run_facts import process_start
+
+
+def process_is_dead(tags: Mapping[str, str]) -> bool | None:
+    """True/False when this host can tell from the run's process tags; None when it cannot."""
+    pid, host, start = tags.get("process.pid"), tags.get("process.host"), tags.get("process.start")
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    # The pid exists; it is the same process only if it started at the same time.
+    return bool(start) and process_start(int(pid)) != start
