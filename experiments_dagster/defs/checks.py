@@ -7,6 +7,7 @@ import dagster as dg
 from experiments_dagster.defs.partitions import dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking.audit import Auditor, RunAudit
+from experiments_dagster.tracking.store import Tracker
 
 # asset -> the standard's items it is checked for (None: the whole experiment).
 CHECKED_ASSETS: dict[str, set[str] | None] = {
@@ -41,15 +42,14 @@ def _problems_markdown(audit: RunAudit) -> dg.MetadataValue:
 
 
 def audit_result(
-    context: dg.AssetCheckExecutionContext, mlflow: MlflowTracking, asset: str, check: str
+    instance: dg.DagsterInstance, partition_key: str, tracker: Tracker, asset: str, check: str
 ) -> dg.AssetCheckResult:
     """Audit the asset's MLflow run; on failure mark the run FAILED with what is missing."""
-    run_id = latest_mlflow_run_id(context.instance, asset, context.partition_key)
+    run_id = latest_mlflow_run_id(instance, asset, partition_key)
     if run_id is None:
         return dg.AssetCheckResult(
             passed=False, metadata={"problem": f"no materialization of {asset} with an mlflow_run_id"}
         )
-    tracker = mlflow.tracker()
     scope = CHECKED_ASSETS[asset]
     audit = Auditor(tracker.client, load_models=scope is None or "final_model" in scope).audit(run_id, scope)
     metadata = {
@@ -83,7 +83,7 @@ def _build_check(asset: str) -> dg.AssetChecksDefinition:
         description=f"Audits {what}; lists each missing or malformed item and marks the run FAILED.",
     )
     def _check(context: dg.AssetCheckExecutionContext, mlflow: MlflowTracking) -> dg.AssetCheckResult:
-        return audit_result(context, mlflow, asset, name)
+        return audit_result(context.instance, context.partition_key, mlflow.tracker(), asset, name)
 
     return _check
 
