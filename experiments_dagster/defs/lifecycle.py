@@ -54,11 +54,13 @@ def reconcile_runs(tracker: Tracker, instance: dg.DagsterInstance) -> list[Recon
     A Dagster run still STARTED whose process is dead is reported failed too, so both
     stores tell the same story.
     """
+    left_running = [r for r in _runs(tracker, "attributes.status = 'RUNNING'") if "dagster.run_id" in r.data.tags]
+    # Judge every run before changing anything: reporting a Dagster run failed must not
+    # change the verdict on its other MLflow runs.
+    verdicts = [(run, _verdict(run, instance)) for run in left_running]
     done: list[Reconciled] = []
-    for run in _runs(tracker, "attributes.status = 'RUNNING'"):
-        if "dagster.run_id" not in run.data.tags:
-            continue
-        verdict = _verdict(run, instance)
+    dead_dagster_runs: set[str] = set()
+    for run, verdict in verdicts:
         if verdict is None:
             continue
         status, reason = verdict
@@ -69,10 +71,13 @@ def reconcile_runs(tracker: Tracker, instance: dg.DagsterInstance) -> list[Recon
                      "error.type": "DagsterRunEnded", "error.message": reason}
         tracker.set_tags(run.info.run_id, tags)
         tracker.end_run(run.info.run_id, status)
+        if reason.startswith("process "):
+            dead_dagster_runs.add(dagster_run_id)
+        done.append(Reconciled(run.info.run_id, dagster_run_id, status, reason))
+    for dagster_run_id in dead_dagster_runs:
         dagster_run = instance.get_run_by_id(dagster_run_id)
         if dagster_run is not None and dagster_run.status == dg.DagsterRunStatus.STARTED:
-            instance.report_run_failed(dagster_run, f"Process died: {reason}")
-        done.append(Reconciled(run.info.run_id, dagster_run_id, status, reason))
+            instance.report_run_failed(dagster_run, "Its process died (killed or out of memory).")
     return done
 
 
