@@ -96,3 +96,70 @@ def discover_versions(data_dir: Path) -> list[DatasetVersion]:
                     seen.add(path.stem)
                     found.append(DatasetVersion(folder.name, path.stem, path))
     return found
+
+
+@dataclass(frozen=True)
+class FileState:
+    """A version file as seen by one stat call (no reading, no hashing)."""
+
+    version: DatasetVersion
+    size: int
+    mtime_ns: int
+
+    @property
+    def stamp(self) -> list[int]:
+        return [self.size, self.mtime_ns]
+
+
+# Our own embedded MLflow store lives in the data directory; it is not a dataset.
+IGNORED_TOP_LEVEL = {".mlflow"}
+
+
+def scan_versions(data_dir: Path) -> tuple[list[FileState], dict[str, str]]:
+    """Stat every candidate version file; return them and {path: reason} for rejected entries.
+
+    Rejected: unsafe dataset or version names, and paths (e.g. symlinks) resolving outside
+    ``data_dir``. Folders without experiment.yaml and non-data files are ignored silently.
+    """
+    root = data_dir.resolve()
+    found: list[FileState] = []
+    rejected: dict[str, str] = {}
+    if not root.is_dir():
+        return found, rejected
+    for folder in sorted(root.iterdir(), key=lambda p: p.name):
+        if folder.name in IGNORED_TOP_LEVEL or not folder.is_dir():
+            continue
+        if not is_safe_name(folder.name):
+            rejected[str(folder)] = (
+                f"dataset folder {folder.name!r} skipped: names may use letters, digits, '.', '_' "
+                "and '-' and must not start with a dot; rename it"
+            )
+            continue
+        if folder.resolve().parent != root:
+            rejected[str(folder)] = f"dataset folder {folder.name!r} skipped: it resolves outside {root}"
+            continue
+        if not (folder / SPEC_FILE).is_file():
+            continue
+        seen: set[str] = set()
+        for path in sorted(folder.iterdir(), key=lambda p: p.name):
+            if path.suffix not in SUPPORTED_SUFFIXES:
+                continue
+            if not is_safe_name(path.stem):
+                rejected[str(path)] = (
+                    f"version file {folder.name}/{path.name!r} skipped: the version name must use "
+                    "letters, digits, '.', '_' and '-' and not start with a dot; rename it"
+                )
+                continue
+            if not path.resolve().is_relative_to(root):
+                rejected[str(path)] = f"version file {folder.name}/{path.name} skipped: it resolves outside {root}"
+                continue
+            if path.stem in seen:
+                rejected[str(path)] = (
+                    f"version {folder.name}/{path.stem} has both .csv and .parquet files; keep one"
+                )
+                continue
+            seen.add(path.stem)
+            st = path.stat()
+            if st.st_size > 0:  # an empty file is still being created
+                found.append(FileState(DatasetVersion(folder.name, path.stem, path), st.st_size, st.st_mtime_ns))
+    return found, rejected

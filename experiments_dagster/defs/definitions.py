@@ -7,6 +7,7 @@ from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.lifecycle import failed_run_cleanup_job, mlflow_run_reconciler
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
+from experiments_dagster.defs.sensors import dataset_version_sensor
 
 ASSETS = [
     *dg.load_assets_from_modules([data_assets, training_assets, report_assets]),
@@ -16,7 +17,7 @@ defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=LOGGING_CHECKS,
     jobs=[experiment_job, failed_run_cleanup_job],
-    sensors=[mlflow_run_reconciler],
+    sensors=[dataset_version_sensor, mlflow_run_reconciler],
     resources={"mlflow": MlflowTracking(), "data": ExperimentData()},
     # One process per run: a spawned process per step would re-import for seconds each.
     executor=dg.in_process_executor,

@@ -32,6 +32,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.paths import artifact_root_for, default_tracking_uri, sqlite_path
 from experiments_dagster.tracking.model_io import save_pyfunc_model
+from experiments_dagster.tracking.sqlite_store import open_sqlite_client
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ ERROR_MESSAGE_TAG = "error.message"
 def _client(uri: str) -> MlflowClient:
     db = sqlite_path(uri)
     if db is not None:
-        db.parent.mkdir(parents=True, exist_ok=True)
+        return open_sqlite_client(uri, db)
     return MlflowClient(tracking_uri=uri)
 
 

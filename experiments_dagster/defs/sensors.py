@@ -1,0 +1,81 @@
+"""The retrain sensor: a new version file becomes a partition and a run of the experiment job."""
+
+import json
+from typing import Any
+
+import dagster as dg
+
+from experiments_dagster.catalog import scan_versions
+from experiments_dagster.defs.jobs import experiment_job
+from experiments_dagster.defs.partitions import DATASET_VERSIONS
+from experiments_dagster.defs.resources import ExperimentData
+
+CURSOR_VERSION = 1
+
+
+def _load_cursor(raw: str | None) -> dict[str, Any]:
+    state = json.loads(raw) if raw else {}
+    if state.get("v") != CURSOR_VERSION:
+        state = {"v": CURSOR_VERSION}
+    for key in ("pending", "trained", "changed", "rejected"):
+        state.setdefault(key, {})
+    return state
+
+
+def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.SensorResult:
+    """One tick: stat files (never read or hash them), compare with the cursor, request runs.
+
+    - new file: remembered; requested on the next tick if its size and mtime did not change
+      (a half-written file is still changing);
+    - known version (in the cursor or already a partition): never requested again; if its
+      size/mtime differ from when it was trained it is reported once (raw data is immutable:
+      drop the file under a new version name to retrain);
+    - unsafe names or paths escaping the data directory: skipped with a warning, once.
+    """
+    state = _load_cursor(context.cursor)
+    files, rejected = scan_versions(data_dir)
+    for path, reason in rejected.items():
+        if path not in state["rejected"]:
+            context.log.warning(reason)
+    state["rejected"] = {path: 1 for path in rejected}
+    registered = set(context.instance.get_dynamic_partitions(DATASET_VERSIONS))
+    requests, new_keys, events = [], [], []
+    pending: dict[str, list[int]] = {}
+    for f in files:
+        key = f.version.partition_key
+        trained = state["trained"].get(key)
+        if trained is None and key in registered:
+            state["trained"][key] = trained = f.stamp  # trained before this sensor saw it
+        if trained is not None:
+            if trained != f.stamp and key not in state["changed"]:
+                message = (f"{f.version.path} changed after version {key} was trained (size/mtime "
+                           f"{trained} -> {f.stamp}). Raw data is immutable: restore the file, or save "
+                           "the new data as a new version file to train it.")
+                context.log.error(message)
+                events.append(dg.AssetObservation(asset_key="raw_data", partition=key,
+                                                  metadata={"changed_after_training": message}))
+                state["changed"][key] = f.stamp
+            elif trained == f.stamp:
+                state["changed"].pop(key, None)
+            continue
+        if state["pending"].get(key) == f.stamp:
+            requests.append(dg.RunRequest(partition_key=key, run_key=key))
+            new_keys.append(key)
+            state["trained"][key] = f.stamp
+        else:
+            pending[key] = f.stamp  # first sight, or still being written
+    state["pending"] = pending
+    partitions = [dg.AddDynamicPartitionsRequest(DATASET_VERSIONS, new_keys)] if new_keys else []
+    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partitions,
+                           asset_events=events, cursor=json.dumps(state, sort_keys=True))
+
+
+@dg.sensor(
+    job=experiment_job,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds a partition and runs the experiment job for each new, fully written version file.",
+)
+def dataset_version_sensor(context: dg.SensorEvaluationContext, data: ExperimentData) -> dg.SensorResult:
+    """Retrain on new data: one run per new dataset version file."""
+    return evaluate_versions(context, data.path())

@@ -1,0 +1,135 @@
+"""The retrain sensor, tick by tick, with build_sensor_context and a real instance."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from experiments_dagster.defs.partitions import DATASET_VERSIONS
+from experiments_dagster.defs.resources import ExperimentData
+from experiments_dagster.defs.sensors import dataset_version_sensor
+
+
+@pytest.fixture
+def data(tmp_path: Path, data_dir: Path) -> Path:
+    root = tmp_path / "sensor-data"
+    (root / "iris").mkdir(parents=True)
+    shutil.copy(data_dir / "iris" / "experiment.yaml", root / "iris" / "experiment.yaml")
+    return root
+
+
+class Ticker:
+    """Evaluates the sensor like the daemon does: cursor carried over, partitions applied."""
+
+    def __init__(self, instance: dg.DagsterInstance, data: Path) -> None:
+        self.instance, self.data, self.cursor = instance, data, None
+
+    def tick(self) -> dg.SensorResult:
+        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
+                                     resources={"data": ExperimentData(data_dir=str(self.data))}) as context:
+            result = dataset_version_sensor(context)
+        self.cursor = result.cursor
+        for request in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        return result
+
+
+def keys(result: dg.SensorResult) -> list[str]:
+    return [r.partition_key for r in result.run_requests or []]
+
+
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
+def test_new_file_is_added_and_requested_once(instance, data):
+    write(data / "iris" / "v1.csv", "a,species\n1,x\n2,y\n")
+    ticker = Ticker(instance, data)
+    assert keys(ticker.tick()) == []  # first sight: wait for the file to be stable
+    second = ticker.tick()
+    assert keys(second) == ["iris/v1"] and [r.run_key for r in second.run_requests] == ["iris/v1"]
+    assert list(second.dynamic_partitions_requests[0].partition_keys) == ["iris/v1"]
+    assert instance.get_dynamic_partitions(DATASET_VERSIONS) == ["iris/v1"]
+    for _ in range(3):
+        assert keys(ticker.tick()) == []  # repeated ticks: no duplicate run
+
+
+def test_half_written_file_waits_until_stable(instance, data):
+    path = data / "iris" / "v2.csv"
+    write(path, "a,species\n1,x\n")
+    ticker = Ticker(instance, data)
+    assert keys(ticker.tick()) == []
+    with open(path, "a") as fh:
+        fh.write("2,y\n")  # still being written
+    assert keys(ticker.tick()) == []
+    assert keys(ticker.tick()) == ["iris/v2"]
+
+
+def test_empty_file_is_not_a_version_yet(instance, data):
+    (data / "iris" / "v3.csv").touch()
+    ticker = Ticker(instance, data)
+    assert keys(ticker.tick()) == [] and keys(ticker.tick()) == []
+
+
+def test_bad_names_and_escaping_paths_are_skipped_with_a_message(instance, data, tmp_path, capfd):
+    write(data / "iris" / "v1.csv", "a,species\n1,x\n2,y\n")
+    (data / "bad name").mkdir()
+    (data / "bad name" / "experiment.yaml").write_text("target: y\n")
+    write(data / "iris" / "v 2.csv", "a\n1\n")
+    write(data / "iris" / ".v3.csv", "a\n1\n")
+    outside = tmp_path / "outside.csv"
+    write(outside, "a\n1\n")
+    os.symlink(outside, data / "iris" / "v4.csv")
+    ticker = Ticker(instance, data)
+    ticker.tick()
+    second = ticker.tick()
+    assert keys(second) == ["iris/v1"]
+    text = capfd.readouterr().err  # Dagster's sensor log writes to stderr
+    assert "dataset folder 'bad name' skipped" in text and "rename it" in text
+    assert "version file iris/'v 2.csv' skipped" in text
+    assert "version file iris/'.v3.csv' skipped" in text
+    assert "iris/v4.csv skipped: it resolves outside" in text
+    assert text.count("'bad name' skipped") == 1  # reported once, not every tick
+
+
+def test_changed_file_is_reported_not_retrained(instance, data):
+    path = data / "iris" / "v1.csv"
+    write(path, "a,species\n1,x\n2,y\n")
+    ticker = Ticker(instance, data)
+    ticker.tick()
+    assert keys(ticker.tick()) == ["iris/v1"]
+    write(path, "a,species\n1,x\n2,y\n3,z\n")
+    changed = ticker.tick()
+    assert keys(changed) == []
+    (event,) = changed.asset_events
+    assert event.asset_key == dg.AssetKey("raw_data") and event.partition == "iris/v1"
+    assert "changed after version iris/v1 was trained" in event.metadata["changed_after_training"].value
+    again = ticker.tick()
+    assert keys(again) == [] and not again.asset_events  # reported once
+    assert json.loads(ticker.cursor)["changed"].keys() == {"iris/v1"}
+
+
+def test_versions_already_partitions_are_not_retrained(instance, data):
+    write(data / "iris" / "v1.csv", "a,species\n1,x\n2,y\n")
+    instance.add_dynamic_partitions(DATASET_VERSIONS, ["iris/v1"])  # e.g. trained by `make run`
+    ticker = Ticker(instance, data)
+    assert keys(ticker.tick()) == [] and keys(ticker.tick()) == []
+
+
+def test_many_versions_tick_reads_no_file(instance, data, monkeypatch):
+    for i in range(50):
+        write(data / "iris" / f"v{i}.csv", "a,species\n1,x\n2,y\n")
+    monkeypatch.setattr(Path, "read_bytes", lambda self: pytest.fail(f"tick read {self}"))
+    import builtins
+
+    real_open = builtins.open
+    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: pytest.fail(f"tick opened {f}")
+                        if str(f).endswith(".csv") else real_open(f, *a, **k))
+    ticker = Ticker(instance, data)
+    ticker.tick()
+    assert len(keys(ticker.tick())) == 50
