@@ -74,6 +74,7 @@ def log_fold_models(tracker: Tracker, splits: Splits, tags: Mapping[str, str]) -
         s.X_train, s.y_train, splits.task, spec.model, spec.hyperparameters,
         spec.cv_folds, seeds.cv, seeds.model, spec.positive_class, standard.metric_names(splits.task),
     )
+    supersede_fold_runs(tracker, splits.run, tags["dagster.run_id"])
     results, run_ids = [], []
     for i in range(spec.cv_folds):
         run_id = tracker.start_run(
@@ -95,6 +96,18 @@ def log_fold_models(tracker: Tracker, splits: Splits, tags: Mapping[str, str]) -
             )
         results.append(fold)
     return FoldModels(splits.run, results, run_ids)
+
+
+def supersede_fold_runs(tracker: Tracker, ref: RunRef, dagster_run_id: str) -> None:
+    """A re-execution retrains the folds: earlier fold runs of this parent are tagged and deleted."""
+    earlier = tracker.client.search_runs(
+        [ref.experiment_id], f"tags.mlflow.parentRunId = '{ref.run_id}' and tags.`cv.fold` != ''"
+    )
+    for run in earlier:
+        tracker.set_tags(run.info.run_id, {"superseded_by.dagster_run_id": dagster_run_id})
+        if run.info.status == "RUNNING":
+            tracker.end_run(run.info.run_id, "KILLED")
+        tracker.client.delete_run(run.info.run_id)
 
 
 def log_cv_metrics(tracker: Tracker, fold_models: FoldModels) -> CvMetrics:

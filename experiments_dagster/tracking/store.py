@@ -112,7 +112,12 @@ class Tracker:
         self.client.set_terminated(run_id, status=status)
 
     def reopen(self, run_id: str) -> str:
-        """Mark a run RUNNING again for more logging; return its previous status."""
+        """Mark a run RUNNING again for more logging; return its previous status.
+
+        Reopening a FAILED/KILLED run (a re-execution from failure) moves its error tags to
+        ``retry.previous_error.*`` and counts ``retry.count``, so a run that then finishes
+        does not carry a stale error.
+        """
         run = self.client.get_run(run_id)
         if run.info.lifecycle_stage == "deleted":
             raise ExperimentInputError(
@@ -120,6 +125,16 @@ class Tracker:
                 "experiment attempt."
             )
         previous = run.info.status
+        if previous in ("FAILED", "KILLED"):
+            tags = run.data.tags
+            errors = {k: v for k, v in tags.items() if k.startswith("error.")}
+            self.set_tags(run_id, {
+                **{f"retry.previous_{k}": v for k, v in errors.items()},
+                "retry.previous_status": previous,
+                "retry.count": int(tags.get("retry.count", "0")) + 1,
+            })
+            for key in errors:
+                self.client.delete_tag(run_id, key)
         if previous != "RUNNING":
             self.client.update_run(run_id, status="RUNNING")
         return previous
