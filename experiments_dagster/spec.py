@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from experiments_dagster.errors import ExperimentInputError
 
@@ -34,6 +34,57 @@ class Seeds(BaseModel):
     numpy: int | None = None
 
 
+class ParamSpace(BaseModel):
+    """Search space of one hyperparameter: ``int``/``float`` range (optionally log) or ``choice``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: Literal["int", "float", "choice"]
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+    log: bool = False
+    choices: tuple[Any, ...] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ParamSpace:
+        if self.type == "choice" and not self.choices:
+            raise ValueError("a 'choice' space needs a non-empty `choices` list")
+        if self.type != "choice" and (self.low is None or self.high is None or self.low >= self.high):
+            raise ValueError(f"an '{self.type}' space needs `low` < `high`")
+        return self
+
+
+# The metric a search optimizes by default, and the metrics that are better when lower.
+DEFAULT_SEARCH_METRIC = {"binary": "roc_auc", "multiclass": "f1_macro", "regression": "rmse"}
+LOWER_IS_BETTER = frozenset({"rmse", "mae", "mape", "log_loss", "brier_score", "median_ae"})
+
+
+class SearchSpec(BaseModel):
+    """Optional hyperparameter search (Optuna TPE, seeded, median pruning over CV folds)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    enabled: bool = False
+    n_trials: int = Field(default=20, ge=1)
+    timeout_seconds: float | None = Field(default=None, gt=0)
+    seed: int | None = None
+    metric: str | None = None
+    cv_folds: int | None = Field(default=None, ge=2)
+    pruning: bool = True
+    space: dict[str, ParamSpace] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _space_when_enabled(self) -> SearchSpec:
+        if self.enabled and not self.space:
+            raise ValueError("search.enabled needs a `space` with at least one hyperparameter")
+        return self
+
+
+def search_metric(search: SearchSpec, task: str) -> tuple[str, str]:
+    """(metric, direction) the search optimizes for a task."""
+    metric = search.metric or DEFAULT_SEARCH_METRIC[task]
+    return metric, "minimize" if metric in LOWER_IS_BETTER else "maximize"
+
+
 class ExperimentSpec(BaseModel):
     """Everything that defines one experiment on one dataset version."""
 
@@ -54,6 +105,9 @@ class ExperimentSpec(BaseModel):
     stage: str = "development"
     tags: dict[str, str] = Field(default_factory=dict)
     experiment_name: str | None = None
+    search: SearchSpec = Field(default_factory=SearchSpec)
+    registered_model_name: str | None = None
+    promotion_metric: str | None = None
 
     @field_validator("thresholds")
     @classmethod
@@ -78,6 +132,11 @@ class ExperimentSpec(BaseModel):
         """Seeds with any unset one taken from ``seed``."""
         given = self.seeds.model_dump() if self.seeds else {}
         return Seeds(**{k: self.seed if given.get(k) is None else given[k] for k in ("split", "cv", "model", "numpy")})
+
+    @property
+    def model_name(self) -> str:
+        """Registered model name: ``registered_model_name`` or ``<dataset>_model``."""
+        return self.registered_model_name or f"{self.dataset}_model"
 
     @property
     def experiment(self) -> str:

@@ -48,6 +48,20 @@ class Splits:
 
 
 @dataclass(frozen=True)
+class SearchResult:
+    """Outcome of the optional hyperparameter search; ``best_params`` feed the models."""
+
+    run: RunRef
+    enabled: bool
+    best_params: dict[str, Any] = field(default_factory=dict)
+    best_score: float | None = None
+    metric: str | None = None
+    trials: list[Any] = field(default_factory=list)
+    trial_run_ids: list[str] = field(default_factory=list)
+    history_png: bytes = b""
+
+
+@dataclass(frozen=True)
 class FoldModels:
     """One fitted pipeline per CV fold, with the nested MLflow run each was logged to."""
 
@@ -76,6 +90,8 @@ class FinalModel:
     pickle_sha256: str
     metrics: dict[str, float]
     hyperparameters: dict[str, Any] = field(default_factory=dict)
+    registered_name: str = ""
+    registered_version: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from experiments_dagster.tracking.store import Tracker
 # asset -> the standard's items it is checked for (None: the whole experiment).
 CHECKED_ASSETS: dict[str, set[str] | None] = {
     "splits": {"splits"},
+    "search_trials": {"search_trials"},
     "fold_models": {"fold_models"},
     "cv_metrics": {"cv_metrics"},
     "final_model": {"final_model"},

@@ -10,7 +10,7 @@ import dagster as dg
 from experiments_dagster.tracking.run_facts import dagster_tags
 
 # Assets that log into the parent run, in dependency order.
-LOGGING_ORDER = ("splits", "fold_models", "cv_metrics", "final_model", "evaluation_plots", "repro_manifest")
+LOGGING_ORDER = ("splits", "search_trials", "fold_models", "cv_metrics", "final_model", "evaluation_plots", "repro_manifest")
 
 
 def closes_run(context: dg.AssetExecutionContext, asset: str) -> bool:

@@ -8,13 +8,27 @@ import pandas as pd
 
 from experiments_dagster.catalog import dataset_dir
 from experiments_dagster.defs.config import ExperimentConfig
-from experiments_dagster.defs.metadata import closes_run, frame_markdown, metrics_metadata, tags_for
+from experiments_dagster.defs.metadata import (
+    closes_run,
+    frame_markdown,
+    metrics_metadata,
+    png_markdown,
+    tags_for,
+)
 from experiments_dagster.defs.partitions import dataset_versions
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 from experiments_dagster.ml.prepare import prepare_experiment
 from experiments_dagster.spec import resolve_spec
 from experiments_dagster.tracking import steps
-from experiments_dagster.values import CvMetrics, DataFingerprint, FinalModel, FoldModels, Splits
+from experiments_dagster.tracking.search_log import log_search
+from experiments_dagster.values import (
+    CvMetrics,
+    DataFingerprint,
+    FinalModel,
+    FoldModels,
+    SearchResult,
+    Splits,
+)
 
 GROUP = "experiment"
 
@@ -48,12 +62,28 @@ def splits(
     )
 
 
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"optuna", "mlflow"})
+def search_trials(context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits) -> dg.Output[SearchResult]:
+    """Optional hyperparameter search (config `search`): one nested MLflow run per trial."""
+    tracker = mlflow.tracker()
+    with tracker.activity(splits.run.run_id, "search_trials", finish=closes_run(context, "search_trials")):
+        value = log_search(tracker, splits, tags_for(context, "search_trials"))
+    metadata: dict = {**_run_metadata(splits.run), "enabled": value.enabled}
+    if value.enabled:
+        metadata |= {"trials": len(value.trials), "best_score": value.best_score, "metric": value.metric,
+                     "best_params": dg.MetadataValue.json(value.best_params),
+                     "optimization_history": png_markdown(value.history_png, "optimization history")}
+    return dg.Output(value, metadata=metadata)
+
+
 @dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"xgboost", "mlflow"})
-def fold_models(context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits) -> dg.Output[FoldModels]:
-    """One pipeline per CV fold, each logged as a nested MLflow run under the parent."""
+def fold_models(
+    context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits, search_trials: SearchResult
+) -> dg.Output[FoldModels]:
+    """One pipeline per CV fold (search's best params if a search ran), each a nested MLflow run."""
     tracker = mlflow.tracker()
     with tracker.activity(splits.run.run_id, "fold_models", finish=closes_run(context, "fold_models")):
-        value = steps.log_fold_models(tracker, splits, tags_for(context, "fold_models"))
+        value = steps.log_fold_models(tracker, splits, search_trials, tags_for(context, "fold_models"))
     return dg.Output(value, metadata={**_run_metadata(splits.run), "folds": len(value.folds),
                                       "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids)})
 
@@ -70,11 +100,17 @@ def cv_metrics(context: dg.AssetExecutionContext, mlflow: MlflowTracking, fold_m
 
 @dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"xgboost", "mlflow"})
 def final_model(
-    context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits, cv_metrics: CvMetrics
+    context: dg.AssetExecutionContext,
+    mlflow: MlflowTracking,
+    splits: Splits,
+    search_trials: SearchResult,
+    cv_metrics: CvMetrics,
 ) -> dg.Output[FinalModel]:
-    """The pipeline fitted on the train split: hyperparameters, test metrics, MLflow model, pickle."""
+    """The pipeline fitted on the train split: hyperparameters, test metrics, MLflow model, pickle;
+    registered as the `challenger` version."""
     tracker = mlflow.tracker()
     with tracker.activity(splits.run.run_id, "final_model", finish=closes_run(context, "final_model")):
-        value = steps.log_final_model(tracker, splits, cv_metrics)
+        value = steps.log_final_model(tracker, splits, search_trials, cv_metrics)
     return dg.Output(value, metadata={**_run_metadata(value.run), **metrics_metadata(value.metrics),
-                                      "model_uri": value.model_uri, "pickle_sha256": value.pickle_sha256})
+                                      "model_uri": value.model_uri, "pickle_sha256": value.pickle_sha256,
+                                      "registered_model": f"{value.registered_name} v{value.registered_version}"})

@@ -102,3 +102,23 @@ def plot_residual_distribution(y_true: np.ndarray, preds: Predictions) -> Figure
     ax.set(xlabel="Residual", ylabel="Count", title="Residual distribution (test)")
     fig.tight_layout()
     return fig
+
+
+def plot_optimization_history(outcome, metric: str, direction: str) -> Figure:
+    """Score of each completed trial and the best so far."""
+    done = [t for t in outcome.trials if t.score is not None]
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.add_subplot()
+    if done:
+        numbers = [t.number for t in done]
+        scores = np.array([t.score for t in done])
+        best = np.minimum.accumulate(scores) if direction == "minimize" else np.maximum.accumulate(scores)
+        ax.scatter(numbers, scores, label="trial", s=18)
+        ax.step(numbers, best, where="post", color="tab:red", label="best so far")
+        ax.legend(loc="best")
+    pruned = sum(t.state == "PRUNED" for t in outcome.trials)
+    failed = sum(t.state == "FAIL" for t in outcome.trials)
+    ax.set(xlabel="trial", ylabel=f"CV {metric} ({direction})",
+           title=f"Optimization history ({len(done)} complete, {pruned} pruned, {failed} failed)")
+    fig.tight_layout()
+    return fig

@@ -7,8 +7,6 @@ import importlib
 import json
 import math
 import tempfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -18,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from experiments_dagster.tracking.standard import Requirement, metric_names, requirements
+from experiments_dagster.tracking.store import using_tracking_uri
 
 Status = Literal["present", "missing", "malformed", "n/a"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -76,17 +75,6 @@ def infer_run_task(run: Run) -> str:
     return "binary"
 
 
-@contextmanager
-def _tracking_uri(uri: str) -> Iterator[None]:
-    """pyfunc resolves ``models:/`` through the global URI: point it at the audited store."""
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        mlflow.set_tracking_uri(previous)
-
-
 def _finite(value: float | None) -> bool:
     return value is not None and math.isfinite(value)
 
@@ -105,7 +93,7 @@ class Auditor:
         result = RunAudit(run_id, run.info.run_name or run_id, task)
         from_dagster = "dagster.run_id" in run.data.tags
         # MLflow resolves logged models inside artifact listings through the global URI.
-        with tempfile.TemporaryDirectory() as tmp, _tracking_uri(self.client._tracking_client.tracking_uri):
+        with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(self.client._tracking_client.tracking_uri):
             self._tmp = Path(tmp)
             self._artifacts = self._list_artifacts(run_id)
             for req in requirements(task, assets):
@@ -288,6 +276,33 @@ class Auditor:
         if problems:
             return [self._found(req, "malformed", "; ".join(problems))]
         return [self._found(req, "present", f"{len(folds)} folds")]
+
+
+    def _check_search(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        params = run.data.params
+        if params.get("search.enabled") != "true":
+            return [self._found(req, "n/a", "no search configured")]
+        space = list(json.loads(params.get("search.space", "{}")))
+        problems = [f"best.{k} not logged" for k in space if f"best.{k}" not in params]
+        if not _finite(run.data.metrics.get("best_score")):
+            problems.append("best_score missing or not finite")
+        for name in ("search_trials.csv", "optimization_history.png"):
+            if not self._artifacts.get(name):
+                problems.append(f"{name} missing")
+        trials = self.client.search_runs(
+            [run.info.experiment_id],
+            f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.`trial.number` != ''", max_results=10_000,
+        )
+        expected = params.get("search.trials_run")
+        if expected is None or len(trials) != int(expected):
+            problems.append(f"{len(trials)} trial runs logged, search.trials_run is {expected}")
+        for trial in trials:
+            missing = [k for k in space if k not in trial.data.params]
+            if "trial.state" not in trial.data.tags or missing:
+                problems.append(f"{trial.info.run_name} lacks state or params {missing}")
+        if problems:
+            return [self._found(req, "missing", "; ".join(problems[:10]))]
+        return [self._found(req, "present", f"{len(trials)} trials")]
 
 
 def format_audit(audit: RunAudit) -> str:

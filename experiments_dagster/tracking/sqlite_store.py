@@ -59,4 +59,6 @@ def open_sqlite_client(uri: str, db: Path) -> MlflowClient:
         with store.engine.connect() as conn:  # WAL is a property of the file: set it once, under the lock
             conn.exec_driver_sql("PRAGMA journal_mode = WAL")
         harden_engine(store.engine)
+        registry = client._get_registry_client().store  # the Model Registry's engine on the same file
+        harden_engine(registry.engine)
     return client

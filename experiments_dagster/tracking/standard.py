@@ -18,7 +18,7 @@ REGRESSION = frozenset({"regression"})
 
 Kind = Literal[
     "status", "param", "metric", "cv_metric", "threshold_metrics", "artifact", "png", "tag",
-    "hyperparameters", "model", "pickle", "dataset_input", "nested_runs",
+    "hyperparameters", "model", "pickle", "dataset_input", "nested_runs", "search",
 ]
 
 
@@ -61,6 +61,9 @@ STANDARD: tuple[Requirement, ...] = (
            "mlflow.source.git.commit", "git.dirty", "python.version", "os.platform"),
     *_tags("splits", "dagster.run_id", "dagster.partition_key", "dagster.asset_key", dagster_only=True),
     Requirement("dataset_input", "training", "splits"),
+    # search_trials: whether a search ran; if so, every trial as a nested run and the best on the parent.
+    Requirement("param", "search.enabled", "search_trials"),
+    Requirement("search", "trials", "search_trials"),
     # fold_models: one finished nested run per CV fold, each with the task's metrics.
     Requirement("nested_runs", "cv.folds", "fold_models"),
     # final_model: hyperparameters, test metrics, threshold sweep, business value, model, pickle.
@@ -75,6 +78,8 @@ STANDARD: tuple[Requirement, ...] = (
     Requirement("model", "model", "final_model"),
     Requirement("pickle", "pickle/pipeline.joblib", "final_model"),
     Requirement("tag", "model.pickle_sha256", "final_model"),
+    Requirement("tag", "registry.model_name", "final_model"),
+    Requirement("tag", "registry.version", "final_model"),
     # cv_metrics: cv_<metric>_mean/_std of every task metric above.
     Requirement("cv_metric", "mean_std", "cv_metrics"),
     # evaluation_plots: readable PNGs.

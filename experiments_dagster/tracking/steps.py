@@ -30,6 +30,7 @@ from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import standard
 from experiments_dagster.tracking.environment import installed_requirements
 from experiments_dagster.tracking.model_io import dump_pickle
+from experiments_dagster.tracking.registry import CHALLENGER, register_challenger
 from experiments_dagster.tracking.run_facts import hyperparameters, parent_run_tags, split_params
 from experiments_dagster.tracking.store import Tracker
 from experiments_dagster.values import (
@@ -39,6 +40,7 @@ from experiments_dagster.values import (
     FinalModel,
     FoldModels,
     RunRef,
+    SearchResult,
     Splits,
 )
 
@@ -66,12 +68,17 @@ def log_splits(tracker: Tracker, ref: RunRef, spec: ExperimentSpec, prepared: Pr
     return Splits(ref, spec, prepared.task, prepared.split, prepared.rows_dropped, fp)
 
 
-def log_fold_models(tracker: Tracker, splits: Splits, tags: Mapping[str, str]) -> FoldModels:
+def model_hyperparameters(splits: Splits, search: SearchResult) -> dict[str, Any]:
+    """The spec's hyperparameters, overridden by the search's best ones when a search ran."""
+    return {**splits.spec.hyperparameters, **search.best_params}
+
+
+def log_fold_models(tracker: Tracker, splits: Splits, search: SearchResult, tags: Mapping[str, str]) -> FoldModels:
     """Train each CV fold inside its own nested run (FAILED with the error if it breaks)."""
     spec, s = splits.spec, splits.split
     seeds = spec.resolved_seeds
     folds = iter_cross_validation(
-        s.X_train, s.y_train, splits.task, spec.model, spec.hyperparameters,
+        s.X_train, s.y_train, splits.task, spec.model, model_hyperparameters(splits, search),
         spec.cv_folds, seeds.cv, seeds.model, spec.positive_class, standard.metric_names(splits.task),
     )
     supersede_fold_runs(tracker, splits.run, tags["dagster.run_id"])
@@ -131,10 +138,13 @@ def final_metrics(spec: ExperimentSpec, task: str, y_true: np.ndarray, preds: An
     return out
 
 
-def log_final_model(tracker: Tracker, splits: Splits, cv: CvMetrics) -> FinalModel:
-    """Fit on the train split; log hyperparameters, test metrics, the pyfunc model and a pickle."""
+def log_final_model(tracker: Tracker, splits: Splits, search: SearchResult, cv: CvMetrics) -> FinalModel:
+    """Fit on the train split; log hyperparameters, test metrics, the pyfunc model and a pickle;
+    register the model as the `challenger` version of the dataset's registered model."""
     spec, s, ref = splits.spec, splits.split, splits.run
-    pipeline = make_pipeline(s.X_train, splits.task, spec.model, spec.hyperparameters, spec.resolved_seeds.model)
+    pipeline = make_pipeline(
+        s.X_train, splits.task, spec.model, model_hyperparameters(splits, search), spec.resolved_seeds.model
+    )
     pipeline, fit_s = fit_timed(pipeline, s.X_train, s.y_train)
     preds = predict(pipeline, s.X_test, splits.task)
     metrics = final_metrics(spec, splits.task, np.asarray(s.y_test), preds) | {"fit_time_seconds": fit_s}
@@ -154,7 +164,15 @@ def log_final_model(tracker: Tracker, splits: Splits, cv: CvMetrics) -> FinalMod
     uri = f"models:/{model_id}"
     tracker.set_tags(ref.run_id, {"model.id": model_id, "model.uri": uri, "model.pickle_sha256": sha,
                                   "model.pickle_path": PICKLE_ARTIFACT})
-    return FinalModel(ref, pipeline, model_id, uri, sha, metrics, hp)
+    fp = splits.fingerprint
+    version = register_challenger(tracker, spec.model_name, model_id, ref.run_id, {
+        "version": spec.version, "stage": spec.stage, "data.hash": fp.sha256, "dataset.version": fp.version,
+        "git.commit": tracker.client.get_run(ref.run_id).data.tags.get("git.commit", "unknown"),
+        "mlflow.run_url": ref.url, "mlflow.run_id": ref.run_id,
+    })
+    tracker.set_tags(ref.run_id, {"registry.model_name": spec.model_name, "registry.version": version,
+                                  "registry.alias": CHALLENGER})
+    return FinalModel(ref, pipeline, model_id, uri, sha, metrics, hp, spec.model_name, version)
 
 
 def plot_set(splits: Splits, final: FinalModel, seed: int) -> tuple[dict[str, Any], pd.Series, str]:

@@ -21,7 +21,7 @@ from experiments_dagster.tracking.store import Tracker
 pytestmark = pytest.mark.slow
 KEY = "iris/v1"
 CHECK_NAMES = {
-    "splits_logged_completely", "fold_models_logged_completely", "cv_metrics_logged_completely",
+    "splits_logged_completely", "search_trials_logged_completely", "fold_models_logged_completely", "cv_metrics_logged_completely",
     "final_model_logged_completely", "evaluation_plots_logged_completely", "experiment_logged_completely",
 }
 
