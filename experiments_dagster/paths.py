@@ -33,12 +33,18 @@ def default_tracking_uri() -> str:
 
 
 def sqlite_path(tracking_uri: str) -> Path | None:
-    """The local database file of a ``sqlite:///`` URI, else None."""
-    if not tracking_uri.startswith("sqlite:"):
+    """The database file of a SQLite URI, absolute, else None.
+
+    As in SQLAlchemy: ``sqlite:///rel/path.db`` is relative to the working directory and
+    ``sqlite:////abs/path.db`` absolute.
+    """
+    prefix = "sqlite:///"
+    if not tracking_uri.startswith(prefix):
         return None
-    parsed = urlparse(tracking_uri)
-    path = unquote(parsed.path)
-    return Path(path) if path and path != "/:memory:" else None
+    rest = unquote(urlparse(tracking_uri).path[1:] if "?" in tracking_uri else tracking_uri[len(prefix):])
+    if not rest or rest == ":memory:":
+        return None
+    return Path(rest).resolve()
 
 
 def artifact_root_for(tracking_uri: str) -> str | None:

@@ -106,9 +106,10 @@ class CleanupConfig(dg.Config):
 def cleanup_failed_runs(tracker: Tracker, older_than_days: float, action: str, now_ms: int | None = None) -> list[str]:
     """FAILED/KILLED runs that ended over ``older_than_days`` ago: tag or soft-delete them."""
     cutoff = (now_ms or int(time.time() * 1000)) - int(older_than_days * 86_400_000)
-    runs = _runs(tracker, "attributes.status = 'FAILED' OR attributes.status = 'KILLED'")
+    # MLflow's filter syntax has no OR: one search per status.
+    runs = [r for status in ("FAILED", "KILLED") for r in _runs(tracker, f"attributes.status = '{status}'")]
     stale = [r for r in runs if (r.info.end_time or r.info.start_time) <= cutoff
-             and r.data.tags.get(CLEANUP_TAG) != "stale-failure"]
+             and (action == "delete" or r.data.tags.get(CLEANUP_TAG) != "stale-failure")]
     for run in stale:
         if action == "delete":
             tracker.client.delete_run(run.info.run_id)

@@ -156,7 +156,10 @@ class Auditor:
 
     def _check_threshold_metrics(self, run: Run, req: Requirement, task: str) -> list[Finding]:
         raw = run.data.params.get("thresholds")
-        thresholds = [f"{float(t):g}" for t in raw.split(",")] if raw else list(DEFAULT_THRESHOLDS)
+        try:
+            thresholds = [f"{float(t):g}" for t in raw.split(",")] if raw else list(DEFAULT_THRESHOLDS)
+        except ValueError:
+            return [self._found(req, "malformed", f"param thresholds={raw!r} is not a comma-separated list of numbers")]
         return [
             self._metric(run, req, f"{m}_threshold_{t}") for t in thresholds for m in ("f1", "precision", "recall")
         ]
@@ -262,6 +265,8 @@ class Auditor:
         )
         folds = [c for c in children if "fold" in c.data.params or c.data.tags.get("cv.fold") is not None]
         expected = run.data.params.get("cv.folds")
+        if expected is not None and not expected.isdigit():
+            return [self._found(req, "malformed", f"param cv.folds={expected!r} is not a whole number")]
         if expected is not None and len(folds) != int(expected):
             return [self._found(req, "missing", f"{len(folds)} fold runs, cv.folds is {expected}")]
         if not folds:
@@ -294,7 +299,7 @@ class Auditor:
             f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.`trial.number` != ''", max_results=10_000,
         )
         expected = params.get("search.trials_run")
-        if expected is None or len(trials) != int(expected):
+        if expected is None or not expected.isdigit() or len(trials) != int(expected):
             problems.append(f"{len(trials)} trial runs logged, search.trials_run is {expected}")
         for trial in trials:
             missing = [k for k in space if k not in trial.data.params]

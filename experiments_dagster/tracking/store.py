@@ -31,7 +31,6 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.paths import artifact_root_for, default_tracking_uri, sqlite_path
-from experiments_dagster.tracking.model_io import save_pyfunc_model
 from experiments_dagster.tracking.sqlite_store import open_sqlite_client
 
 log = logging.getLogger(__name__)
@@ -283,6 +282,8 @@ class Tracker:
         model_type: str | None = None,
     ) -> str:
         """Log the pipeline as an MLflow LoggedModel linked to the run; return its model id."""
+        from experiments_dagster.tracking.model_io import save_pyfunc_model  # skops/pyfunc: only when logging
+
         run = self.client.get_run(run_id)
         model = self.client.create_logged_model(
             experiment_id=run.info.experiment_id,

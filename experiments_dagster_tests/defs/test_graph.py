@@ -140,7 +140,7 @@ def test_graph_logs_complete_experiment(instance, resources, tracking_uri, data_
 
     # Artifacts: plots (real PNGs), pickle with its sha256, requirements, manifest.
     artifacts = {a.path for a in client.list_artifacts(parent.info.run_id)}
-    assert TASK_PLOTS[task] | {"requirements.txt", "manifest.json", "model"} <= artifacts
+    assert TASK_PLOTS[task] | {"requirements.txt", "manifest.json", "pickle"} <= artifacts
     for name in TASK_PLOTS[task]:
         png = Path(client.download_artifacts(parent.info.run_id, name, str(tmp_path)))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
