@@ -1,5 +1,6 @@
 """Champion/challenger promotion in the MLflow Model Registry."""
 
+import warnings
 from typing import Any
 
 import dagster as dg
@@ -12,7 +13,9 @@ from experiments_dagster.values import FinalModel, Splits
 GROUP = "experiment"
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"mlflow"})
+# One promotion at a time (pool limit 1 in dagster.yaml): deciding and moving the alias is
+# then atomic with respect to other runs' promotions.
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"mlflow"}, pool="model_registry")
 def model_promotion(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
@@ -40,16 +43,35 @@ def model_promotion(
     })
 
 
-@dg.asset_check(asset=model_promotion, blocking=True, description="The champion alias agrees with the decision.")
-def champion_alias_matches_decision(mlflow: MlflowTracking, model_promotion: Decision) -> dg.AssetCheckResult:
-    """Promoted: `champion` points at this version. Not promoted: it does not."""
-    client = mlflow.tracker().client
-    try:
-        champion = str(client.get_model_version_by_alias(model_promotion.model_name, CHAMPION).version)
-    except Exception:  # no champion yet
-        champion = None
-    is_this = champion == model_promotion.challenger_version
-    ok = is_this if model_promotion.promoted else (not is_this or model_promotion.reason == "already the champion")
-    return dg.AssetCheckResult(passed=ok, metadata={"champion_version": champion or "none",
-                                                    "challenger_version": model_promotion.challenger_version,
-                                                    "reason": model_promotion.reason})
+def _champion_check() -> dg.AssetChecksDefinition:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks are "preview" in 1.13
+
+        @dg.asset_check(
+            asset=model_promotion,
+            blocking=True,
+            partitions_def=dataset_versions,
+            description="The champion alias agrees with the decision.",
+        )
+        def champion_alias_matches_decision(mlflow: MlflowTracking, model_promotion: Decision) -> dg.AssetCheckResult:
+            """Promoted: `champion` points at this version (or at a later version promoted since).
+            Not promoted: it does not point at this version."""
+            client = mlflow.tracker().client
+            d = model_promotion
+            try:
+                current = client.get_model_version_by_alias(d.model_name, CHAMPION)
+                champion = str(current.version)
+            except Exception:  # no champion yet
+                current, champion = None, None
+            is_this = champion == d.challenger_version
+            later = current is not None and int(current.version) > int(d.challenger_version) and \
+                current.tags.get("promotion.decision") == "promoted"
+            ok = (is_this or later) if d.promoted else (not is_this or d.reason == "already the champion")
+            return dg.AssetCheckResult(passed=ok, metadata={"champion_version": champion or "none",
+                                                            "challenger_version": model_promotion.challenger_version,
+                                                            "reason": model_promotion.reason})
+
+        return champion_alias_matches_decision
+
+
+champion_alias_matches_decision = _champion_check()

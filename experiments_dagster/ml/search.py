@@ -5,17 +5,17 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import optuna
 import pandas as pd
 
 from experiments_dagster.ml.metrics import predict, task_metrics
 from experiments_dagster.ml.training import cv_splitter, make_pipeline
 from experiments_dagster.spec import ParamSpace
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass(frozen=True)
@@ -92,6 +92,9 @@ def run_search(
 
     The same seed, data and settings give the same trial sequence (single-threaded TPE).
     """
+    import optuna  # imported here: the code location loads without paying for it
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     splits = list(cv_splitter(task, folds, cv_seed).split(X, None if task == "regression" else y))
 
     def objective(trial: optuna.Trial) -> float:

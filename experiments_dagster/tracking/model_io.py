@@ -11,7 +11,6 @@ import joblib
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-import skops.io as sio
 from mlflow.models import Model, infer_signature
 from sklearn.pipeline import Pipeline
 
@@ -24,6 +23,8 @@ INPUT_EXAMPLE_ROWS = 5
 
 def _skops_dump(obj: Any, path: Path) -> list[str]:
     """Dump with skops; return the types the file needs trusted (we wrote it ourselves)."""
+    import skops.io as sio  # its import enumerates every scikit-learn estimator: seconds, so lazily
+
     sio.dump(obj, path)
     return sorted(sio.get_untrusted_types(file=path))
 
