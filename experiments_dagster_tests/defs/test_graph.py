@@ -153,7 +153,11 @@ def test_graph_logs_complete_experiment(instance, resources, tracking_uri, data_
     # Tags: version/stage, dataset identity, git from the project's repo, platform, Dagster.
     head = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
     expected_commit = head.stdout.strip() or "unknown"
-    assert tags["version"] == spec["version"] and tags["stage"] == spec["stage"]
+    assert tags["version"] == spec["version"]
+    # `stage` starts from config and follows promotion: the first complete model becomes champion.
+    assert spec["stage"] == "candidate" and tags["stage"] == "production" and tags["registry.alias"] == "champion"
+    registered = client.get_model_version(f"{dataset}_model", tags["registry.version"])
+    assert registered.tags["promotion.decision"] == "promoted" and registered.tags["data.hash"] == sha
     assert tags["dataset.name"] == dataset and tags["dataset.version"] == version and tags["data.hash"] == sha
     assert tags["git.commit"] == tags["mlflow.source.git.commit"] == expected_commit
     assert tags["git.dirty"] in {"true", "false", "unknown"}
