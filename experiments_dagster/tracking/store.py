@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import logging
 import tempfile
 import time
@@ -59,15 +60,25 @@ def _client(uri: str) -> MlflowClient:
 @contextmanager
 def using_tracking_uri(uri: str) -> Iterator[None]:
     """MLflow resolves ``models:/`` URIs (loading, registering, listing) through the process-global
-    tracking URI, not the client's: point it at our store for the block."""
-    import mlflow
+    tracking URI, not the client's: point it at our store for the block.
 
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
+    ``mlflow.set_tracking_uri`` also writes ``$MLFLOW_TRACKING_URI`` (and unsets it when reset to
+    None), so both the global and the environment variable are restored exactly afterwards; else
+    the next default Tracker would follow MLflow's own default into another store.
+    """
+    from mlflow.tracking._tracking_service import utils as tracking_utils
+
+    global_before = tracking_utils._tracking_uri
+    env_before = os.environ.get("MLFLOW_TRACKING_URI")
+    tracking_utils.set_tracking_uri(uri)
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(previous)
+        tracking_utils.set_tracking_uri(global_before)
+        if env_before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env_before
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -87,3 +87,26 @@ def test_nested_run_points_at_its_parent(tracker: Tracker):
     child = tracker.start_run(tracker.experiment_id("exp"), "fold-0", {}, parent_run_id=parent)
     tags = tracker.client.get_run(child).data.tags
     assert tags["mlflow.parentRunId"] == parent and tags["mlflow.runName"] == "fold-0"
+
+
+@pytest.mark.parametrize("env_before", [None, "sqlite:////somewhere/else.db"])
+def test_using_tracking_uri_restores_global_and_environment(monkeypatch, env_before):
+    import os
+
+    import mlflow
+
+    from experiments_dagster.tracking.store import using_tracking_uri
+
+    if env_before is None:
+        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    else:
+        monkeypatch.setenv("MLFLOW_TRACKING_URI", env_before)
+    with using_tracking_uri("sqlite:////tmp/inside.db"):
+        assert mlflow.get_tracking_uri() == "sqlite:////tmp/inside.db"
+        assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////tmp/inside.db"
+    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
+    # A default Tracker resolves the same store as before the block.
+    from experiments_dagster.paths import default_tracking_uri
+
+    assert default_tracking_uri() == (env_before or default_tracking_uri())
+    assert "inside" not in default_tracking_uri()
