@@ -10,6 +10,7 @@ import dagster as dg
 import mlflow
 import pytest
 
+from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.tracking.store import Tracker
@@ -61,4 +62,5 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def resources(tracking_uri: str, data_dir: Path) -> dict[str, object]:
-    return {"mlflow": MlflowTracking(tracking_uri=tracking_uri), "data": ExperimentData(data_dir=str(data_dir))}
+    return {"mlflow": MlflowTracking(tracking_uri=tracking_uri), "data": ExperimentData(data_dir=str(data_dir)),
+            "io_manager": ExperimentIOManager()}

@@ -74,6 +74,8 @@ def drop_missing_target(frame: pd.DataFrame, target: str, path: Path) -> tuple[p
             f"{list(frame.columns)}. Set `target` in experiment.yaml or the run config."
         )
     missing = frame[target].isna()
+    if not missing.any() and frame.index.equals(pd.RangeIndex(len(frame))):
+        return frame, 0  # the common case: no copy of a frame that may be gigabytes
     cleaned = frame.loc[~missing].reset_index(drop=True)
     if cleaned.empty:
         raise ExperimentInputError(

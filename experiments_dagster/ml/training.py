@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
+from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.ml.estimators import EncodedTargetClassifier, build_estimator
 from experiments_dagster.ml.metrics import predict, task_metrics
 from experiments_dagster.ml.preprocess import build_preprocessor
@@ -100,6 +102,42 @@ def cv_splitter(task: str, folds: int, seed: int) -> KFold | StratifiedKFold:
     return cls(n_splits=folds, shuffle=True, random_state=seed)
 
 
+def cv_fold_indices(
+    X: pd.DataFrame, y: pd.Series, task: str, folds: int, cv_seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(train rows, validation rows) per fold, in fold order."""
+    return list(cv_splitter(task, folds, cv_seed).split(X, None if task == "regression" else y))
+
+
+def fit_fold(
+    fold: int,
+    X: pd.DataFrame,
+    y: pd.Series,
+    rows: tuple[np.ndarray, np.ndarray],
+    task: str,
+    model: str,
+    hyperparameters: dict[str, Any],
+    model_seed: int,
+    positive_class: str | None = None,
+    metric_names: tuple[str, ...] | None = None,
+) -> FoldResult:
+    """Fit one fold's pipeline on its train rows and score it on its validation rows."""
+    train_idx, val_idx = rows
+    pipe = make_pipeline(X, task, model, hyperparameters, model_seed)
+    pipe, fit_s = fit_timed(pipe, X.iloc[train_idx], y.iloc[train_idx])
+    start = time.perf_counter()
+    preds = predict(pipe, X.iloc[val_idx], task)
+    pred_s = time.perf_counter() - start
+    return FoldResult(
+        fold=fold,
+        pipeline=pipe,
+        n_train=len(train_idx),
+        n_validation=len(val_idx),
+        metrics=task_metrics(task, np.asarray(y.iloc[val_idx]), preds, positive_class, metric_names),
+        timing=Timed(fit_s, pred_s),
+    )
+
+
 def iter_cross_validation(
     X: pd.DataFrame,
     y: pd.Series,
@@ -112,19 +150,52 @@ def iter_cross_validation(
     positive_class: str | None = None,
     metric_names: tuple[str, ...] | None = None,
 ) -> Iterator[FoldResult]:
-    """Fit one pipeline per fold and score it on the fold's validation rows, lazily."""
-    splits = cv_splitter(task, folds, cv_seed).split(X, None if task == "regression" else y)
-    for i, (train_idx, val_idx) in enumerate(splits):
-        pipe = make_pipeline(X, task, model, hyperparameters, model_seed)
-        pipe, fit_s = fit_timed(pipe, X.iloc[train_idx], y.iloc[train_idx])
-        start = time.perf_counter()
-        preds = predict(pipe, X.iloc[val_idx], task)
-        pred_s = time.perf_counter() - start
-        yield FoldResult(
-            fold=i,
-            pipeline=pipe,
-            n_train=len(train_idx),
-            n_validation=len(val_idx),
-            metrics=task_metrics(task, np.asarray(y.iloc[val_idx]), preds, positive_class, metric_names),
-            timing=Timed(fit_s, pred_s),
+    """Fit one pipeline per fold and score it on the fold's validation rows, lazily, one at a time."""
+    for i, rows in enumerate(cv_fold_indices(X, y, task, folds, cv_seed)):
+        yield fit_fold(i, X, y, rows, task, model, hyperparameters, model_seed, positive_class, metric_names)
+
+
+# --- how many folds train at once -----------------------------------------------------------
+
+CV_WORKERS_ENV = "EXPERIMENTS_CV_WORKERS"
+
+
+def usable_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, which containers and taskset narrow)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def fold_workers(folds: int) -> int:
+    """Folds trained at once: ``$EXPERIMENTS_CV_WORKERS``, else one per usable CPU; at most ``folds``.
+
+    Folds are independent, so this is where a CV parallelizes without changing any result.
+    Threads suffice: XGBoost and NumPy release the GIL while they compute.
+    """
+    raw = os.environ.get(CV_WORKERS_ENV, "").strip()
+    if not raw:
+        return max(1, min(folds, usable_cpus()))
+    try:
+        workers = int(raw)
+    except ValueError:
+        workers = 0
+    if workers < 1:
+        raise ExperimentInputError(
+            f"{CV_WORKERS_ENV}={raw!r} is not a positive integer: set it to the number of folds to "
+            f"train at once (1 = one after another), or unset it for one per CPU ({usable_cpus()})."
         )
+    return min(workers, folds)
+
+
+def fold_threads(n_jobs: Any, workers: int) -> Any:
+    """Threads per fold fit when ``workers`` folds share the CPUs (never more than ``n_jobs`` asked).
+
+    One fit per core beats several multi-threaded fits fighting for the same cores: XGBoost's
+    threads wait for each other at every tree level, so an oversubscribed fit stalls.
+    """
+    if workers <= 1 or n_jobs is None or not isinstance(n_jobs, int) or isinstance(n_jobs, bool):
+        return n_jobs
+    share = max(1, usable_cpus() // workers)
+    return share if n_jobs <= 0 else min(n_jobs, share)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import io
 import json
+import queue
 import tempfile
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from experiments_dagster.ml import plots
-from experiments_dagster.ml.estimators import model_type
+from experiments_dagster.ml.estimators import build_estimator, model_type
 from experiments_dagster.ml.importance import feature_importance
 from experiments_dagster.ml.metrics import (
     business_value,
@@ -25,7 +27,16 @@ from experiments_dagster.ml.metrics import (
     threshold_metrics,
 )
 from experiments_dagster.ml.prepare import Prepared
-from experiments_dagster.ml.training import estimator_of, fit_timed, iter_cross_validation, make_pipeline
+from experiments_dagster.ml.training import (
+    FoldResult,
+    cv_fold_indices,
+    estimator_of,
+    fit_fold,
+    fit_timed,
+    fold_threads,
+    fold_workers,
+    make_pipeline,
+)
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import standard
 from experiments_dagster.tracking.environment import installed_requirements
@@ -74,35 +85,93 @@ def model_hyperparameters(splits: Splits, search: SearchResult) -> dict[str, Any
 
 
 def log_fold_models(tracker: Tracker, splits: Splits, search: SearchResult, tags: Mapping[str, str]) -> FoldModels:
-    """Train each CV fold inside its own nested run (FAILED with the error if it breaks)."""
+    """Train the CV folds, several at once, each inside its own nested run.
+
+    A fold's run opens when its training starts and closes when it is logged. If a fold fails,
+    its run is FAILED with the error; folds training beside it are KILLED (their results are
+    not waited for), nothing new starts, and the error propagates.
+    """
     spec, s = splits.spec, splits.split
     seeds = spec.resolved_seeds
-    folds = iter_cross_validation(
-        s.X_train, s.y_train, splits.task, spec.model, model_hyperparameters(splits, search),
-        spec.cv_folds, seeds.cv, seeds.model, spec.positive_class, standard.metric_names(splits.task),
-    )
+    indices = cv_fold_indices(s.X_train, s.y_train, splits.task, spec.cv_folds, seeds.cv)
+    workers = fold_workers(len(indices))
+    params = model_hyperparameters(splits, search)
+    n_jobs = build_estimator(spec.model, splits.task, params, seeds.model).get_params().get("n_jobs")
+    if n_jobs is not None:
+        params = {**params, "n_jobs": fold_threads(n_jobs, workers)}
     supersede_fold_runs(tracker, splits.run, tags["dagster.run_id"])
-    results, run_ids = [], []
-    for i in range(spec.cv_folds):
-        run_id = tracker.start_run(
-            splits.run.experiment_id, f"fold-{i}", {**tags, "cv.fold": str(i)}, parent_run_id=splits.run.run_id
+
+    finished: queue.Queue[tuple[int, FoldResult | None, BaseException | None]] = queue.Queue()
+
+    def train(i: int) -> None:
+        try:
+            fold = fit_fold(i, s.X_train, s.y_train, indices[i], splits.task, spec.model, params, seeds.model,
+                            spec.positive_class, standard.metric_names(splits.task))
+        except BaseException as exc:  # handed to the logging thread, which marks the run and raises
+            finished.put((i, None, exc))
+        else:
+            finished.put((i, fold, None))
+
+    run_ids: list[str] = []
+    results: dict[int, FoldResult] = {}
+    training: set[int] = set()
+    try:
+        while len(results) < len(indices):
+            while len(run_ids) < len(indices) and len(training) < workers:
+                i = len(run_ids)
+                run_ids.append(tracker.start_run(
+                    splits.run.experiment_id, f"fold-{i}", {**tags, "cv.fold": str(i)},
+                    parent_run_id=splits.run.run_id,
+                ))
+                training.add(i)
+                # Daemon threads: an interrupted run must not wait for a fit it will never log.
+                threading.Thread(target=train, args=(i,), name=f"cv-fold-{i}", daemon=True).start()
+            i, fold, error = finished.get()
+            training.discard(i)
+            if error is not None:
+                tracker.mark_failed(run_ids[i], "fold_models", error, "FAILED")
+                raise error
+            log_fold(tracker, run_ids[i], fold, seeds, workers)
+            results[i] = fold
+    except BaseException as exc:
+        _close_unlogged_folds(tracker, exc, run_ids, training, finished, seeds, workers)
+        raise
+    return FoldModels(splits.run, [results[i] for i in range(len(indices))], run_ids)
+
+
+def _close_unlogged_folds(
+    tracker: Tracker, exc: BaseException, run_ids: list[str], training: set[int], finished: queue.Queue,
+    seeds: Any, workers: int,
+) -> None:
+    """After a failure or an interrupt: folds that already raised are FAILED with their own error,
+    folds that already finished are logged, folds still training are KILLED."""
+    while True:
+        try:
+            i, fold, error = finished.get_nowait()
+        except queue.Empty:
+            break
+        training.discard(i)
+        if error is not None:
+            tracker.mark_failed(run_ids[i], "fold_models", error, "FAILED")
+        else:
+            log_fold(tracker, run_ids[i], fold, seeds, workers)
+    for i in sorted(training):
+        tracker.mark_failed(run_ids[i], "fold_models", exc, "KILLED")
+
+
+def log_fold(tracker: Tracker, run_id: str, fold: FoldResult, seeds: Any, workers: int) -> None:
+    """A fold's params (incl. every estimator hyperparameter) and metrics; then its run is FINISHED."""
+    with tracker.activity(run_id, "fold_models", finish=True):
+        tracker.log_params(
+            run_id,
+            {"fold": fold.fold, "fold.train_rows": fold.n_train, "fold.validation_rows": fold.n_validation,
+             "model_type": model_type(estimator_of(fold.pipeline)), "seed.cv": seeds.cv,
+             "seed.model": seeds.model, "cv.workers": workers, **hyperparameters(estimator_of(fold.pipeline))},
         )
-        run_ids.append(run_id)
-        with tracker.activity(run_id, "fold_models", finish=True):
-            fold = next(folds)
-            estimator = estimator_of(fold.pipeline)
-            tracker.log_params(
-                run_id,
-                {"fold": i, "fold.train_rows": fold.n_train, "fold.validation_rows": fold.n_validation,
-                 "model_type": model_type(estimator), "seed.cv": seeds.cv, "seed.model": seeds.model,
-                 **hyperparameters(estimator)},
-            )
-            tracker.log_metrics(
-                run_id, {**fold.metrics, "fit_time_seconds": fold.timing.fit_seconds,
-                         "predict_time_seconds": fold.timing.predict_seconds},
-            )
-        results.append(fold)
-    return FoldModels(splits.run, results, run_ids)
+        tracker.log_metrics(
+            run_id, {**fold.metrics, "fit_time_seconds": fold.timing.fit_seconds,
+                     "predict_time_seconds": fold.timing.predict_seconds},
+        )
 
 
 def supersede_fold_runs(tracker: Tracker, ref: RunRef, dagster_run_id: str) -> None:
@@ -153,7 +222,7 @@ def log_final_model(tracker: Tracker, splits: Splits, search: SearchResult, cv: 
     tracker.log_params(ref.run_id, {"model_type": model_type(estimator), **hp})
     tracker.log_metrics(ref.run_id, metrics)
     model_id = tracker.log_pyfunc_model(
-        ref.run_id, pipeline, s.X_test, params={k: str(v) for k, v in hp.items()},
+        ref.run_id, pipeline, s.X_test, X_train=s.X_train, params={k: str(v) for k, v in hp.items()},
         tags={"dataset": splits.fingerprint.dataset, "data.hash": splits.fingerprint.sha256},
         model_type=model_type(estimator),
     )

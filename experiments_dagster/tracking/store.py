@@ -266,7 +266,8 @@ class Tracker:
         """``log_input`` with our sha256 as digest, schema from a sample and the true row count."""
         from mlflow.types.utils import _infer_schema
 
-        schema = _infer_schema(frame.drop(columns=[target]).head(DATASET_SCHEMA_SAMPLE_ROWS))
+        # Sample first: dropping the target from the whole frame would copy all of it.
+        schema = _infer_schema(frame.head(DATASET_SCHEMA_SAMPLE_ROWS).drop(columns=[target]))
         dataset = Dataset(
             name=name,
             digest=digest[:36],
@@ -287,13 +288,17 @@ class Tracker:
         pipeline: Any,
         X_example: pd.DataFrame,
         *,
+        X_train: pd.DataFrame | None = None,
         name: str = "model",
         params: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
         model_type: str | None = None,
     ) -> str:
-        """Log the pipeline as an MLflow LoggedModel linked to the run; return its model id."""
-        from experiments_dagster.tracking.model_io import save_pyfunc_model  # skops/pyfunc: only when logging
+        """Log the pipeline as an MLflow LoggedModel linked to the run; return its model id.
+
+        ``X_train`` rows (a sample) check the preprocessor's JSON state against scikit-learn.
+        """
+        from experiments_dagster.tracking.model_io import save_pyfunc_model  # pyfunc: only when logging
 
         run = self.client.get_run(run_id)
         model = self.client.create_logged_model(
@@ -313,7 +318,7 @@ class Tracker:
                     run_id=run_id,
                     model_id=model.model_id,
                 )
-                save_pyfunc_model(pipeline, X_example, local, mlflow_model=mlflow_model)
+                save_pyfunc_model(pipeline, X_example, local, mlflow_model=mlflow_model, X_train=X_train)
                 self.client.log_model_artifacts(model.model_id, str(local))
         except BaseException:
             self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)

@@ -19,7 +19,7 @@ from mlflow import MlflowClient
 
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
-from experiments_dagster.ml.training import estimator_of
+from experiments_dagster.ml.training import estimator_of, fold_workers
 from experiments_dagster.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
@@ -208,8 +208,12 @@ def test_exception_in_an_asset_marks_runs_failed_with_the_error(instance, resour
     assert parent.data.tags["error.type"] == "InvalidParameterError"
     assert "no-such-solver" in parent.data.tags["error.message"]
     folds = [r for r in runs_of(client) if "mlflow.parentRunId" in r.data.tags]
-    assert [r.info.status for r in folds] == ["FAILED"]
-    assert {r.info.status for r in runs_of(client)} == {"FAILED"}
+    # Only the folds that started together (as many as train at once) exist: the first failure
+    # FAILED its run; a sibling either failed the same way or was KILLED still training.
+    assert 1 <= len(folds) <= fold_workers(5)
+    assert "FAILED" in {r.info.status for r in folds} and {r.info.status for r in folds} <= {"FAILED", "KILLED"}
+    assert all(r.data.tags["error.type"] == "InvalidParameterError" for r in folds)
+    assert {r.info.status for r in runs_of(client)} <= {"FAILED", "KILLED"}
 
 
 def test_bad_input_fails_before_any_run_with_a_clear_error(instance, resources, tracking_uri):

@@ -314,3 +314,46 @@ def test_feature_importance_permutation_for_knn() -> None:
     direct = permutation_importance(pipe.named_steps["model"], Xt, y, n_repeats=3, random_state=4)
     assert importance["num__signal"] == pytest.approx(direct.importances_mean[0])
     assert importance["num__signal"] > 0.3
+
+
+# --- folds trained at once ------------------------------------------------------------------
+
+
+def test_fold_workers_default_is_one_per_cpu_capped_by_folds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(training.CV_WORKERS_ENV, raising=False)
+    monkeypatch.setattr(training, "usable_cpus", lambda: 8)
+    assert training.fold_workers(5) == 5
+    monkeypatch.setattr(training, "usable_cpus", lambda: 2)
+    assert training.fold_workers(5) == 2
+    monkeypatch.setattr(training, "usable_cpus", lambda: 1)
+    assert training.fold_workers(5) == 1
+
+
+def test_fold_workers_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(training.CV_WORKERS_ENV, "3")
+    assert training.fold_workers(5) == 3
+    assert training.fold_workers(2) == 2
+    for bad in ("0", "-1", "two", "1.5"):
+        monkeypatch.setenv(training.CV_WORKERS_ENV, bad)
+        with pytest.raises(training.ExperimentInputError, match="EXPERIMENTS_CV_WORKERS=.*positive integer"):
+            training.fold_workers(5)
+
+
+def test_fold_threads_share_the_cpus_between_folds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(training, "usable_cpus", lambda: 8)
+    assert training.fold_threads(2, 1) == 2  # serial folds keep what the spec asked
+    assert training.fold_threads(2, 5) == 1  # 8 CPUs // 5 folds at once
+    assert training.fold_threads(8, 2) == 4
+    assert training.fold_threads(3, 2) == 3  # never more than asked
+    assert training.fold_threads(-1, 4) == 2  # "all cores" becomes this fold's share
+    assert training.fold_threads(None, 4) is None  # estimators without a thread setting untouched
+
+
+def test_fit_fold_equals_the_serial_cross_validation() -> None:
+    X, y = _mixed_frame(40)
+    serial = list(iter_cross_validation(X, y, "binary", "xgboost", FAST_XGB, folds=4, cv_seed=2, model_seed=3))
+    indices = training.cv_fold_indices(X, y, "binary", 4, 2)
+    for i, expected in enumerate(serial):
+        fold = training.fit_fold(i, X, y, indices[i], "binary", "xgboost", FAST_XGB, 3)
+        assert fold.fold == i and fold.n_validation == expected.n_validation
+        assert fold.metrics == expected.metrics

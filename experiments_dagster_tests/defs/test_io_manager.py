@@ -1,0 +1,392 @@
+"""The IO manager: fs_io_manager's paths, atomic writes, no per-call logs, the in-run value cache."""
+
+import os
+import pickle
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from types import SimpleNamespace
+
+import dagster as dg
+import pandas as pd
+import pytest
+
+from experiments_dagster.defs import io_manager as io_module
+from experiments_dagster.defs.checks import LOGGING_CHECKS
+from experiments_dagster.defs.definitions import ASSETS, defs
+from experiments_dagster.defs.io_manager import (
+    CACHE_ENV,
+    MISS,
+    CachedPickleIOManager,
+    ExperimentIOManager,
+    ValueCache,
+    cache_budget_bytes,
+)
+from experiments_dagster.defs.partitions import DATASET_VERSIONS
+from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
+from experiments_dagster.errors import ExperimentInputError
+
+KEY = "small/v1"  # a dataset-version key: the "/" makes a subfolder, as in fs_io_manager
+versions = dg.DynamicPartitionsDefinition(name="versions")
+
+
+@dataclass(frozen=True)
+class Summary:
+    rows: int
+    total: int
+
+
+@dg.asset(partitions_def=versions)
+def table(context: dg.AssetExecutionContext) -> pd.DataFrame:
+    return pd.DataFrame({"x": [1, 2, 3], "version": context.partition_key})
+
+
+@dg.asset(partitions_def=versions)
+def summary(table: pd.DataFrame) -> Summary:
+    return Summary(rows=len(table), total=int(table["x"].sum()))
+
+
+@dg.asset(partitions_def=versions)
+def same_table(table: pd.DataFrame) -> pd.DataFrame:
+    return table
+
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks are "preview" in 1.13
+
+    @dg.asset_check(asset=same_table, partitions_def=versions)
+    def same_table_has_rows(same_table: pd.DataFrame) -> dg.AssetCheckResult:
+        return dg.AssetCheckResult(passed=len(same_table) == 3)
+
+
+@dg.asset
+def every_table(table: dict[str, pd.DataFrame]) -> dict[str, int]:
+    """Unpartitioned, downstream of every partition of ``table``."""
+    return {key: int(frame["x"].sum()) for key, frame in table.items()}
+
+
+@dg.asset(key_prefix=["lab"])
+def plain() -> Summary:
+    return Summary(rows=1, total=7)
+
+
+@dg.asset(key_prefix=["lab"])
+def plain_total(plain: Summary) -> int:
+    return plain.total * 2
+
+
+class Unpicklable:
+    def __reduce__(self):
+        raise RuntimeError("cannot pickle this")
+
+
+@pytest.fixture
+def storage(instance: dg.DagsterInstance) -> Path:
+    return Path(instance.storage_directory())
+
+
+@pytest.fixture
+def counted_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every pickle.load of the IO manager module, by the file it read."""
+    calls: list[str] = []
+
+    def load(file):
+        calls.append(file.name)
+        return pickle.load(file)
+
+    monkeypatch.setattr(io_module, "pickle", SimpleNamespace(load=load))
+    return calls
+
+
+def materialize(instance, assets, io_manager, key=KEY, selection=None, raise_on_error=True):
+    if key is not None and key not in instance.get_dynamic_partitions("versions"):
+        instance.add_dynamic_partitions("versions", [key])
+    return dg.materialize(
+        assets,
+        instance=instance,
+        resources={"io_manager": io_manager},
+        partition_key=key,
+        selection=selection,
+        raise_on_error=raise_on_error,
+    )
+
+
+def contexts(key: str = KEY) -> tuple[dg.OutputContext, dg.InputContext]:
+    defn = dg.StaticPartitionsDefinition([key])
+    out = dg.build_output_context(
+        asset_key=dg.AssetKey("table"), partition_key=key, asset_partitions_def=defn
+    )
+    inp = dg.build_input_context(asset_key=dg.AssetKey("table"), partition_key=key, asset_partitions_def=defn)
+    return out, inp
+
+
+def read_pickle(path: Path):
+    with open(path, "rb") as file:
+        return pickle.load(file)
+
+
+def tmp_files(root: Path) -> list[Path]:
+    return [p for p in root.rglob("*") if p.name.endswith(".tmp")]
+
+
+# --- paths, round trips, compatibility with fs_io_manager -----------------------------------
+
+
+def test_round_trip_at_fs_io_manager_paths(instance, storage):
+    result = materialize(instance, [table, summary], ExperimentIOManager())
+    assert result.success
+    assert result.output_for_node("summary") == Summary(rows=3, total=6)
+    path = storage / "table" / "small" / "v1"
+    pd.testing.assert_frame_equal(read_pickle(path), pd.DataFrame({"x": [1, 2, 3], "version": KEY}))
+    assert read_pickle(storage / "summary" / "small" / "v1") == Summary(rows=3, total=6)
+    meta = result.asset_materializations_for_node("table")[0].metadata
+    assert meta["storage_path"].value == str(path)
+    assert meta["storage_bytes"].value == path.stat().st_size
+
+
+@pytest.mark.parametrize(
+    "direction", ["fs_io_manager writes, ours loads", "ours writes, fs_io_manager loads"]
+)
+def test_values_move_between_fs_io_manager_and_ours(instance, storage, direction):
+    stock, ours = dg.FilesystemIOManager(), ExperimentIOManager()
+    writer, reader = (stock, ours) if direction.startswith("fs") else (ours, stock)
+    assert materialize(instance, [table, summary], writer, selection=[table]).success
+    # A new run (as in a new process): the reader has only the file.
+    result = materialize(instance, [table, summary], reader, selection=[summary])
+    assert result.output_for_node("summary") == Summary(rows=3, total=6)
+    assert sorted(p.name for p in (storage / "table").rglob("*")) == ["small", "v1"]
+
+
+def test_unpartitioned_assets_round_trip(instance, storage):
+    result = materialize(instance, [plain, plain_total], ExperimentIOManager(), key=None)
+    assert result.output_for_node("lab__plain_total") == 14
+    assert read_pickle(storage / "lab" / "plain") == Summary(rows=1, total=7)
+    assert read_pickle(storage / "lab" / "plain_total") == 14
+
+
+def test_an_unpartitioned_asset_loads_every_partition_as_a_dict(instance):
+    for key in ("small/v1", "small/v2"):
+        materialize(instance, [table], ExperimentIOManager(), key=key)
+    result = materialize(
+        instance, [table, every_table], ExperimentIOManager(), key=None, selection=[every_table]
+    )
+    assert result.output_for_node("every_table") == {"small/v1": 6, "small/v2": 6}
+
+
+# --- the cache ---------------------------------------------------------------------------
+
+
+def test_steps_of_a_run_share_the_written_object_without_unpickling(instance, counted_loads):
+    result = materialize(instance, [table, same_table, same_table_has_rows], ExperimentIOManager())
+    assert result.output_for_node("same_table") is result.output_for_node("table")
+    assert [e.passed for e in result.get_asset_check_evaluations()] == [True]  # the check loaded it too
+    assert counted_loads == []
+
+
+def test_a_loaded_value_is_unpickled_once(tmp_path, counted_loads):
+    out, inp = contexts()
+    CachedPickleIOManager(str(tmp_path), ValueCache(0)).handle_output(out, pd.DataFrame({"x": [1, 2]}))
+    ours = CachedPickleIOManager(str(tmp_path), ValueCache(2**20))
+    first, second = ours.load_input(inp), ours.load_input(inp)
+    assert second is first and first["x"].tolist() == [1, 2]
+    assert counted_loads == [str(tmp_path / "table" / "small" / "v1")]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        "in place, same size, later mtime",  # how fs_io_manager (in another process) rewrites
+        "in place, other size, same mtime",
+        "renamed over, same size, same mtime",  # how we rewrite: only the inode differs
+    ],
+)
+def test_a_file_rewritten_by_another_process_is_reloaded(tmp_path, counted_loads, change):
+    out, inp = contexts()
+    ours = CachedPickleIOManager(str(tmp_path), ValueCache(2**20))
+    ours.handle_output(out, pd.DataFrame({"x": [1, 2, 3]}))
+    assert ours.load_input(inp)["x"].tolist() == [1, 2, 3] and counted_loads == []  # cached on write
+    path = tmp_path / "table" / "small" / "v1"
+    before = path.stat()
+    new = pd.DataFrame({"x": [7, 8, 9, 10] if "other size" in change else [7, 8, 9]})
+    target = path if change.startswith("in place") else path.with_name("elsewhere")
+    with open(target, "wb") as file:
+        pickle.dump(new, file)
+    later_ns = 1_000_000 if "later mtime" in change else 0
+    os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns + later_ns))
+    os.replace(target, path)
+    after = path.stat()
+    assert (after.st_ino == before.st_ino) == change.startswith("in place")
+    assert (after.st_size == before.st_size) == ("same size" in change)
+    assert (after.st_mtime_ns == before.st_mtime_ns) == ("same mtime" in change)
+    assert ours.load_input(inp)["x"].tolist() == new["x"].tolist()
+    assert counted_loads == [str(path)]
+
+
+def test_budget_evicts_the_least_recently_used_value(tmp_path, counted_loads):
+    frames = {key: pd.DataFrame({"x": range(1000 * i, 1000 * i + 1000)}) for i, key in enumerate("abc")}
+    ours = CachedPickleIOManager(str(tmp_path), ValueCache(0))
+    for key, frame in frames.items():
+        ours.handle_output(contexts(key)[0], frame)
+    sizes = {(tmp_path / "table" / key).stat().st_size for key in frames}
+    assert len(sizes) == 1
+    size = sizes.pop()
+    ours.cache = ValueCache(2 * size)  # room for two values
+    assert ours.load_input(contexts("a")[1]) is ours.load_input(contexts("a")[1])
+    ours.load_input(contexts("b")[1])
+    ours.load_input(contexts("a")[1])  # a is now more recent than b
+    ours.load_input(contexts("c")[1])  # evicts b
+    assert [Path(p).name for p in counted_loads] == ["a", "b", "c"]
+    assert ours.cache.used_bytes == 2 * size and len(ours.cache) == 2
+    ours.load_input(contexts("a")[1])
+    ours.load_input(contexts("b")[1])
+    assert [Path(p).name for p in counted_loads] == ["a", "b", "c", "b"]
+
+
+def test_value_cache_skips_values_bigger_than_the_budget():
+    cache = ValueCache(100)
+    cache.put("/a", (1, 1, 60), "a")
+    cache.put("/big", (2, 1, 101), "big")  # not cached, and evicts nothing
+    assert cache.get("/big", (2, 1, 101)) is MISS
+    assert cache.get("/a", (1, 1, 60)) == "a" and cache.used_bytes == 60
+    cache.put("/a", (3, 2, 101), "a2")  # a bigger new version replaces the old one, uncached
+    assert cache.get("/a", (1, 1, 60)) is MISS and cache.used_bytes == 0 and len(cache) == 0
+
+
+def test_budget_zero_disables_the_cache(instance, monkeypatch, counted_loads):
+    monkeypatch.setenv(CACHE_ENV, "0")
+    result = materialize(instance, [table, same_table], ExperimentIOManager())
+    written, loaded = result.output_for_node("table"), result.output_for_node("same_table")
+    assert loaded is not written
+    pd.testing.assert_frame_equal(loaded, written)
+    assert len(counted_loads) == 1
+
+
+@pytest.mark.parametrize(
+    ("env", "cache_mb", "expected"),
+    [
+        (None, None, 512 * 2**20),
+        ("64", None, 64 * 2**20),
+        ("0", None, 0),
+        ("64", 3, 3 * 2**20),
+        (" 8 ", None, 8 * 2**20),
+    ],
+)
+def test_cache_budget_comes_from_config_then_env_then_512(monkeypatch, env, cache_mb, expected):
+    if env is None:
+        monkeypatch.delenv(CACHE_ENV, raising=False)
+    else:
+        monkeypatch.setenv(CACHE_ENV, env)
+    assert cache_budget_bytes(cache_mb) == expected
+
+
+@pytest.mark.parametrize(
+    ("env", "cache_mb", "shown"),
+    [
+        ("lots", None, "$EXPERIMENTS_IO_CACHE_MB='lots'"),
+        ("-1", None, "$EXPERIMENTS_IO_CACHE_MB='-1'"),
+        (None, -5, "cache_mb='-5'"),
+    ],
+)
+def test_a_bad_cache_budget_names_the_setting(monkeypatch, env, cache_mb, shown):
+    if env is not None:
+        monkeypatch.setenv(CACHE_ENV, env)
+    with pytest.raises(ExperimentInputError, match="whole number of MB") as exc:
+        cache_budget_bytes(cache_mb)
+    assert shown in str(exc.value)
+
+
+# --- failures: missing files, interrupted writes --------------------------------------------
+
+
+def test_a_missing_file_names_asset_partition_path_and_fix(tmp_path):
+    _, inp = contexts()
+    with pytest.raises(ExperimentInputError) as exc:
+        CachedPickleIOManager(str(tmp_path), ValueCache(0)).load_input(inp)
+    message = str(exc.value)
+    assert (
+        f"asset 'table' partition 'small/v1': {tmp_path / 'table' / 'small' / 'v1'} does not exist" in message
+    )
+    assert "Materialize 'table' for partition 'small/v1' first" in message
+    assert isinstance(exc.value.__cause__, FileNotFoundError)
+
+
+def test_a_run_missing_its_upstream_value_fails_with_that_message(instance):
+    result = materialize(
+        instance, [table, summary], ExperimentIOManager(), selection=[summary], raise_on_error=False
+    )
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    error = failure.step_failure_data.error
+    assert error.cause.cls_name == "ExperimentInputError"
+    assert "Materialize 'table' for partition 'small/v1' first" in error.cause.message
+
+
+def test_writes_are_atomic(tmp_path):
+    out, inp = contexts()
+    ours = CachedPickleIOManager(str(tmp_path), ValueCache(0))
+    ours.handle_output(out, pd.DataFrame({"x": [1, 2, 3]}))
+    path = tmp_path / "table" / "small" / "v1"
+    before = path.stat()
+    with pytest.raises(RuntimeError, match="cannot pickle this"):
+        # Fails after the first megabyte has been written to the temporary file.
+        ours.handle_output(out, [b"\0" * 2**20, Unpicklable()])
+    assert path.stat().st_ino == before.st_ino and path.stat().st_size == before.st_size
+    assert ours.load_input(inp)["x"].tolist() == [1, 2, 3]
+    assert tmp_files(tmp_path) == []
+    assert sorted(p.name for p in (tmp_path / "table" / "small").iterdir()) == ["v1"]
+
+
+def test_a_successful_write_replaces_the_file_and_leaves_no_temporary_files(instance, storage):
+    materialize(instance, [table, summary], ExperimentIOManager())
+    first = (storage / "table" / "small" / "v1").stat()
+    materialize(instance, [table, summary], ExperimentIOManager())
+    assert (storage / "table" / "small" / "v1").stat().st_ino != first.st_ino  # renamed over, not rewritten
+    assert tmp_files(storage) == []
+
+
+# --- the event log ---------------------------------------------------------------------------
+
+
+def io_debug_messages(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    return [
+        e.user_message
+        for e in instance.all_logs(run_id)
+        if not e.is_dagster_event
+        and e.level == 10
+        and ("Loading" in e.user_message or "Writing" in e.user_message)
+    ]
+
+
+def test_a_materialization_stores_no_io_debug_logs(instance):
+    stock = materialize(instance, [table, summary, same_table], dg.FilesystemIOManager())
+    assert len(io_debug_messages(instance, stock.run_id)) >= 5  # what fs_io_manager stores: the probe works
+    ours = materialize(instance, [table, summary, same_table], ExperimentIOManager())
+    assert ours.success and io_debug_messages(instance, ours.run_id) == []
+
+
+# --- the code location ---------------------------------------------------------------------
+
+
+def test_the_code_location_uses_it_as_io_manager():
+    assert isinstance(defs.resources["io_manager"], ExperimentIOManager)
+
+
+@pytest.mark.slow
+def test_the_real_graph_runs_on_it_and_unpickles_nothing(instance, resources, storage, counted_loads):
+    key = "iris/v1"
+    instance.add_dynamic_partitions(DATASET_VERSIONS, [key])
+    checks = [*LOGGING_CHECKS, champion_alias_matches_decision]  # the last one loads model_promotion
+    result = dg.materialize(
+        [*ASSETS, *checks],
+        instance=instance,
+        resources={**resources, "io_manager": ExperimentIOManager()},
+        partition_key=key,
+    )
+    assert result.success
+    assert counted_loads == []  # every input came from the cache
+    assert io_debug_messages(instance, result.run_id) == []
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == len(checks) and all(e.passed for e in evaluations)
+    stored = sorted(p.relative_to(storage).as_posix() for p in storage.rglob("v1"))
+    assert stored == sorted(f"{a.key.to_user_string()}/{key}" for a in ASSETS)
+    assert read_pickle(storage / "splits" / key).run == result.output_for_node("splits").run
