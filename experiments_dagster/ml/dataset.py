@@ -37,6 +37,22 @@ def hash_file(path: Path) -> FileDigest:
     return FileDigest(sha256=digest.hexdigest(), size_bytes=size)
 
 
+def read_csv(path: Path) -> pd.DataFrame:
+    """pandas' C parser's result, parsed by Arrow's multi-threaded reader where they agree.
+
+    Arrow reads 2-4x faster, but it keeps duplicate column names (pandas renames them ``a.1``)
+    and turns ISO dates into datetimes (pandas keeps the text): files with either, and files
+    Arrow refuses, are read by the C parser, so every file gets the same frame and errors as before.
+    """
+    try:
+        frame = pd.read_csv(path, engine="pyarrow")
+    except Exception:  # Arrow is stricter on some files: the C parser decides (and words the error)
+        return pd.read_csv(path)
+    if frame.columns.has_duplicates or any(pd.api.types.is_datetime64_any_dtype(t) for t in frame.dtypes):
+        return pd.read_csv(path)
+    return frame
+
+
 def load_table(path: Path) -> pd.DataFrame:
     """Read a ``.csv`` or ``.parquet`` version file, with errors that say how to fix it."""
     if not path.is_file():
@@ -53,7 +69,7 @@ def load_table(path: Path) -> pd.DataFrame:
             f"Dataset file {path} is empty (0 bytes). Write the data again, with a header row."
         )
     try:
-        frame = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+        frame = read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pandas raises many types for unreadable files
         raise ExperimentInputError(
             f"Dataset file {path} could not be read as {path.suffix[1:]}: "

@@ -58,10 +58,29 @@ def platform_facts() -> dict[str, str]:
     }
 
 
+def _name_version(dist: md.Distribution) -> tuple[str, str] | None:
+    """Name and Version from the metadata's header block only.
+
+    ``dist.metadata`` runs the email parser over the whole file (long READMEs included) and
+    ``dist.version`` does it again: ~0.5 s over a venv, for two header lines.
+    """
+    text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            break
+        key, sep, value = line.partition(":")
+        if sep and key in ("Name", "Version") and key not in fields:
+            fields[key] = value.strip()
+    if fields.get("Name") and fields.get("Version"):
+        return fields["Name"], fields["Version"]
+    return None
+
+
 @lru_cache(maxsize=1)
 def installed_requirements() -> str:
     """``name==version`` for every installed distribution, sorted: the exact set."""
-    pins = {f"{d.metadata['Name']}=={d.version}" for d in md.distributions() if d.metadata["Name"]}
+    pins = {"==".join(nv) for nv in map(_name_version, md.distributions()) if nv}
     return "\n".join(sorted(pins, key=str.lower)) + "\n"
 
 

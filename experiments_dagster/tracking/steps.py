@@ -97,35 +97,38 @@ def log_fold_models(tracker: Tracker, splits: Splits, search: SearchResult, tags
     workers = fold_workers(len(indices))
     params = model_hyperparameters(splits, search)
     n_jobs = build_estimator(spec.model, splits.task, params, seeds.model).get_params().get("n_jobs")
-    if n_jobs is not None:
-        params = {**params, "n_jobs": fold_threads(n_jobs, workers)}
     supersede_fold_runs(tracker, splits.run, tags["dagster.run_id"])
-
     finished: queue.Queue[tuple[int, FoldResult | None, BaseException | None]] = queue.Queue()
 
-    def train(i: int) -> None:
+    def train(i: int, threads: Any) -> None:
+        fold_params = params if threads is None else {**params, "n_jobs": threads}
         try:
-            fold = fit_fold(i, s.X_train, s.y_train, indices[i], splits.task, spec.model, params, seeds.model,
-                            spec.positive_class, standard.metric_names(splits.task))
+            fold = fit_fold(i, s.X_train, s.y_train, indices[i], splits.task, spec.model, fold_params,
+                            seeds.model, spec.positive_class, standard.metric_names(splits.task))
         except BaseException as exc:  # handed to the logging thread, which marks the run and raises
             finished.put((i, None, exc))
         else:
             finished.put((i, fold, None))
 
+    n = len(indices)
     run_ids: list[str] = []
     results: dict[int, FoldResult] = {}
     training: set[int] = set()
     try:
-        while len(results) < len(indices):
-            while len(run_ids) < len(indices) and len(training) < workers:
+        while len(results) < n:
+            while len(run_ids) < n and len(training) < workers:
+                left = n - len(run_ids)
+                if training and left < workers and n_jobs is not None:
+                    break  # the last, partial round starts once the CPUs are free, with all of them
                 i = len(run_ids)
                 run_ids.append(tracker.start_run(
                     splits.run.experiment_id, f"fold-{i}", {**tags, "cv.fold": str(i)},
                     parent_run_id=splits.run.run_id,
                 ))
                 training.add(i)
+                threads = fold_threads(n_jobs, workers if training - {i} else min(workers, left))
                 # Daemon threads: an interrupted run must not wait for a fit it will never log.
-                threading.Thread(target=train, args=(i,), name=f"cv-fold-{i}", daemon=True).start()
+                threading.Thread(target=train, args=(i, threads), name=f"cv-fold-{i}", daemon=True).start()
             i, fold, error = finished.get()
             training.discard(i)
             if error is not None:

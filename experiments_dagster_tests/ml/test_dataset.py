@@ -277,3 +277,45 @@ def test_check_target_unknown_task() -> None:
         ExperimentInputError, match=r"Unknown task 'ranking'; use one of binary, multiclass, regression"
     ):
         check_target(pd.Series([1, 2]), "ranking", 5, PATH, "y")
+
+
+# --- read_csv: Arrow where it agrees with the C parser -----------------------------------------
+
+CSV_CASES = {
+    "duplicate_columns": "a,a,b\n1,2,3\n4,5,6\n",
+    "empty_and_na_strings": 'a,s\n1,""\n2,NA\n3,null\n4,x\n5,\n',
+    "mixed_column": "a,m\n1,1\n2,x\n3,2.5\n",
+    "booleans": "a,b,c\n1,True,true\n2,False,false\n",
+    "quoted_newline": 'a,s\n1,"x\ny"\n2,z\n',
+    "dates_stay_text": "a,d\n1,2024-01-02\n2,2024-02-01 10:00:00\n",
+    "floats_and_gaps": "a,i\n1e-3,1\n0.1,\n1.7976931348623157e308,3\n",
+}
+
+
+@pytest.mark.parametrize("name", sorted(CSV_CASES))
+def test_read_csv_gives_the_c_parsers_frame(tmp_path: Path, name: str) -> None:
+    from experiments_dagster.ml.dataset import read_csv
+
+    path = tmp_path / f"{name}.csv"
+    path.write_text(CSV_CASES[name])
+    expected = pd.read_csv(path)
+    got = read_csv(path)
+    assert got.columns.tolist() == expected.columns.tolist()
+    assert got.dtypes.tolist() == expected.dtypes.tolist()
+    pd.testing.assert_frame_equal(got, expected)
+
+
+def test_read_csv_on_the_shipped_datasets(data_dir: Path) -> None:
+    from experiments_dagster.ml.dataset import read_csv
+
+    files = sorted(data_dir.glob("*/*.csv"))
+    assert files
+    for path in files:
+        pd.testing.assert_frame_equal(read_csv(path), pd.read_csv(path), obj=str(path))
+
+
+def test_read_csv_ragged_file_keeps_the_c_parsers_error(tmp_path: Path) -> None:
+    path = tmp_path / "v1.csv"
+    path.write_text("a,b\n1,2\n3,4,5\n")
+    with pytest.raises(ExperimentInputError, match="could not be read as csv: ParserError"):
+        load_table(path)

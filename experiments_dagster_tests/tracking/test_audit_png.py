@@ -62,3 +62,16 @@ def test_image_data_that_does_not_inflate(body: bytes) -> None:
     header = struct.pack(">IIBBBBB", 20, 12, 8, 0, 0, 0, 0)
     data = b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", body) + _chunk(b"IEND", b"")
     assert png_problem(data).startswith("image data does not inflate")
+
+
+def test_local_artifact_root() -> None:
+    from pathlib import Path
+
+    from experiments_dagster.tracking.audit import local_artifact_root
+
+    assert local_artifact_root("file:///tmp/store/1/abc/artifacts") == Path("/tmp/store/1/abc/artifacts")
+    assert local_artifact_root("file:///tmp/with%20space/a") == Path("/tmp/with space/a")
+    assert local_artifact_root("/tmp/store/artifacts") == Path("/tmp/store/artifacts")
+    assert local_artifact_root("mlflow-artifacts:/1/abc/artifacts") is None
+    assert local_artifact_root("s3://bucket/1/abc/artifacts") is None
+    assert local_artifact_root(None) is None

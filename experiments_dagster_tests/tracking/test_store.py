@@ -110,3 +110,27 @@ def test_using_tracking_uri_restores_global_and_environment(monkeypatch, env_bef
 
     assert default_tracking_uri() == (env_before or default_tracking_uri())
     assert "inside" not in default_tracking_uri()
+
+
+def test_dataset_input_schema_types_from_a_sample_and_gaps_from_every_row(tracker: Tracker):
+    import json
+
+    import numpy as np
+    import pandas as pd
+
+    n = 3000
+    frame = pd.DataFrame({"x": np.arange(n, dtype=float), "c": ["a", "b", "c"] * (n // 3),
+                          "full": np.ones(n), "target": [0, 1] * (n // 2)})
+    frame.loc[2500, "x"] = np.nan  # beyond the schema sample: only a whole-frame check sees it
+    frame.loc[10, "c"] = None
+    experiment_id = tracker.experiment_id("schema")
+    run_id = tracker.start_run(experiment_id, "r", {})
+    tracker.log_dataset(run_id, frame, name="d@v1", digest="f" * 64, source="/tmp/d.csv", target="target")
+
+    (inp,) = tracker.client.get_run(run_id).inputs.dataset_inputs
+    cols = {c["name"]: c for c in json.loads(inp.dataset.schema)["mlflow_colspec"]}
+    assert set(cols) == {"x", "c", "full"}  # the target is not a feature
+    assert cols["x"]["type"] == "double" and cols["x"]["required"] is False
+    assert cols["c"]["type"] == "string" and cols["c"]["required"] is False
+    assert cols["full"]["required"] is True
+    assert json.loads(inp.dataset.profile)["num_rows"] == n
