@@ -38,3 +38,26 @@ def test_run_uses_the_embedded_store_under_the_data_dir(tmp_path: Path, data_dir
         (parent,) = [r for r in client.search_runs([client.get_experiment_by_name(name).experiment_id])
                      if "mlflow.parentRunId" not in r.data.tags]
         assert parent.info.status == "FINISHED" and parent.data.tags["audit.status"] == "complete"
+
+
+def test_quick_exit_keeps_what_a_normal_exit_guarantees(tmp_path):
+    """exit_now joins threads, runs atexit handlers and flushes output before leaving with the code."""
+    marker = tmp_path / "written-by-thread"
+    code = f"""
+import atexit, sys, threading, time
+from pathlib import Path
+from experiments_dagster.cli import exit_now
+atexit.register(lambda: print("atexit ran", flush=False))
+def slow_writer():
+    time.sleep(0.5)
+    Path({str(marker)!r}).write_text("done")
+threading.Thread(target=slow_writer).start()
+print("buffered", end=" ")
+sys.stderr.write("err-buffered")
+exit_now(3)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 3
+    assert proc.stdout == "buffered atexit ran\n"
+    assert proc.stderr == "err-buffered"
+    assert marker.read_text() == "done"
