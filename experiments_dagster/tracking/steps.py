@@ -33,6 +33,7 @@ from experiments_dagster.ml.training import (
     estimator_of,
     fit_fold,
     fit_timed,
+    fold_memory_bytes,
     fold_threads,
     fold_workers,
     make_pipeline,
@@ -94,7 +95,7 @@ def log_fold_models(tracker: Tracker, splits: Splits, search: SearchResult, tags
     spec, s = splits.spec, splits.split
     seeds = spec.resolved_seeds
     indices = cv_fold_indices(s.X_train, s.y_train, splits.task, spec.cv_folds, seeds.cv)
-    workers = fold_workers(len(indices))
+    workers = fold_workers(len(indices), fold_memory_bytes(s.X_train, len(indices)))
     params = model_hyperparameters(splits, search)
     n_jobs = build_estimator(spec.model, splits.task, params, seeds.model).get_params().get("n_jobs")
     supersede_fold_runs(tracker, splits.run, tags["dagster.run_id"])

@@ -339,6 +339,31 @@ def test_fold_workers_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
             training.fold_workers(5)
 
 
+def test_fold_workers_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(training.CV_WORKERS_ENV, raising=False)
+    monkeypatch.delenv(training.CV_MEMORY_ENV, raising=False)
+    monkeypatch.setattr(training, "usable_cpus", lambda: 8)
+    mb = 2**20
+    assert training.fold_workers(5, 100 * mb) == 5  # 4 extra folds x 100 MB fit in 512 MB
+    assert training.fold_workers(5, 200 * mb) == 3  # 2 extra x 200 MB
+    assert training.fold_workers(5, 600 * mb) == 1  # big data: one fold at a time
+    monkeypatch.setenv(training.CV_MEMORY_ENV, "4096")
+    assert training.fold_workers(5, 600 * mb) == 5
+    monkeypatch.setenv(training.CV_MEMORY_ENV, "0")
+    assert training.fold_workers(5, 1) == 1
+    monkeypatch.setenv(training.CV_WORKERS_ENV, "4")  # an explicit count wins over the budget
+    assert training.fold_workers(5, 600 * mb) == 4
+    monkeypatch.delenv(training.CV_WORKERS_ENV)
+    monkeypatch.setenv(training.CV_MEMORY_ENV, "lots")
+    with pytest.raises(training.ExperimentInputError, match="EXPERIMENTS_CV_MEMORY_MB='lots' is not valid"):
+        training.fold_workers(5, 1)
+
+
+def test_fold_memory_estimate_scales_with_the_train_rows() -> None:
+    X = pd.DataFrame({"a": np.zeros(1000), "b": np.zeros(1000)})  # 16,000 bytes
+    assert training.fold_memory_bytes(X, 5) == 16_000 * 4 // 5 * training.FOLD_MEMORY_FACTOR
+
+
 def test_fold_threads_share_the_cpus_between_folds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(training, "usable_cpus", lambda: 8)
     assert training.fold_threads(2, 1) == 2  # serial folds keep what the spec asked
