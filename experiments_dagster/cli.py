@@ -41,21 +41,30 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"No dataset versions found under {paths.data_dir()} (need <dataset>/experiment.yaml "
               "and <dataset>/<version>.csv|.parquet).", file=sys.stderr)
         return 1
+    job = defs.resolve_job_def("experiment_job")
+    selection = None
+    if args.select:
+        assets = {key.to_user_string() for key in job.asset_layer.asset_graph.get_all_asset_keys()}
+        unknown = sorted(set(args.select) - assets)
+        if unknown:
+            raise UsageError(f"--select {', '.join(unknown)}: no such asset; choose from {', '.join(sorted(assets))}.")
+        selection = [dg.AssetKey(name) for name in args.select]
     instance = dg.DagsterInstance.get()
     known = set(instance.get_dynamic_partitions(DATASET_VERSIONS))
     new = [v.partition_key for v in versions if v.partition_key not in known]
     if new:
         instance.add_dynamic_partitions(DATASET_VERSIONS, new)
-    job = defs.resolve_job_def("experiment_job")
     rows = []
     for v in versions:
         result = job.execute_in_process(
-            partition_key=v.partition_key, instance=instance, raise_on_error=False, run_config=QUIET
+            partition_key=v.partition_key, instance=instance, raise_on_error=False, run_config=QUIET,
+            asset_selection=selection,
         )
         url = ""
         if result.success:
-            meta = result.asset_materializations_for_node("repro_manifest")[-1].metadata
-            url = meta["mlflow_run_url"].value
+            materialized = [e.materialization.metadata for e in result.get_asset_materialization_events()]
+            urls = [meta["mlflow_run_url"].value for meta in materialized if "mlflow_run_url" in meta]
+            url = urls[-1] if urls else ""
         rows.append((v.partition_key, "SUCCESS" if result.success else "FAILURE", url or result.run_id))
     width = max(len(r[0]) for r in rows)
     print("\nExperiments:")
@@ -144,6 +153,10 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="materialize every dataset version under the data directory")
     run.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     run.add_argument("--version", action="append", help="only this version (repeatable)")
+    run.add_argument(
+        "--select", action="append", metavar="ASSET",
+        help="materialize only this asset (repeatable; its checks run too; upstream values are reused)",
+    )
     run.set_defaults(func=cmd_run)
     where = sub.add_parser("paths", help="print the data directory, tracking URI and DAGSTER_HOME")
     where.add_argument("--tracking-uri", action="store_true", help="print only the tracking URI")

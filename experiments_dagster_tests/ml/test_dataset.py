@@ -57,9 +57,9 @@ def test_hash_file_streams_files_larger_than_one_chunk(
         def __init__(self, fh):
             self._fh = fh
 
-        def read(self, n: int) -> bytes:
-            reads.append(n)
-            return self._fh.read(n)
+        def readinto(self, buffer) -> int:
+            reads.append(len(buffer))
+            return self._fh.readinto(buffer)
 
         def __enter__(self):
             return self
@@ -68,7 +68,8 @@ def test_hash_file_streams_files_larger_than_one_chunk(
             self._fh.close()
 
     # Shadow ``open`` in the module only, so the chunk reads can be counted.
-    monkeypatch.setattr(dataset, "open", lambda p, mode="r": CountingFile(real_open(p, mode)), raising=False)
+    monkeypatch.setattr(dataset, "open", lambda p, mode="r", **kw: CountingFile(real_open(p, mode, **kw)),
+                        raising=False)
     digest = hash_file(path)
 
     assert digest.sha256 == hashlib.sha256(payload).hexdigest()
