@@ -57,3 +57,19 @@ def default_dagster_home() -> Path:
     """``$DAGSTER_HOME`` or the persistent ``<project>/dagster_home``."""
     raw = os.environ.get("DAGSTER_HOME")
     return Path(raw).expanduser().resolve() if raw else PROJECT_ROOT / "dagster_home"
+
+
+def env_int(name: str, default: int, minimum: int, what: str, fix: str) -> int:
+    """An integer setting from ``$name`` (unset or blank: ``default``); a bad value names the fix."""
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if value < minimum:
+        from experiments_dagster.errors import ExperimentInputError
+
+        raise ExperimentInputError(f"${name}={raw!r} is not valid: use {what}; {fix}")
+    return value

@@ -37,6 +37,7 @@ from dagster._core.storage.fs_io_manager import PickledObjectFilesystemIOManager
 from pydantic import Field
 
 from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.paths import env_int
 
 CACHE_ENV = "EXPERIMENTS_IO_CACHE_MB"
 # 512 MB holds one large value, not two: on the 1,000,000 x 50 workload raw_data (377 MB pickle)
@@ -103,16 +104,13 @@ class ValueCache:
 
 def cache_budget_bytes(cache_mb: int | None) -> int:
     """``cache_mb``, else ``$EXPERIMENTS_IO_CACHE_MB``, else 512, as bytes (MB = 2**20 bytes)."""
-    if cache_mb is not None:
-        setting, raw = "cache_mb", str(cache_mb)
-    else:
-        setting, raw = f"${CACHE_ENV}", os.environ.get(CACHE_ENV, "").strip() or str(DEFAULT_CACHE_MB)
-    if not raw.isdigit():
-        raise ExperimentInputError(
-            f"{setting}={raw!r} is not a whole number of MB >= 0. Set it to e.g. {DEFAULT_CACHE_MB} "
-            "(0 disables the IO manager's value cache)."
-        )
-    return int(raw) * 2**20
+    what = "a whole number of MB >= 0"
+    fix = f"e.g. {DEFAULT_CACHE_MB} (0 disables the IO manager's value cache)."
+    if cache_mb is None:
+        return env_int(CACHE_ENV, DEFAULT_CACHE_MB, 0, what, fix) * 2**20
+    if cache_mb < 0:
+        raise ExperimentInputError(f"cache_mb='{cache_mb}' is not valid: use {what}; {fix}")
+    return cache_mb * 2**20
 
 
 def missing_value_message(context: dg.InputContext, path: Path, partition: str | None) -> str:

@@ -14,10 +14,10 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import KFold, StratifiedKFold, train_test_split
 from sklearn.pipeline import Pipeline
 
-from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.ml.estimators import EncodedTargetClassifier, build_estimator
 from experiments_dagster.ml.metrics import predict, task_metrics
 from experiments_dagster.ml.preprocess import build_preprocessor
+from experiments_dagster.paths import env_int
 
 
 @dataclass(frozen=True)
@@ -180,19 +180,6 @@ def fold_memory_bytes(X: pd.DataFrame, folds: int) -> int:
     return int(X.memory_usage(index=False).sum() * (folds - 1) / folds * FOLD_MEMORY_FACTOR)
 
 
-def _positive_int_env(name: str, default: int, meaning: str) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = -1
-    if value < 0 or (value == 0 and name == CV_WORKERS_ENV):
-        raise ExperimentInputError(f"{name}={raw!r} is not valid: {meaning}")
-    return value
-
-
 def fold_workers(folds: int, fold_bytes: int = 0) -> int:
     """Folds trained at once: ``$EXPERIMENTS_CV_WORKERS``, else one per usable CPU within a memory budget.
 
@@ -203,15 +190,16 @@ def fold_workers(folds: int, fold_bytes: int = 0) -> int:
     all CPUs for each fit, which is where XGBoost's own threads already do well.
     """
     cpus = usable_cpus()
-    explicit = _positive_int_env(
-        CV_WORKERS_ENV, 0, f"use a positive integer, the number of folds to train at once (1 = one after another), "
-        f"or unset it for one per CPU ({cpus}) within {CV_MEMORY_ENV}.",
+    explicit = env_int(
+        CV_WORKERS_ENV, 0, 1, "a positive integer, the number of folds to train at once (1 = one after another)",
+        f"or unset it for one per CPU ({cpus}) within ${CV_MEMORY_ENV}.",
     )
     if explicit:
         return min(explicit, folds)
-    budget = _positive_int_env(
-        CV_MEMORY_ENV, DEFAULT_CV_MEMORY_MB, "use a non-negative integer, the megabytes that folds trained "
-        f"beside the first may use (0 = one fold at a time), or unset it for {DEFAULT_CV_MEMORY_MB}.",
+    budget = env_int(
+        CV_MEMORY_ENV, DEFAULT_CV_MEMORY_MB, 0,
+        "a whole number of MB that folds trained beside the first may use (0 = one fold at a time)",
+        f"or unset it for {DEFAULT_CV_MEMORY_MB}.",
     ) * 2**20
     by_memory = 1 + (budget // fold_bytes if fold_bytes > 0 else folds)
     return max(1, min(folds, cpus, by_memory))

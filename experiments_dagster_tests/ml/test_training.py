@@ -13,6 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
+from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.ml import training
 from experiments_dagster.ml.dataset import load_table
 from experiments_dagster.ml.estimators import EncodedTargetClassifier
@@ -335,7 +336,7 @@ def test_fold_workers_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert training.fold_workers(2) == 2
     for bad in ("0", "-1", "two", "1.5"):
         monkeypatch.setenv(training.CV_WORKERS_ENV, bad)
-        with pytest.raises(training.ExperimentInputError, match="EXPERIMENTS_CV_WORKERS=.*positive integer"):
+        with pytest.raises(ExperimentInputError, match="EXPERIMENTS_CV_WORKERS=.*positive integer"):
             training.fold_workers(5)
 
 
@@ -355,7 +356,7 @@ def test_fold_workers_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) 
     assert training.fold_workers(5, 600 * mb) == 4
     monkeypatch.delenv(training.CV_WORKERS_ENV)
     monkeypatch.setenv(training.CV_MEMORY_ENV, "lots")
-    with pytest.raises(training.ExperimentInputError, match="EXPERIMENTS_CV_MEMORY_MB='lots' is not valid"):
+    with pytest.raises(ExperimentInputError, match="EXPERIMENTS_CV_MEMORY_MB='lots' is not valid"):
         training.fold_workers(5, 1)
 
 
