@@ -174,7 +174,10 @@ def run_profiled(workload: str, out: Path, interval: float) -> tuple[Path, float
             "pyisession",
             "-o",
             str(session_file),
-            str(BIN / "experiments-dagster"),
+            # main(), not the console script: its quick exit (cli.exit_now) would end the
+            # process before pyinstrument writes the session. Teardown is not profiled.
+            "-c",
+            "import sys; from experiments_dagster.cli import main; sys.exit(main(sys.argv[1:]))",
             "run",
             "--dataset",
             args.workload,

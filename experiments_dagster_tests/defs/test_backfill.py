@@ -35,9 +35,10 @@ def max_overlap(intervals: list[tuple[float, float]]) -> int:
 
 
 @pytest.fixture
-def backfill_env(tmp_path: Path, data_dir: Path) -> tuple[dict, Path]:
+def backfill_env(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[dict, Path]:
     home = tmp_path / "home"
     home.mkdir()
+    monkeypatch.setenv("DAGSTER_HOME", str(home))  # this process opens the same instance as the daemon
     shutil.copy(PROJECT_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")  # the shipped one
     data = tmp_path / "six"
     (data / "iris").mkdir(parents=True)
