@@ -2,6 +2,7 @@
 
 import os
 import shutil
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -152,3 +153,46 @@ def test_without_base_dir_or_dagster_home_the_error_says_what_to_set(monkeypatch
     with pytest.raises(ValueError, match="set DAGSTER_HOME or give event_log_storage.config.base_dir"):
         PooledSqliteEventLogStorage()
     assert dagster_storage.default_base_dir.__doc__
+
+
+def _shard_facts(path: Path) -> tuple[list, list, str]:
+    with sqlite3.connect(path) as conn:
+        schema = conn.execute("SELECT type, name, tbl_name, sql FROM sqlite_master ORDER BY type, name").fetchall()
+        revision = conn.execute("SELECT version_num FROM alembic_version").fetchall()
+        journal = conn.execute("PRAGMA journal_mode").fetchone()[0]
+    return schema, revision, journal
+
+
+def test_new_run_database_is_the_one_the_stock_class_creates(tmp_path: Path):
+    SqliteEventLogStorage(str(tmp_path / "stock")).store_event(_event("run-1", "x"))
+    pooled = PooledSqliteEventLogStorage(str(tmp_path / "pooled"))
+    pooled.store_event(_event("run-1", "x"))
+    stock_facts = _shard_facts(tmp_path / "stock" / "run-1.db")
+    assert stock_facts[1] and stock_facts[2] == "wal"  # stamped at head, WAL: what the stock code writes
+    assert _shard_facts(tmp_path / "pooled" / "run-1.db") == stock_facts
+    # ... and the stock class's own revision check accepts it
+    stock_reader = SqliteEventLogStorage(str(tmp_path / "pooled"))
+    assert _messages(stock_reader, "run-1") == ["x"]
+
+
+def test_processes_initializing_one_run_database_at_once(tmp_path: Path):
+    """Separate storages (separate engines, like separate processes) racing to create one file."""
+    storages = [PooledSqliteEventLogStorage(str(tmp_path / "runs")) for _ in range(4)]
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(len(storages))
+
+    def write(i: int) -> None:
+        barrier.wait()
+        try:
+            storages[i].store_event(_event("raced-run", f"from {i}"))
+        except BaseException as exc:  # collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(i,)) for i in range(len(storages))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert sorted(_messages(storages[0], "raced-run")) == [f"from {i}" for i in range(4)]
+    assert len(_shard_facts(tmp_path / "runs" / "raced-run.db")[1]) == 1  # stamped once
