@@ -22,8 +22,14 @@ class MlflowTracking(dg.ConfigurableResource):
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Open the store in the background while the first steps read and hash the data."""
-        prefetch_client(self.tracking_uri)
+        """Open an existing store in the background while the first steps read and hash the data.
+
+        Dagster's alembic lock is held meanwhile: MLflow's schema check and Dagster's storage
+        stamping both use alembic, whose command context is global to the process.
+        """
+        from dagster._core.storage.sql import _alembic_lock
+
+        prefetch_client(self.tracking_uri, lock=_alembic_lock)
 
     def tracker(self) -> Tracker:
         """A tracker bound to this store."""
