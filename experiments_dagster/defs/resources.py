@@ -22,14 +22,8 @@ class MlflowTracking(dg.ConfigurableResource):
     )
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Open an existing store in the background while the first steps read and hash the data.
-
-        Dagster's alembic lock is held meanwhile: MLflow's schema check and Dagster's storage
-        stamping both use alembic, whose command context is global to the process.
-        """
-        from dagster._core.storage.sql import _alembic_lock
-
-        prefetch_client(self.tracking_uri, lock=_alembic_lock)
+        """Open the store in the background while the first steps read and hash the data."""
+        prefetch_client(self.tracking_uri)
 
     def tracker(self) -> Tracker:
         """A tracker bound to this store."""

@@ -9,7 +9,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
-from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -69,30 +69,19 @@ def _open_client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
-def prefetch_client(
-    tracking_uri: str | None = None, lock: AbstractContextManager[Any] | None = None
-) -> threading.Thread | None:
-    """Start opening an existing SQLite store's client in a background thread; ``Tracker`` then
-    waits for it. Returns the thread, or None when there is nothing to prefetch.
+def prefetch_client(tracking_uri: str | None = None) -> threading.Thread:
+    """Start opening the store's client in a background thread; ``Tracker`` then waits for it.
 
     Opening MLflow's SQLAlchemy store costs ~1 s (its modules, ORM mappers, schema check), all in
     Python. A run starts this at resource set-up, so it overlaps the first steps' reading and
-    hashing of the data (Arrow and hashlib release the GIL). Only an existing SQLite file is
-    opened here: creating a store (directories, schema migration) stays in the step that needs
-    it, so a run refused for bad config creates nothing. ``lock`` is held while opening (the
-    code location passes Dagster's alembic lock: alembic's command context is process-global).
-    A failure is not kept: the first ``Tracker`` opens the store again and raises the error in
-    the step that needs it.
+    hashing of the data (Arrow and hashlib release the GIL). A failure here is not kept: the
+    first ``Tracker`` opens the store again and raises the error in the step that needs it.
     """
     uri = tracking_uri or default_tracking_uri()
-    db = sqlite_path(uri)
-    if db is None or not db.is_file():
-        return None
 
     def open_quietly() -> None:
         try:
-            with lock or nullcontext():
-                _client(uri)
+            _client(uri)
         except Exception as exc:  # re-raised by the step's own Tracker (lru_cache keeps no failures)
             log.info("Opening MLflow store %s in the background failed (the step will retry): %s", uri, exc)
 
