@@ -7,7 +7,7 @@ import dagster as dg
 from pydantic import Field
 
 from experiments_dagster.paths import data_dir
-from experiments_dagster.tracking.store import Tracker, prefetch_client
+from experiments_dagster.tracking.store import Tracker
 
 
 class MlflowTracking(dg.ConfigurableResource):
@@ -20,10 +20,6 @@ class MlflowTracking(dg.ConfigurableResource):
     ui_url: str | None = Field(
         default=None, description="Base URL of the MLflow UI used in run links (default http://127.0.0.1:5000)."
     )
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        """Open the store in the background while the first steps read and hash the data."""
-        prefetch_client(self.tracking_uri)
 
     def tracker(self) -> Tracker:
         """A tracker bound to this store."""

@@ -6,7 +6,6 @@ import json
 import logging
 import os
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -52,42 +51,12 @@ ERROR_TYPE_TAG = "error.type"
 ERROR_MESSAGE_TAG = "error.message"
 
 
-_client_lock = threading.Lock()
-
-
-def _client(uri: str) -> MlflowClient:
-    """The process's client for a store: opened once (possibly by ``prefetch_client``), then shared."""
-    with _client_lock:
-        return _open_client(uri)
-
-
 @lru_cache(maxsize=8)
-def _open_client(uri: str) -> MlflowClient:
+def _client(uri: str) -> MlflowClient:
     db = sqlite_path(uri)
     if db is not None:
         return open_sqlite_client(uri, db)
     return MlflowClient(tracking_uri=uri)
-
-
-def prefetch_client(tracking_uri: str | None = None) -> threading.Thread:
-    """Start opening the store's client in a background thread; ``Tracker`` then waits for it.
-
-    Opening MLflow's SQLAlchemy store costs ~1 s (its modules, ORM mappers, schema check), all in
-    Python. A run starts this at resource set-up, so it overlaps the first steps' reading and
-    hashing of the data (Arrow and hashlib release the GIL). A failure here is not kept: the
-    first ``Tracker`` opens the store again and raises the error in the step that needs it.
-    """
-    uri = tracking_uri or default_tracking_uri()
-
-    def open_quietly() -> None:
-        try:
-            _client(uri)
-        except Exception as exc:  # re-raised by the step's own Tracker (lru_cache keeps no failures)
-            log.info("Opening MLflow store %s in the background failed (the step will retry): %s", uri, exc)
-
-    thread = threading.Thread(target=open_quietly, name="mlflow-store-open")
-    thread.start()
-    return thread
 
 
 @contextmanager
