@@ -601,7 +601,7 @@ def main() -> int:
     parser.add_argument(
         "--workloads",
         default="small,medium",
-        help="comma-separated subset of small,medium,large (default: small,medium; large takes ~40 min "
+        help="comma-separated subset of small,medium,large (default: small,medium; large takes ~16 min "
         "for one run per side on 2 cores)",
     )
     parser.add_argument(
@@ -674,7 +674,7 @@ def main() -> int:
     repeats = {w: (args.large_repeats if w == "large" else args.repeats) for w in names}
     if "large" not in names:
         print(
-            "note: large is not selected (default small,medium): one large run per side takes ~40 min on "
+            "note: large is not selected (default small,medium): one large run per side takes ~16 min on "
             "2 cores; add it with --workloads small,medium,large or make bench BENCH_ARGS=--workloads=large.",
             flush=True,
         )
