@@ -44,7 +44,7 @@ lock: $(STAMP)
 
 ## Delete the embedded stores (MLflow database and artifacts, Dagster runs).
 clean-stores:
-	rm -rf data/.mlflow dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs
+	rm -rf .mlflow dagster_home/storage dagster_home/history dagster_home/schedules dagster_home/logs
 
 ## Benchmark against a plain MLflow script (benchmarks/README.md); e.g. BENCH_ARGS="--workloads large".
 .PHONY: bench

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import atexit
 import os
 import sys
-import threading
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -181,28 +179,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def console_main() -> NoReturn:
-    """The ``experiments-dagster`` command: ``main()``, then a quick exit."""
-    exit_now(main())
-
-
-def exit_now(code: int) -> NoReturn:
-    """Exit like ``sys.exit(code)``, minus the interpreter's own teardown.
-
-    Finalizing the modules of Dagster, MLflow, scikit-learn and friends takes 1.5-2 s after the
-    work is done. Everything a normal exit guarantees still happens first: other non-daemon
-    threads are joined, atexit handlers run (logging, MLflow, Dagster), stdout and stderr are
-    flushed. Nothing is left unwritten: every store write is committed when its call returns.
-    """
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # closed or broken pipe: nothing left to flush
-            pass
-    os._exit(code)
+    """The ``experiments-dagster`` command."""
+    sys.exit(main())
 
 
 if __name__ == "__main__":

@@ -19,13 +19,18 @@ def data_dir() -> Path:
     return Path(raw).expanduser().resolve() if raw else PROJECT_ROOT / "data"
 
 
-def embedded_store_dir(base: Path | None = None) -> Path:
-    """The folder holding the embedded MLflow SQLite database and its artifacts."""
-    return (base or data_dir()) / ".mlflow"
+def embedded_store_dir() -> Path:
+    """The folder of the embedded MLflow database and artifacts: ``.mlflow`` beside the data
+    directory (``<project>/.mlflow`` by default), never inside it.
+
+    Loading a model runs code stored with it; whoever may drop files into the data directory
+    (a data drop, a sync job) must not be able to reach the store through it.
+    """
+    return data_dir().parent / ".mlflow"
 
 
 def default_tracking_uri() -> str:
-    """``$MLFLOW_TRACKING_URI`` or SQLite at an absolute path under the data directory."""
+    """``$MLFLOW_TRACKING_URI`` or SQLite at an absolute path beside the data directory."""
     env = os.environ.get("MLFLOW_TRACKING_URI")
     if env:
         return env

@@ -1,23 +1,21 @@
 """Asset checks: each logging asset's share of the standard, and the whole experiment."""
 
 import warnings
+from typing import Any
 
 import dagster as dg
 
+from experiments_dagster.defs.metadata import LOGGING_ORDER
 from experiments_dagster.defs.partitions import dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
+from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.audit import Auditor, RunAudit
 from experiments_dagster.tracking.store import Tracker
 
-# asset -> the standard's items it is checked for (None: the whole experiment).
+# asset -> the standard's items it is checked for (None: the whole experiment, on its last asset).
 CHECKED_ASSETS: dict[str, set[str] | None] = {
-    "splits": {"splits"},
-    "search_trials": {"search_trials"},
-    "fold_models": {"fold_models"},
-    "cv_metrics": {"cv_metrics"},
-    "final_model": {"final_model"},
-    "evaluation_plots": {"evaluation_plots"},
-    "repro_manifest": None,
+    **{asset: {asset} for asset in LOGGING_ORDER[:-1]},
+    LOGGING_ORDER[-1]: None,
 }
 
 
@@ -25,16 +23,11 @@ class IncompleteLogError(Exception):
     """Raised into the MLflow run's error tags when a check finds the log incomplete."""
 
 
-def latest_mlflow_run_id(instance: dg.DagsterInstance, asset: str, partition: str) -> str | None:
-    """The MLflow run id in the metadata of the asset's latest materialization of a partition."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=dg.AssetKey(asset), asset_partitions=[partition]), limit=1
-    ).records
-    if not records:
-        return None
-    meta = records[0].asset_materialization.metadata if records[0].asset_materialization else {}
-    value = meta.get("mlflow_run_id")
-    return value.value if value is not None else None
+def mlflow_run_id(value: Any) -> str:
+    """The MLflow run an asset value was logged to (``value.run``; the manifest names it inside)."""
+    if isinstance(value, dict):
+        return value["mlflow"]["run_id"]
+    return value.run.run_id
 
 
 def _problems_markdown(audit: RunAudit) -> dg.MetadataValue:
@@ -42,15 +35,8 @@ def _problems_markdown(audit: RunAudit) -> dg.MetadataValue:
     return dg.MetadataValue.md(f"| kind | item | status | detail |\n|---|---|---|---|\n{rows}")
 
 
-def audit_result(
-    instance: dg.DagsterInstance, partition_key: str, tracker: Tracker, asset: str, check: str
-) -> dg.AssetCheckResult:
+def audit_result(tracker: Tracker, run_id: str, asset: str, check: str) -> dg.AssetCheckResult:
     """Audit the asset's MLflow run; on failure mark the run FAILED with what is missing."""
-    run_id = latest_mlflow_run_id(instance, asset, partition_key)
-    if run_id is None:
-        return dg.AssetCheckResult(
-            passed=False, metadata={"problem": f"no materialization of {asset} with an mlflow_run_id"}
-        )
     scope = CHECKED_ASSETS[asset]
     audit = Auditor(tracker.client, load_models=scope is None or "final_model" in scope).audit(run_id, scope)
     metadata = {
@@ -63,8 +49,8 @@ def audit_result(
     if audit.problems:
         metadata["detail"] = _problems_markdown(audit)
     if scope is None:
-        tracker.set_tags(run_id, {"audit.status": "complete" if audit.complete else "incomplete",
-                                  "audit.problems": len(audit.problems)})
+        tracker.set_tags(run_id, {tags.AUDIT_STATUS: "complete" if audit.complete else "incomplete",
+                                  tags.AUDIT_PROBLEMS: len(audit.problems)})
     if not audit.complete:
         summary = "; ".join(f"{f.kind} {f.name} {f.status}" for f in audit.problems[:20])
         tracker.mark_failed(run_id, check, IncompleteLogError(summary))
@@ -83,8 +69,10 @@ def _build_check(asset: str) -> dg.AssetChecksDefinition:
         partitions_def=dataset_versions,
         description=f"Audits {what}; lists each missing or malformed item and marks the run FAILED.",
     )
-    def _check(context: dg.AssetCheckExecutionContext, mlflow: MlflowTracking) -> dg.AssetCheckResult:
-        return audit_result(context.instance, context.partition_key, mlflow.tracker(), asset, name)
+    def _check(mlflow: MlflowTracking, value: Any) -> dg.AssetCheckResult:
+        # ``value`` is the checked materialization's own output (the one parameter that is
+        # neither a resource nor the context is the asset's value): its run, never "the latest".
+        return audit_result(mlflow.tracker(), mlflow_run_id(value), asset, name)
 
     return _check
 

@@ -5,12 +5,10 @@ import dagster as dg
 import pandas as pd
 
 from experiments_dagster.catalog import version_file
-from experiments_dagster.defs.partitions import dataset_versions
+from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData
 from experiments_dagster.ml.dataset import hash_file, load_table
 from experiments_dagster.values import DataFingerprint
-
-GROUP = "experiment"
 
 
 @dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"pandas"})

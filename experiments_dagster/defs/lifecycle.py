@@ -9,11 +9,9 @@ from mlflow.entities import Run, ViewType
 from pydantic import Field
 
 from experiments_dagster.defs.resources import MlflowTracking
+from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.liveness import process_is_dead
 from experiments_dagster.tracking.store import Tracker
-
-RECONCILE_TAG = "reconciled.reason"
-CLEANUP_TAG = "cleanup.status"
 
 
 @dataclass(frozen=True)
@@ -31,30 +29,57 @@ def _runs(tracker: Tracker, filter_string: str) -> list[Run]:
     return tracker.client.search_runs(ids, filter_string, max_results=50_000) if ids else []
 
 
+def step_failure(instance: dg.DagsterInstance, dagster_run_id: str) -> tuple[str, str] | None:
+    """(step, first line of its error) of the Dagster run's first failed step, if one failed."""
+    records = instance.get_records_for_run(
+        dagster_run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
+    ).records
+    if not records or records[0].event_log_entry.dagster_event is None:
+        return None
+    event = records[0].event_log_entry.dagster_event
+    error = event.step_failure_data.error if event.step_failure_data else None
+    message = error.message.strip().splitlines()[0] if error and error.message.strip() else "step failed"
+    return event.step_key or "unknown", message
+
+
 def _verdict(run: Run, instance: dg.DagsterInstance) -> tuple[str, str] | None:
     """(status, reason) for an MLflow run left RUNNING, or None if its Dagster run is alive."""
-    dagster_run = instance.get_run_by_id(run.data.tags["dagster.run_id"])
+    dagster_run_id = run.data.tags[tags.DAGSTER_RUN_ID]
+    dagster_run = instance.get_run_by_id(dagster_run_id)
     if dagster_run is None:
-        return "FAILED", "its Dagster run does not exist in this instance"
+        dead = process_is_dead(run.data.tags)
+        if dead is False:  # alive on this host: a run of another Dagster instance on the same store
+            return None
+        return "FAILED", "its Dagster run does not exist in this instance" + (
+            f" and its process {run.data.tags['process.pid']} is gone" if dead else "")
     status = dagster_run.status
     if status == dg.DagsterRunStatus.CANCELED:
         return "KILLED", "its Dagster run was canceled"
-    if status == dg.DagsterRunStatus.FAILURE:
-        return "FAILED", "its Dagster run failed before the MLflow run was closed"
-    if status == dg.DagsterRunStatus.SUCCESS:
-        return "FINISHED", "its Dagster run succeeded without closing the MLflow run"
-    if status == dg.DagsterRunStatus.STARTED and process_is_dead(run.data.tags):
+    if status in (dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.SUCCESS):
+        failed = step_failure(instance, dagster_run_id)
+        if failed is not None:
+            return "FAILED", f"step {failed[0]} of its Dagster run failed: {failed[1]}"
+        what = "failed" if status == dg.DagsterRunStatus.FAILURE else "ended"
+        return "FAILED", f"its Dagster run {what} before the experiment's last asset logged"
+    if status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING) and process_is_dead(run.data.tags):
         return "FAILED", f"process {run.data.tags['process.pid']} died (killed or out of memory)"
     return None
 
 
-def reconcile_runs(tracker: Tracker, instance: dg.DagsterInstance) -> list[Reconciled]:
-    """Close every MLflow run left RUNNING whose Dagster run or process is no longer alive.
+def reconcile_runs(
+    tracker: Tracker, instance: dg.DagsterInstance, dagster_run_id: str | None = None
+) -> list[Reconciled]:
+    """Close every MLflow run left RUNNING whose Dagster run or process is no longer alive
+    (only those of ``dagster_run_id`` if given).
 
     A Dagster run still STARTED whose process is dead is reported failed too, so both
-    stores tell the same story.
+    stores tell the same story. A Dagster run that ended without the experiment's last asset
+    never leaves its MLflow runs FINISHED: only ``repro_manifest`` ends a parent complete.
     """
-    left_running = [r for r in _runs(tracker, "attributes.status = 'RUNNING'") if "dagster.run_id" in r.data.tags]
+    query = "attributes.status = 'RUNNING'"
+    if dagster_run_id is not None:
+        query += f" and tags.`{tags.DAGSTER_RUN_ID}` = '{dagster_run_id}'"
+    left_running = [r for r in _runs(tracker, query) if tags.DAGSTER_RUN_ID in r.data.tags]
     # Judge every run before changing anything: reporting a Dagster run failed must not
     # change the verdict on its other MLflow runs.
     verdicts = [(run, _verdict(run, instance)) for run in left_running]
@@ -64,19 +89,19 @@ def reconcile_runs(tracker: Tracker, instance: dg.DagsterInstance) -> list[Recon
         if verdict is None:
             continue
         status, reason = verdict
-        dagster_run_id = run.data.tags["dagster.run_id"]
-        tags = {RECONCILE_TAG: reason}
-        if status != "FINISHED":
-            tags |= {"error.asset": run.data.tags.get("dagster.asset_key", "unknown"),
-                     "error.type": "DagsterRunEnded", "error.message": reason}
-        tracker.set_tags(run.info.run_id, tags)
+        run_dagster_id = run.data.tags[tags.DAGSTER_RUN_ID]
+        new = {tags.RECONCILED_REASON: reason,
+               tags.ERROR_ASSET: run.data.tags.get(tags.DAGSTER_ASSET_KEY, "unknown"),
+               tags.ERROR_TYPE: "DagsterRunEnded", tags.ERROR_MESSAGE: reason}
+        tracker.set_tags(run.info.run_id, new)
         tracker.end_run(run.info.run_id, status)
         if reason.startswith("process "):
-            dead_dagster_runs.add(dagster_run_id)
-        done.append(Reconciled(run.info.run_id, dagster_run_id, status, reason))
-    for dagster_run_id in dead_dagster_runs:
-        dagster_run = instance.get_run_by_id(dagster_run_id)
-        if dagster_run is not None and dagster_run.status == dg.DagsterRunStatus.STARTED:
+            dead_dagster_runs.add(run_dagster_id)
+        done.append(Reconciled(run.info.run_id, run_dagster_id, status, reason))
+    for dead_id in dead_dagster_runs:
+        dagster_run = instance.get_run_by_id(dead_id)
+        if dagster_run is not None and dagster_run.status in (dg.DagsterRunStatus.STARTED,
+                                                              dg.DagsterRunStatus.STARTING):
             instance.report_run_failed(dagster_run, "Its process died (killed or out of memory).")
     return done
 
@@ -103,25 +128,25 @@ class CleanupConfig(dg.Config):
     )
 
 
-def cleanup_failed_runs(tracker: Tracker, older_than_days: float, action: str, now_ms: int | None = None) -> list[str]:
+def tag_or_delete_failed_runs(tracker: Tracker, older_than_days: float, action: str, now_ms: int | None = None) -> list[str]:
     """FAILED/KILLED runs that ended over ``older_than_days`` ago: tag or soft-delete them."""
     cutoff = (now_ms or int(time.time() * 1000)) - int(older_than_days * 86_400_000)
     # MLflow's filter syntax has no OR: one search per status.
     runs = [r for status in ("FAILED", "KILLED") for r in _runs(tracker, f"attributes.status = '{status}'")]
     stale = [r for r in runs if (r.info.end_time or r.info.start_time) <= cutoff
-             and (action == "delete" or r.data.tags.get(CLEANUP_TAG) != "stale-failure")]
+             and (action == "delete" or r.data.tags.get(tags.CLEANUP_STATUS) != "stale-failure")]
     for run in stale:
         if action == "delete":
             tracker.client.delete_run(run.info.run_id)
         else:
-            tracker.set_tags(run.info.run_id, {CLEANUP_TAG: "stale-failure"})
+            tracker.set_tags(run.info.run_id, {tags.CLEANUP_STATUS: "stale-failure"})
     return [r.info.run_id for r in stale]
 
 
 @dg.op(description="Tag or delete FAILED/KILLED MLflow runs older than the configured age.")
 def clean_up_failed_runs(context: dg.OpExecutionContext, config: CleanupConfig, mlflow: MlflowTracking) -> list[str]:
     """Clean up failed runs: tag or delete them."""
-    ids = cleanup_failed_runs(mlflow.tracker(), config.older_than_days, config.action)
+    ids = tag_or_delete_failed_runs(mlflow.tracker(), config.older_than_days, config.action)
     context.log.info(f"{config.action}: {len(ids)} failed runs older than {config.older_than_days} days")
     return ids
 

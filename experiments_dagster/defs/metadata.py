@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Mapping
+from typing import Any
 
 import dagster as dg
 
@@ -13,16 +14,23 @@ from experiments_dagster.tracking.run_facts import dagster_tags
 LOGGING_ORDER = ("splits", "search_trials", "fold_models", "cv_metrics", "final_model", "evaluation_plots", "repro_manifest")
 
 
-def closes_run(context: dg.AssetExecutionContext, asset: str) -> bool:
-    """True when no asset after ``asset`` in LOGGING_ORDER is selected in this Dagster run.
+def run_end(context: dg.AssetExecutionContext, asset: str) -> dict[str, Any]:
+    """How ``asset``'s logging ends the parent run, as ``Tracker.activity`` keywords.
 
-    The last logging asset of a run ends the parent MLflow run FINISHED, so a partial
-    re-materialization (e.g. ``evaluation_plots`` alone) does not leave it RUNNING.
+    - ``finish``: ``asset`` is the experiment's last logging asset (``repro_manifest``): the
+      run is complete and ends FINISHED.
+    - ``unfinished``: no logging asset after ``asset`` is a step of this Dagster run (a partial
+      materialization or re-execution): the later ones, which this attempt leaves out, so the
+      run does not stay RUNNING nor claim to be complete.
+
+    The steps come from the run's own plan (``step_keys_to_execute``, set for every run, in
+    process or not), not from ``asset_selection``, which is empty under ``execute_in_process``.
     """
-    selection = context.run.asset_selection
-    selected = set(LOGGING_ORDER) if selection is None else {k.to_user_string() for k in selection}
     later = LOGGING_ORDER[LOGGING_ORDER.index(asset) + 1 :]
-    return not any(name in selected for name in later)
+    steps = context.run.step_keys_to_execute
+    planned = set(LOGGING_ORDER) if steps is None else set(steps)
+    unfinished = () if any(name in planned for name in later) else later
+    return {"finish": not later, "unfinished": unfinished}
 
 
 def tags_for(context: dg.AssetExecutionContext, asset: str) -> dict[str, str]:

@@ -5,12 +5,10 @@ from typing import Any
 
 import dagster as dg
 
-from experiments_dagster.defs.partitions import dataset_versions
+from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking.registry import CHAMPION, Decision, apply_decision, decide_promotion
 from experiments_dagster.values import FinalModel, Splits
-
-GROUP = "experiment"
 
 
 # One promotion at a time (pool limit 1 in dagster.yaml): deciding and moving the alias is

@@ -5,13 +5,11 @@ from typing import Any
 
 import dagster as dg
 
-from experiments_dagster.defs.metadata import closes_run, png_markdown, tags_for
-from experiments_dagster.defs.partitions import dataset_versions
+from experiments_dagster.defs.metadata import png_markdown, run_end, tags_for
+from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking import steps
 from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
-
-GROUP = "experiment"
 
 
 @dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"matplotlib", "mlflow"})
@@ -20,7 +18,7 @@ def evaluation_plots(
 ) -> dg.Output[EvaluationPlots]:
     """Feature importance, confusion matrix and ROC/PR curves (classification) or residual plots."""
     tracker = mlflow.tracker()
-    with tracker.activity(final_model.run.run_id, "evaluation_plots", finish=closes_run(context, "evaluation_plots")):
+    with tracker.activity(final_model.run.run_id, "evaluation_plots", **run_end(context, "evaluation_plots")):
         value, pngs = steps.log_evaluation_plots(tracker, splits, final_model)
     metadata: dict[str, Any] = {"mlflow_run_url": dg.MetadataValue.url(value.run.url),
                                 "mlflow_run_id": value.run.run_id,
@@ -43,7 +41,7 @@ def repro_manifest(
     """manifest.json and requirements.txt on the parent run, which it then ends FINISHED."""
     tracker = mlflow.tracker()
     run_id = final_model.run.run_id
-    with tracker.activity(run_id, "repro_manifest", finish=closes_run(context, "repro_manifest")):
+    with tracker.activity(run_id, "repro_manifest", **run_end(context, "repro_manifest")):
         manifest = steps.build_manifest(
             data_hash, splits, cv_metrics, final_model, evaluation_plots, tags_for(context, "repro_manifest"), tracker
         )

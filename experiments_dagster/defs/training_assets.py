@@ -9,13 +9,13 @@ import pandas as pd
 from experiments_dagster.catalog import dataset_dir
 from experiments_dagster.defs.config import ExperimentConfig
 from experiments_dagster.defs.metadata import (
-    closes_run,
     frame_markdown,
     metrics_metadata,
     png_markdown,
+    run_end,
     tags_for,
 )
-from experiments_dagster.defs.partitions import dataset_versions
+from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 from experiments_dagster.ml.prepare import prepare_experiment
 from experiments_dagster.spec import resolve_spec
@@ -29,8 +29,6 @@ from experiments_dagster.values import (
     SearchResult,
     Splits,
 )
-
-GROUP = "experiment"
 
 
 def _run_metadata(ref) -> dict[str, dg.MetadataValue]:
@@ -51,7 +49,7 @@ def splits(
     prepared = prepare_experiment(raw_data, spec, Path(data_hash.path))
     tracker = mlflow.tracker()
     ref = steps.open_parent_run(tracker, spec, prepared, data_hash, tags_for(context, "splits"))
-    with tracker.activity(ref.run_id, "splits", finish=closes_run(context, "splits")):
+    with tracker.activity(ref.run_id, "splits", **run_end(context, "splits")):
         value = steps.log_splits(tracker, ref, spec, prepared, data_hash)
     context.log.info(f"MLflow parent run {ref.run_id}: {ref.url}")
     return dg.Output(
@@ -66,7 +64,7 @@ def splits(
 def search_trials(context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits) -> dg.Output[SearchResult]:
     """Optional hyperparameter search (config `search`): one nested MLflow run per trial."""
     tracker = mlflow.tracker()
-    with tracker.activity(splits.run.run_id, "search_trials", finish=closes_run(context, "search_trials")):
+    with tracker.activity(splits.run.run_id, "search_trials", **run_end(context, "search_trials")):
         value = log_search(tracker, splits, tags_for(context, "search_trials"))
     metadata: dict = {**_run_metadata(splits.run), "enabled": value.enabled}
     if value.enabled:
@@ -82,7 +80,7 @@ def fold_models(
 ) -> dg.Output[FoldModels]:
     """One pipeline per CV fold (search's best params if a search ran), each a nested MLflow run."""
     tracker = mlflow.tracker()
-    with tracker.activity(splits.run.run_id, "fold_models", finish=closes_run(context, "fold_models")):
+    with tracker.activity(splits.run.run_id, "fold_models", **run_end(context, "fold_models")):
         value = steps.log_fold_models(tracker, splits, search_trials, tags_for(context, "fold_models"))
     return dg.Output(value, metadata={**_run_metadata(splits.run), "folds": len(value.folds),
                                       "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids)})
@@ -92,7 +90,7 @@ def fold_models(
 def cv_metrics(context: dg.AssetExecutionContext, mlflow: MlflowTracking, fold_models: FoldModels) -> dg.Output[CvMetrics]:
     """Per-fold metric table with mean and std, logged on the parent run."""
     tracker = mlflow.tracker()
-    with tracker.activity(fold_models.run.run_id, "cv_metrics", finish=closes_run(context, "cv_metrics")):
+    with tracker.activity(fold_models.run.run_id, "cv_metrics", **run_end(context, "cv_metrics")):
         value = steps.log_cv_metrics(tracker, fold_models)
     return dg.Output(value, metadata={**_run_metadata(value.run), **metrics_metadata(value.summary),
                                       "folds": frame_markdown(value.table)})
@@ -109,7 +107,7 @@ def final_model(
     """The pipeline fitted on the train split: hyperparameters, test metrics, MLflow model, pickle;
     registered as the `challenger` version."""
     tracker = mlflow.tracker()
-    with tracker.activity(splits.run.run_id, "final_model", finish=closes_run(context, "final_model")):
+    with tracker.activity(splits.run.run_id, "final_model", **run_end(context, "final_model")):
         value = steps.log_final_model(tracker, splits, search_trials, cv_metrics)
     return dg.Output(value, metadata={**_run_metadata(value.run), **metrics_metadata(value.metrics),
                                       "model_uri": value.model_uri, "pickle_sha256": value.pickle_sha256,

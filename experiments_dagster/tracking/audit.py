@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import io
 import json
 import math
-import struct
 import tempfile
 import urllib.parse
 import urllib.request
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -19,12 +18,13 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from experiments_dagster.tracking.standard import Requirement, metric_names, requirements
-from experiments_dagster.tracking.store import using_tracking_uri
+from experiments_dagster.spec import ExperimentSpec
+from experiments_dagster.tracking import tags
+from experiments_dagster.tracking.standard import TASKS, Requirement, metric_names, requirements
+from experiments_dagster.tracking.store import download_model
 
 Status = Literal["present", "missing", "malformed", "n/a"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
 MIN_IMAGE_SIDE = 10
 
 
@@ -43,45 +43,27 @@ def local_artifact_root(artifact_uri: str | None) -> Path | None:
 def png_problem(data: bytes) -> str | None:
     """Why ``data`` is not a whole, decodable PNG of a real image (None if it is).
 
-    Checks every chunk's CRC, the IEND terminator and that the image data inflates to exactly
-    the size the header promises: a truncated, corrupted or padded file fails, in milliseconds
-    and without an image library.
+    Pillow's ``verify`` checks the chunk structure and CRCs; ``load`` then decodes every pixel,
+    so a truncated, corrupted or short image fails too.
     """
+    from PIL import Image, UnidentifiedImageError
+
     if not data.startswith(PNG_MAGIC):
         return f"not a PNG ({len(data)} bytes)"
-    pos, header, idat, ended = len(PNG_MAGIC), None, [], False
-    while pos + 12 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        crc = data[pos + 8 + length : pos + 12 + length]
-        if len(body) < length or len(crc) < 4:
-            return f"truncated inside chunk {kind!r} at byte {pos}"
-        if zlib.crc32(kind + body) != struct.unpack(">I", crc)[0]:
-            return f"CRC mismatch in chunk {kind!r} at byte {pos}"
-        if kind == b"IHDR":
-            header = struct.unpack(">IIBBBBB", body)
-        elif kind == b"IDAT":
-            idat.append(body)
-        elif kind == b"IEND":
-            ended = True
-            break
-        pos += 12 + length
-    if header is None or not ended or not idat:
-        return "truncated: " + ("no IHDR" if header is None else "no IDAT" if not idat else "no IEND")
-    width, height, depth, colour, _, _, interlace = header
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()  # structure and CRCs; the image cannot be used after verify
+        with Image.open(io.BytesIO(data)) as image:
+            width, height = image.size
+            image.load()  # decodes the pixels: catches image data shorter than the header says
+    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
+        return f"does not decode: {type(exc).__name__}: {exc}"
     if min(width, height) < MIN_IMAGE_SIDE:
         return f"image is {width}x{height}"
-    try:
-        pixels = zlib.decompress(b"".join(idat))
-    except zlib.error as exc:
-        return f"image data does not inflate: {exc}"
-    if colour not in PNG_CHANNELS:
-        return f"unknown PNG colour type {colour}"
-    expected = height * (1 + (width * PNG_CHANNELS[colour] * depth + 7) // 8)
-    if not interlace and len(pixels) != expected:
-        return f"image data is {len(pixels)} bytes, the header promises {expected}"
     return None
-DEFAULT_THRESHOLDS = ("0.3", "0.5", "0.7")
+
+
+DEFAULT_THRESHOLDS = tuple(f"{t:g}" for t in ExperimentSpec.model_fields["thresholds"].default)
 
 
 @dataclass(frozen=True)
@@ -126,7 +108,7 @@ class RunAudit:
 def infer_run_task(run: Run) -> str:
     """The run's task: its ``task`` param or tag, else guessed from the metrics it has."""
     task = run.data.params.get("task") or run.data.tags.get("task")
-    if task in ("binary", "multiclass", "regression"):
+    if task in TASKS:
         return task
     metrics = run.data.metrics
     if "rmse" in metrics or "r2" in metrics:
@@ -152,9 +134,9 @@ class Auditor:
         run = self.client.get_run(run_id)
         task = infer_run_task(run)
         result = RunAudit(run_id, run.info.run_name or run_id, task)
-        from_dagster = "dagster.run_id" in run.data.tags
+        from_dagster = tags.DAGSTER_RUN_ID in run.data.tags
         # MLflow resolves logged models inside artifact listings through the global URI.
-        with tempfile.TemporaryDirectory() as tmp, using_tracking_uri(self.client._tracking_client.tracking_uri):
+        with tempfile.TemporaryDirectory() as tmp:
             self._tmp = Path(tmp)
             self._local_root = local_artifact_root(run.info.artifact_uri)
             self._artifacts = self._list_artifacts(run_id)
@@ -189,7 +171,7 @@ class Auditor:
         status = run.info.status
         if status == "FINISHED":
             return [self._found(req, "present")]
-        error = run.data.tags.get("error.message", "")
+        error = run.data.tags.get(tags.ERROR_MESSAGE, "")
         return [self._found(req, "missing", f"run is {status}" + (f": {error}" if error else ""))]
 
     def _check_param(self, run: Run, req: Requirement, task: str) -> list[Finding]:
@@ -283,8 +265,11 @@ class Auditor:
         if not self.load_models:
             return [self._found(req, "present", uri)]
         try:
-            # Our check is that it loads and predicts here; MLflow's environment warning is noise.
-            model = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+            # Downloaded through this client's store (``models:/`` would otherwise resolve through
+            # MLflow's process-global tracking URI). Our check is that it loads and predicts here;
+            # MLflow's environment warning is noise.
+            local = download_model(self.client, uri, self._tmp / "model")
+            model = mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
             example = model.input_example
             if example is not None:
                 model.predict(example)

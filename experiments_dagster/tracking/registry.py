@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import mlflow
@@ -12,7 +14,7 @@ from mlflow.exceptions import MlflowException
 from experiments_dagster.ml.metrics import Predictions, task_metrics
 from experiments_dagster.spec import DEFAULT_SEARCH_METRIC, LOWER_IS_BETTER
 from experiments_dagster.tracking.audit import Auditor
-from experiments_dagster.tracking.store import Tracker, using_tracking_uri
+from experiments_dagster.tracking.store import Tracker, download_model
 from experiments_dagster.values import Splits
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -27,9 +29,10 @@ def register_challenger(tracker: Tracker, name: str, model_id: str, run_id: str,
     except MlflowException as exc:
         if exc.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
-    with using_tracking_uri(tracker.tracking_uri):
-        version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, tags=tags,
-                                              model_id=model_id)
+    # The logged model's own location as source, and run_id given: MLflow's registry store would
+    # otherwise resolve ``models:/<id>`` through the process-global tracking URI, not this client's.
+    source = client.get_logged_model(model_id).artifact_location
+    version = client.create_model_version(name, source=source, run_id=run_id, tags=tags, model_id=model_id)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
 
@@ -48,10 +51,17 @@ class Decision:
     champion_score: float | None = None
 
 
-def score_model(uri: str, splits: Splits, metric: str) -> float:
+def load_version(tracker: Tracker, name: str, version: str) -> mlflow.pyfunc.PyFuncModel:
+    """A registered model version, downloaded through this tracker's store and loaded."""
+    with tempfile.TemporaryDirectory() as tmp:
+        local = download_model(tracker.client, f"models:/{name}/{version}", Path(tmp))
+        # Scoring is the check; MLflow's environment warning scans every installed file (~1 s).
+        return mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
+
+
+def score_model(tracker: Tracker, name: str, version: str, splits: Splits, metric: str) -> float:
     """The registered model's ``metric`` on this dataset version's test split (labels as text)."""
-    # Scoring is the check; MLflow's environment warning scans every installed file (~1 s).
-    model = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+    model = load_version(tracker, name, version)
     X, y = splits.split.X_test, np.asarray(splits.split.y_test)
     if splits.task == "regression":
         preds = Predictions(np.asarray(model.predict(X), dtype=float), None, None)
@@ -80,18 +90,17 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
-    with using_tracking_uri(tracker.tracking_uri):
-        challenger_score = score_model(f"models:/{name}/{version}", splits, metric)
-        if champion is None:
-            return Decision(True, f"first complete model of {name}", name, version, None, metric, challenger_score)
-        if str(champion.version) == version:
-            return Decision(False, "already the champion", name, version, version, metric, challenger_score,
-                            challenger_score)
-        try:
-            champion_score = score_model(f"models:/{name}/{champion.version}", splits, metric)
-        except Exception as exc:  # e.g. the champion expects other columns
-            return Decision(False, f"champion v{champion.version} cannot score this test split: {exc}"[:500],
-                            name, version, str(champion.version), metric, challenger_score)
+    challenger_score = score_model(tracker, name, version, splits, metric)
+    if champion is None:
+        return Decision(True, f"first complete model of {name}", name, version, None, metric, challenger_score)
+    if str(champion.version) == version:
+        return Decision(False, "already the champion", name, version, version, metric, challenger_score,
+                        challenger_score)
+    try:
+        champion_score = score_model(tracker, name, str(champion.version), splits, metric)
+    except Exception as exc:  # e.g. the champion expects other columns: recorded as the reason
+        return Decision(False, f"champion v{champion.version} cannot score this test split: {exc}"[:500],
+                        name, version, str(champion.version), metric, challenger_score)
     lower = metric in LOWER_IS_BETTER
     better = challenger_score < champion_score if lower else challenger_score > champion_score
     verdict = "beats" if better else "does not beat"

@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator
 
 from experiments_dagster.ml.training import Split
 from experiments_dagster.spec import ExperimentSpec
+from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.environment import git_state, platform_facts
 from experiments_dagster.values import DataFingerprint
 
@@ -36,9 +37,9 @@ def process_start(pid: int) -> str:
 def dagster_tags(run_id: str, partition_key: str, asset: str) -> dict[str, str]:
     """Tags tying an MLflow run to the Dagster run, partition, asset and process that opened it."""
     return {
-        "dagster.run_id": run_id,
-        "dagster.partition_key": partition_key,
-        "dagster.asset_key": asset,
+        tags.DAGSTER_RUN_ID: run_id,
+        tags.DAGSTER_PARTITION_KEY: partition_key,
+        tags.DAGSTER_ASSET_KEY: asset,
         **process_identity(),
     }
 

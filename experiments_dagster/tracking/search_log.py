@@ -26,7 +26,7 @@ def log_trial(tracker: Tracker, splits: Splits, tags: Mapping[str, str], metric:
         start_time=trial.started_ms,
         tags={**tags, "mlflow.parentRunId": splits.run.run_id, "mlflow.runName": f"trial-{trial.number}",
               "trial.number": str(trial.number), "trial.state": trial.state,
-              **({"error.message": trial.error} if trial.error else {})},
+              **({tags.ERROR_MESSAGE: trial.error} if trial.error else {})},
         run_name=f"trial-{trial.number}",
     )
     run_id = run.info.run_id

@@ -1,27 +1,31 @@
-"""Making the embedded SQLite MLflow store safe for several runs at once.
+"""Opening the embedded SQLite MLflow store safely when several processes share it.
 
-Two things break when concurrent processes share one SQLite file through MLflow:
-- a fresh store is created and migrated by whichever process comes first, and two doing it at
-  once race (``table already exists``). A file lock serializes creation across processes.
-- SQLAlchemy's pysqlite opens deferred transactions; a reader that later writes while another
-  process writes fails at once with ``database is locked`` (SQLite does not wait when waiting
-  could deadlock). Starting every transaction with ``BEGIN IMMEDIATE`` takes the write lock up
-  front, and ``busy_timeout`` makes the others wait for it instead of failing.
+What this module does, and only this:
+- **Creation under a lock.** A fresh store is created and migrated by whichever process opens
+  it first; two doing so at once race (``table ... already exists``). The first calls that
+  touch the tracking store and the Model Registry (each builds its SQLAlchemy engine and runs
+  MLflow's migrations) happen under an exclusive ``flock`` on ``<db>.lock``, across processes.
+- **WAL journal.** The file is switched to ``journal_mode=WAL`` once, under the same lock,
+  with the standard library's ``sqlite3`` (WAL is a property of the file, not of a
+  connection): readers then never block the one writer.
+- **Waiting for the write lock** is MLflow's own: its SQLAlchemy store runs
+  ``PRAGMA busy_timeout = 20000`` at the start of every session, so a writer waits up to 20 s
+  for another's transaction instead of failing with ``database is locked``. We do not change
+  MLflow's engines or transactions (no ``BEGIN IMMEDIATE``): there is no public hook for it,
+  and 20 s is far above the longest write our runs make (measured by
+  ``experiments_dagster_tests/tracking/test_sqlite_concurrency.py``: 4 processes on a fresh
+  store, every write kept).
 """
 
 from __future__ import annotations
 
 import fcntl
+import sqlite3
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from pathlib import Path
 
 from mlflow import MlflowClient
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
-
-BUSY_TIMEOUT_MS = 120_000
-_hardened: set[int] = set()
 
 
 @contextmanager
@@ -36,29 +40,12 @@ def file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def harden_engine(engine: Engine) -> None:
-    """WAL, a long busy timeout and BEGIN IMMEDIATE on every connection of this engine."""
-    if id(engine) in _hardened:
-        return
-
-    @event.listens_for(engine, "connect")
-    def _on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
-        cursor = dbapi_connection.cursor()
-        cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        cursor.close()
-
-    engine.dispose()  # pooled connections made before the hooks are dropped
-    _hardened.add(id(engine))
-
-
 def open_sqlite_client(uri: str, db: Path) -> MlflowClient:
-    """A client on a SQLite store, created/migrated under a cross-process lock, then hardened."""
+    """A client on a SQLite store, created and migrated under a cross-process lock, in WAL mode."""
     with file_lock(db.with_name(db.name + ".lock")):
         client = MlflowClient(tracking_uri=uri)
-        store = client._tracking_client.store  # creates and migrates the tables
-        with store.engine.connect() as conn:  # WAL is a property of the file: set it once, under the lock
-            conn.exec_driver_sql("PRAGMA journal_mode = WAL")
-        harden_engine(store.engine)
-        registry = client._get_registry_client().store  # the Model Registry's engine on the same file
-        harden_engine(registry.engine)
+        client.search_experiments(max_results=1)  # creates and migrates the tracking tables
+        client.search_registered_models(max_results=1)  # the Model Registry's engine on the same file
+        with closing(sqlite3.connect(db)) as conn:
+            conn.execute("PRAGMA journal_mode = WAL")
     return client

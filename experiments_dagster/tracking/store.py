@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from functools import lru_cache
 from pathlib import Path
@@ -29,26 +28,28 @@ from mlflow.entities import (
 from mlflow.exceptions import MlflowException
 from mlflow.models import Model
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from mlflow.utils.validation import (
+    MAX_METRICS_PER_BATCH,
+    MAX_PARAM_VAL_LENGTH,
+    MAX_PARAMS_TAGS_PER_BATCH,
+    MAX_TAG_VAL_LENGTH,
+)
 
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.paths import artifact_root_for, default_tracking_uri, sqlite_path
+from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.sqlite_store import open_sqlite_client
 
 log = logging.getLogger(__name__)
 
-# MLflow's limits per log_batch call and per param value.
-MAX_PARAMS_PER_BATCH = 100
-MAX_METRICS_PER_BATCH = 1000
-MAX_TAGS_PER_BATCH = 100
-MAX_PARAM_VALUE_CHARS = 6000
-MAX_TAG_VALUE_CHARS = 8000
 # Column types come from a sample; whether a column may be missing comes from the whole frame
 # (MLflow's own check walks every sampled value in Python: 0.4 s for 10,000 x 30).
 DATASET_SCHEMA_SAMPLE_ROWS = 1_000
 
-ERROR_ASSET_TAG = "error.asset"
-ERROR_TYPE_TAG = "error.type"
-ERROR_MESSAGE_TAG = "error.message"
+
+
+class IncompleteAttempt(Exception):
+    """Recorded on a parent run whose Dagster run ended before the experiment's last asset."""
 
 
 @lru_cache(maxsize=8)
@@ -59,28 +60,33 @@ def _client(uri: str) -> MlflowClient:
     return MlflowClient(tracking_uri=uri)
 
 
-@contextmanager
-def using_tracking_uri(uri: str) -> Iterator[None]:
-    """MLflow resolves ``models:/`` URIs (loading, registering, listing) through the process-global
-    tracking URI, not the client's: point it at our store for the block.
+def model_artifact_location(client: MlflowClient, uri: str) -> str:
+    """Where a model's files are (``file:``, ``mlflow-artifacts:``, ``s3:`` ...), asked of ``client``.
 
-    ``mlflow.set_tracking_uri`` also writes ``$MLFLOW_TRACKING_URI`` (and unsets it when reset to
-    None), so both the global and the environment variable are restored exactly afterwards; else
-    the next default Tracker would follow MLflow's own default into another store.
+    ``models:/<id>`` and ``models:/<name>/<version>`` are resolved here because MLflow's own
+    resolution of them goes through the process-global tracking URI, not a client's.
     """
-    from mlflow.tracking._tracking_service import utils as tracking_utils
+    if uri.startswith("models:/"):
+        rest = uri.removeprefix("models:/").strip("/")
+        name, sep, version = rest.partition("/")
+        if sep:
+            return client.get_model_version(name, version).source
+        return client.get_logged_model(rest).artifact_location
+    if uri.startswith("runs:/"):
+        run_id, _, path = uri.removeprefix("runs:/").partition("/")
+        return f"{client.get_run(run_id).info.artifact_uri.rstrip('/')}/{path}"
+    return uri
 
-    global_before = tracking_utils._tracking_uri
-    env_before = os.environ.get("MLFLOW_TRACKING_URI")
-    tracking_utils.set_tracking_uri(uri)
-    try:
-        yield
-    finally:
-        tracking_utils.set_tracking_uri(global_before)
-        if env_before is None:
-            os.environ.pop("MLFLOW_TRACKING_URI", None)
-        else:
-            os.environ["MLFLOW_TRACKING_URI"] = env_before
+
+def download_model(client: MlflowClient, uri: str, dst: Path) -> Path:
+    """The model's files, downloaded from ``client``'s store into ``dst``; returns the local folder."""
+    import mlflow.artifacts
+
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=model_artifact_location(client, uri), dst_path=str(dst),
+        tracking_uri=client.tracking_uri,
+    )
+    return Path(local)
 
 
 def _chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
@@ -166,10 +172,14 @@ class Tracker:
         return previous
 
     @contextmanager
-    def activity(self, run_id: str, asset: str, finish: bool) -> Iterator[None]:
-        """Log inside a run: on error mark it FAILED (KILLED if interrupted); on success end if ``finish``.
-
-        A run reopened by a downstream asset re-materialized alone goes back to FINISHED.
+    def activity(
+        self, run_id: str, asset: str, finish: bool, unfinished: Sequence[str] = ()
+    ) -> Iterator[None]:
+        """Log inside a run: on error mark it FAILED (KILLED if interrupted); on success end it
+        FINISHED if ``finish`` (the experiment's last asset logged) or if it was FINISHED before
+        (a downstream asset re-materialized alone). Otherwise, if ``unfinished`` names the assets
+        this attempt leaves out, end it FAILED with them as the error: never RUNNING, never
+        FINISHED while incomplete.
         """
         previous = self.reopen(run_id)
         try:
@@ -180,14 +190,19 @@ class Tracker:
             raise
         if finish or previous == "FINISHED":
             self.end_run(run_id, "FINISHED")
+        elif unfinished:
+            self.mark_failed(run_id, asset, IncompleteAttempt(
+                f"this Dagster run ended after {asset}; not materialized: {', '.join(unfinished)}. "
+                "Materialize them (or the whole experiment) to complete the run."
+            ))
 
     def mark_failed(self, run_id: str, asset: str, exc: BaseException, status: str = "FAILED") -> None:
         """End a run with ``status`` and record which asset failed, with what."""
-        message = f"{exc}"[: MAX_TAG_VALUE_CHARS - 100] or type(exc).__name__
+        message = f"{exc}"[: MAX_TAG_VAL_LENGTH - 100] or type(exc).__name__
         try:
             self.set_tags(
                 run_id,
-                {ERROR_ASSET_TAG: asset, ERROR_TYPE_TAG: type(exc).__name__, ERROR_MESSAGE_TAG: message},
+                {tags.ERROR_ASSET: asset, tags.ERROR_TYPE: type(exc).__name__, tags.ERROR_MESSAGE: message},
             )
         finally:
             self.end_run(run_id, status)
@@ -200,8 +215,8 @@ class Tracker:
         conflicts = []
         for key, value in params.items():
             text = str(value)
-            if len(text) > MAX_PARAM_VALUE_CHARS:
-                text = text[: MAX_PARAM_VALUE_CHARS - 14] + "...[truncated]"
+            if len(text) > MAX_PARAM_VAL_LENGTH:
+                text = text[: MAX_PARAM_VAL_LENGTH - 14] + "...[truncated]"
             if key in existing:
                 if existing[key] != text:
                     conflicts.append(f"{key}: logged {existing[key]!r}, now {text!r}")
@@ -213,7 +228,7 @@ class Tracker:
                 f"({'; '.join(conflicts[:5])}). Re-materialize from `splits` to start a new "
                 "experiment attempt with the new settings."
             )
-        for chunk in _chunks(list(new.items()), MAX_PARAMS_PER_BATCH):
+        for chunk in _chunks(list(new.items()), MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(run_id, params=[Param(k, v) for k, v in chunk])
 
     def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int = 0) -> None:
@@ -225,8 +240,8 @@ class Tracker:
 
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Set tags in batches (values truncated to MLflow's limit)."""
-        items = [RunTag(k, str(v)[:MAX_TAG_VALUE_CHARS]) for k, v in tags.items()]
-        for chunk in _chunks(items, MAX_TAGS_PER_BATCH):
+        items = [RunTag(k, str(v)[:MAX_TAG_VAL_LENGTH]) for k, v in tags.items()]
+        for chunk in _chunks(items, MAX_PARAMS_TAGS_PER_BATCH):
             self.client.log_batch(run_id, tags=chunk)
 
     # --- artifacts ------------------------------------------------------------------------
@@ -266,10 +281,10 @@ class Tracker:
         context: str = "training",
     ) -> None:
         """``log_input`` with our sha256 as digest, schema from a sample and the true row count."""
+        from mlflow.models import infer_signature
         from mlflow.types.schema import ColSpec, Schema
-        from mlflow.types.utils import _infer_schema
 
-        sampled = _infer_schema(frame.head(DATASET_SCHEMA_SAMPLE_ROWS).drop(columns=[target]))
+        sampled = infer_signature(frame.head(DATASET_SCHEMA_SAMPLE_ROWS).drop(columns=[target])).inputs
         missing = {str(c): bool(v) for c, v in frame.isna().any().items()}  # no copy of the frame itself
         schema = Schema([
             ColSpec(spec.type, spec.name, required=not missing.get(str(spec.name), False))
@@ -313,7 +328,7 @@ class Tracker:
             experiment_id=run.info.experiment_id,
             name=name,
             source_run_id=run_id,
-            params={k: str(v)[:MAX_PARAM_VALUE_CHARS] for k, v in (params or {}).items()},
+            params={k: str(v)[:MAX_PARAM_VAL_LENGTH] for k, v in (params or {}).items()},
             tags=dict(tags or {}),
             model_type=model_type,
         )

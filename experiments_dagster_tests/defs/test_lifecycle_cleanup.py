@@ -13,12 +13,12 @@ from pydantic import ValidationError
 
 from experiments_dagster.defs import defs
 from experiments_dagster.defs.lifecycle import (
-    CLEANUP_TAG,
-    cleanup_failed_runs,
+    tag_or_delete_failed_runs,
     failed_run_cleanup_job,
 )
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking.store import Tracker
+from experiments_dagster.tracking.tags import CLEANUP_STATUS as CLEANUP_TAG
 
 DAY_MS = 86_400_000
 
@@ -100,7 +100,7 @@ def runs(tracker: Tracker) -> Runs:
 
 
 def test_tag_marks_only_old_failed_and_killed_runs(runs: Runs):
-    tagged = cleanup_failed_runs(runs.tracker, older_than_days=30, action="tag", now_ms=runs.now)
+    tagged = tag_or_delete_failed_runs(runs.tracker, older_than_days=30, action="tag", now_ms=runs.now)
     assert sorted(tagged) == sorted(runs.stale)
     assert runs.tags() == {r: "stale-failure" if r in runs.stale else None for r in runs.all}
     assert set(runs.stages().values()) == {"active"}  # tagging deletes nothing
@@ -108,32 +108,32 @@ def test_tag_marks_only_old_failed_and_killed_runs(runs: Runs):
 
 
 def test_tag_is_idempotent(runs: Runs):
-    assert len(cleanup_failed_runs(runs.tracker, 30, "tag", now_ms=runs.now)) == 4
-    assert cleanup_failed_runs(runs.tracker, 30, "tag", now_ms=runs.now) == []
+    assert len(tag_or_delete_failed_runs(runs.tracker, 30, "tag", now_ms=runs.now)) == 4
+    assert tag_or_delete_failed_runs(runs.tracker, 30, "tag", now_ms=runs.now) == []
     assert runs.tags() == {r: "stale-failure" if r in runs.stale else None for r in runs.all}
 
 
 def test_age_is_measured_against_now(runs: Runs):
     # 39 days ago is not "older than 40 days"; 0.5 days makes the young failures stale too.
-    assert cleanup_failed_runs(runs.tracker, 40.5, "tag", now_ms=runs.now) == []
-    young = cleanup_failed_runs(runs.tracker, 0.5, "tag", now_ms=runs.now)
+    assert tag_or_delete_failed_runs(runs.tracker, 40.5, "tag", now_ms=runs.now) == []
+    young = tag_or_delete_failed_runs(runs.tracker, 0.5, "tag", now_ms=runs.now)
     assert sorted(young) == sorted(runs.stale | {runs.young_failed, runs.young_killed})
     assert runs.tags()[runs.old_finished] is None and runs.tags()[runs.running] is None
 
 
 def test_delete_soft_deletes_old_failed_and_killed_runs_only(runs: Runs):
-    deleted = cleanup_failed_runs(runs.tracker, 30, "delete", now_ms=runs.now)
+    deleted = tag_or_delete_failed_runs(runs.tracker, 30, "delete", now_ms=runs.now)
     assert sorted(deleted) == sorted(runs.stale)
     assert runs.stages() == {r: "deleted" if r in runs.stale else "active" for r in runs.all}
     assert set(runs.tags().values()) == {None}  # delete does not tag
     # Deleted runs are gone from searches, so a second pass finds nothing.
-    assert cleanup_failed_runs(runs.tracker, 30, "delete", now_ms=runs.now) == []
+    assert tag_or_delete_failed_runs(runs.tracker, 30, "delete", now_ms=runs.now) == []
 
 
 def test_delete_after_tag_deletes_the_tagged_runs(runs: Runs):
     """The documented workflow: mark stale failures first, review them, then delete them."""
-    assert sorted(cleanup_failed_runs(runs.tracker, 30, "tag", now_ms=runs.now)) == sorted(runs.stale)
-    deleted = cleanup_failed_runs(runs.tracker, 30, "delete", now_ms=runs.now)
+    assert sorted(tag_or_delete_failed_runs(runs.tracker, 30, "tag", now_ms=runs.now)) == sorted(runs.stale)
+    deleted = tag_or_delete_failed_runs(runs.tracker, 30, "delete", now_ms=runs.now)
     assert sorted(deleted) == sorted(runs.stale)
     assert runs.stages() == {r: "deleted" if r in runs.stale else "active" for r in runs.all}
 

@@ -89,27 +89,28 @@ def test_nested_run_points_at_its_parent(tracker: Tracker):
     assert tags["mlflow.parentRunId"] == parent and tags["mlflow.runName"] == "fold-0"
 
 
-@pytest.mark.parametrize("env_before", [None, "sqlite:////somewhere/else.db"])
-def test_using_tracking_uri_restores_global_and_environment(monkeypatch, env_before):
-    import os
-
+def test_registration_uses_the_trackers_store_not_mlflows_global(tracker: Tracker, monkeypatch, tmp_path):
+    """MLflow's registry resolves ``models:/<id>`` through the process-global URI; we never rely on
+    it nor change it: with the global pointing elsewhere, registration lands in the tracker's store."""
     import mlflow
+    from mlflow.entities import LoggedModelStatus
 
-    from experiments_dagster.tracking.store import using_tracking_uri
+    from experiments_dagster.tracking.registry import CHALLENGER, register_challenger
 
-    if env_before is None:
-        monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    else:
-        monkeypatch.setenv("MLFLOW_TRACKING_URI", env_before)
-    with using_tracking_uri("sqlite:////tmp/inside.db"):
-        assert mlflow.get_tracking_uri() == "sqlite:////tmp/inside.db"
-        assert os.environ["MLFLOW_TRACKING_URI"] == "sqlite:////tmp/inside.db"
-    assert os.environ.get("MLFLOW_TRACKING_URI") == env_before
-    # A default Tracker resolves the same store as before the block.
-    from experiments_dagster.paths import default_tracking_uri
+    elsewhere = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
+    run_id = _run(tracker, "parent")
+    model = tracker.client.create_logged_model(tracker.client.get_run(run_id).info.experiment_id, name="m",
+                                               source_run_id=run_id)
+    tracker.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
 
-    assert default_tracking_uri() == (env_before or default_tracking_uri())
-    assert "inside" not in default_tracking_uri()
+    version = register_challenger(tracker, "reg_model", model.model_id, run_id, {"k": "v"})
+
+    mv = tracker.client.get_model_version_by_alias("reg_model", CHALLENGER)
+    assert (version, mv.run_id, mv.tags["k"]) == ("1", run_id, "v")
+    assert mv.source == model.artifact_location
+    assert mlflow.get_tracking_uri() == elsewhere  # untouched
+    assert not (tmp_path / "elsewhere").exists()  # nothing was created in the global store
 
 
 def test_dataset_input_schema_types_from_a_sample_and_gaps_from_every_row(tracker: Tracker):

@@ -1,0 +1,14 @@
+"""MLflow tag names this project writes and reads: one definition each (users' scripts rely on them)."""
+
+DAGSTER_RUN_ID = "dagster.run_id"
+DAGSTER_PARTITION_KEY = "dagster.partition_key"
+DAGSTER_ASSET_KEY = "dagster.asset_key"
+
+ERROR_ASSET = "error.asset"
+ERROR_TYPE = "error.type"
+ERROR_MESSAGE = "error.message"
+
+RECONCILED_REASON = "reconciled.reason"
+CLEANUP_STATUS = "cleanup.status"
+AUDIT_STATUS = "audit.status"
+AUDIT_PROBLEMS = "audit.problems"
