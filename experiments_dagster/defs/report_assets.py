@@ -5,6 +5,7 @@ from typing import Any
 
 import dagster as dg
 
+from experiments_dagster.defs.lifecycle import mlflow_runs_failed
 from experiments_dagster.defs.metadata import png_markdown, run_end, tags_for
 from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
@@ -12,7 +13,7 @@ from experiments_dagster.tracking import steps
 from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"matplotlib", "mlflow"})
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"matplotlib", "mlflow"})
 def evaluation_plots(
     context: dg.AssetExecutionContext, mlflow: MlflowTracking, final_model: FinalModel, splits: Splits
 ) -> dg.Output[EvaluationPlots]:
@@ -28,7 +29,7 @@ def evaluation_plots(
     return dg.Output(value, metadata=metadata)
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"mlflow"})
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"mlflow"})
 def repro_manifest(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,

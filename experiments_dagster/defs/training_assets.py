@@ -8,6 +8,7 @@ import pandas as pd
 
 from experiments_dagster.catalog import dataset_dir
 from experiments_dagster.defs.config import ExperimentConfig
+from experiments_dagster.defs.lifecycle import mlflow_runs_failed
 from experiments_dagster.defs.metadata import (
     frame_markdown,
     metrics_metadata,
@@ -35,7 +36,7 @@ def _run_metadata(ref) -> dict[str, dg.MetadataValue]:
     return {"mlflow_run_url": dg.MetadataValue.url(ref.url), "mlflow_run_id": ref.run_id}
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"sklearn", "mlflow"})
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"sklearn", "mlflow"})
 def splits(
     context: dg.AssetExecutionContext,
     config: ExperimentConfig,
@@ -60,7 +61,7 @@ def splits(
     )
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"optuna", "mlflow"})
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"optuna", "mlflow"})
 def search_trials(context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits) -> dg.Output[SearchResult]:
     """Optional hyperparameter search (config `search`): one nested MLflow run per trial."""
     tracker = mlflow.tracker()
@@ -74,7 +75,7 @@ def search_trials(context: dg.AssetExecutionContext, mlflow: MlflowTracking, spl
     return dg.Output(value, metadata=metadata)
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"xgboost", "mlflow"})
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"xgboost", "mlflow"})
 def fold_models(
     context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits, search_trials: SearchResult
 ) -> dg.Output[FoldModels]:
@@ -86,7 +87,7 @@ def fold_models(
                                       "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids)})
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"mlflow"})
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"mlflow"})
 def cv_metrics(context: dg.AssetExecutionContext, mlflow: MlflowTracking, fold_models: FoldModels) -> dg.Output[CvMetrics]:
     """Per-fold metric table with mean and std, logged on the parent run."""
     tracker = mlflow.tracker()
@@ -96,7 +97,7 @@ def cv_metrics(context: dg.AssetExecutionContext, mlflow: MlflowTracking, fold_m
                                       "folds": frame_markdown(value.table)})
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"xgboost", "mlflow"})
+@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"xgboost", "mlflow"})
 def final_model(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
