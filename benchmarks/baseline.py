@@ -1,4 +1,4 @@
-"""Baseline: one experiment logged the way /work/shared/logging-standard.md shows, as a plain script.
+"""Baseline: one experiment logged the way ../shared/logging-standard.md (beside the repository) shows, as a plain script.
 
     python benchmarks/baseline.py --data-file data/x/v1.csv --tracking-uri sqlite:////abs/mlflow.db
 
