@@ -170,13 +170,25 @@ def scan_versions(data_dir: Path) -> Scan:
             continue
         problem = name_problem(folder.name)
         if problem:
-            scan.refused.append(Refusal(folder, folder.name, (
-                f"dataset folder {folder.name!r} skipped: {problem}; {NAME_RULE}: rename it")))
+            scan.refused.append(
+                Refusal(
+                    folder,
+                    folder.name,
+                    (f"dataset folder {folder.name!r} skipped: {problem}; {NAME_RULE}: rename it"),
+                )
+            )
             continue
         if folder.resolve().parent != root:
-            scan.refused.append(Refusal(folder, folder.name, (
-                f"dataset folder {folder.name!r} skipped: it resolves outside {root} (to "
-                f"{folder.resolve()}); copy the data into the data directory instead of linking it")))
+            scan.refused.append(
+                Refusal(
+                    folder,
+                    folder.name,
+                    (
+                        f"dataset folder {folder.name!r} skipped: it resolves outside {root} (to "
+                        f"{folder.resolve()}); copy the data into the data directory instead of linking it"
+                    ),
+                )
+            )
             continue
         seen: set[str] = set()
         for path in sorted(folder.iterdir(), key=lambda p: p.name):
@@ -184,25 +196,50 @@ def scan_versions(data_dir: Path) -> Scan:
                 continue
             problem = name_problem(path.stem)
             if problem:
-                shown = path.name if len(path.name) <= 2 * MAX_NAME_LENGTH else f"{path.name[:MAX_NAME_LENGTH]}..."
-                scan.refused.append(Refusal(path, folder.name, (
-                    f"version file {folder.name}/{shown!r} skipped: {problem}; {NAME_RULE}: rename it")))
+                shown = (
+                    path.name
+                    if len(path.name) <= 2 * MAX_NAME_LENGTH
+                    else f"{path.name[:MAX_NAME_LENGTH]}..."
+                )
+                scan.refused.append(
+                    Refusal(
+                        path,
+                        folder.name,
+                        (f"version file {folder.name}/{shown!r} skipped: {problem}; {NAME_RULE}: rename it"),
+                    )
+                )
                 continue
             if _escapes(path, root):
-                scan.refused.append(Refusal(path, folder.name, (
-                    f"version file {folder.name}/{path.name} skipped: it resolves outside {root} (to "
-                    f"{path.resolve()}); copy the data into {folder} instead of linking it")))
+                scan.refused.append(
+                    Refusal(
+                        path,
+                        folder.name,
+                        (
+                            f"version file {folder.name}/{path.name} skipped: it resolves outside {root} (to "
+                            f"{path.resolve()}); copy the data into {folder} instead of linking it"
+                        ),
+                    )
+                )
                 continue
             if not path.is_file():
                 continue  # a folder named like a file
             if path.stem in seen:  # v1.csv sorts before v1.parquet: neither is used
-                scan.files = [f for f in scan.files if f.version.path.parent != folder or f.version.version != path.stem]
-                scan.refused.append(Refusal(path, folder.name, (
-                    f"version {folder.name}/{path.stem} has both .csv and .parquet files; keep one")))
+                scan.files = [
+                    f for f in scan.files if f.version.path.parent != folder or f.version.version != path.stem
+                ]
+                scan.refused.append(
+                    Refusal(
+                        path,
+                        folder.name,
+                        (f"version {folder.name}/{path.stem} has both .csv and .parquet files; keep one"),
+                    )
+                )
                 continue
             seen.add(path.stem)
             st = path.stat()
-            scan.files.append(FileState(DatasetVersion(folder.name, path.stem, path), st.st_size, st.st_mtime_ns))
+            scan.files.append(
+                FileState(DatasetVersion(folder.name, path.stem, path), st.st_size, st.st_mtime_ns)
+            )
     return scan
 
 
