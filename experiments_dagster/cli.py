@@ -27,14 +27,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     _use_embedded_defaults()
     import dagster as dg
 
-    from experiments_dagster.catalog import discover_versions
+    from experiments_dagster.catalog import scan_versions
     from experiments_dagster.defs import defs
     from experiments_dagster.defs.partitions import DATASET_VERSIONS
 
-    versions = [
-        v for v in discover_versions(paths.data_dir())
-        if (not args.dataset or v.dataset in args.dataset) and (not args.version or v.version in args.version)
-    ]
+    def chosen(dataset: str, version: str | None) -> bool:
+        return (not args.dataset or dataset in args.dataset) and (
+            version is None or not args.version or version in args.version)
+
+    scan = scan_versions(paths.data_dir())
+    versions = [v for v in scan.versions if chosen(v.dataset, v.version)]
+    # Refused entries of the chosen datasets are reported and make the exit code non-zero;
+    # the valid versions still train.
+    refused = [r for r in scan.refused if chosen(r.dataset, None)]
+    for refusal in refused:
+        print(f"experiments-dagster run: refused {refusal.path}: {refusal.reason}", file=sys.stderr)
     if not versions:
         print(f"No dataset versions found under {paths.data_dir()} (need <dataset>/experiment.yaml "
               "and <dataset>/<version>.csv|.parquet).", file=sys.stderr)
@@ -72,7 +79,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"Dagster home:   {os.environ['DAGSTER_HOME']}")
     print("Open the MLflow UI with `make mlflow-ui` (http://127.0.0.1:5000) and Dagster's with "
           "`make dagster-ui` (http://127.0.0.1:3000).")
-    return 0 if all(status == "SUCCESS" for _, status, _ in rows) else 1
+    if refused:
+        print(f"\n{len(refused)} entries of the data directory were refused (listed on stderr).")
+    return 0 if not refused and all(status == "SUCCESS" for _, status, _ in rows) else 1
 
 
 def cmd_paths(args: argparse.Namespace) -> int:

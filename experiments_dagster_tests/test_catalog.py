@@ -14,6 +14,7 @@ from experiments_dagster.catalog import (
     is_safe_name,
     parse_partition_key,
     partition_key,
+    scan_versions,
     version_file,
 )
 from experiments_dagster.errors import ExperimentInputError
@@ -56,6 +57,64 @@ def test_discover_versions(data: Path) -> None:
         DatasetVersion("sales", "v2", data / "sales" / "v2.parquet"),
     ]
     assert [v.partition_key for v in found] == ["alpha/2024-01_rev.b", "sales/v1", "sales/v2"]
+
+
+def test_scan_reports_every_refused_entry(data: Path) -> None:
+    reasons = {r.path.relative_to(data.resolve()).as_posix(): r.reason for r in scan_versions(data).refused}
+    assert sorted(reasons) == [".private", "bad name", "sales/....csv", "sales/.hidden.csv", "sales/v 3.csv"]
+    assert reasons["bad name"].startswith("dataset folder 'bad name' skipped: it uses characters other than")
+    assert reasons["sales/.hidden.csv"].startswith("version file sales/'.hidden.csv' skipped: it uses")
+    assert reasons["sales/v 3.csv"].endswith("at most 100 characters: rename it")
+    # no_spec/ (no experiment.yaml), notes.txt, v1.json and dir.csv are not datasets: not reported
+    assert {r.dataset for r in scan_versions(data).refused} == {".private", "bad name", "sales"}
+
+
+def test_scan_refuses_over_long_names(data: Path) -> None:
+    long = "v" * 250
+    _touch(data / "sales" / f"{long}.csv")
+    (refusal,) = [r for r in scan_versions(data).refused if long in str(r.path)]
+    assert "it has 250 characters, more than 100" in refusal.reason
+    assert refusal.dataset == "sales"
+    assert long not in [v.version for v in discover_versions(data)]
+    assert is_safe_name("v" * 100) and not is_safe_name("v" * 101)
+
+
+def test_scan_refuses_both_formats_of_one_version(data: Path) -> None:
+    _touch(data / "sales" / "v1.parquet")
+    scan = scan_versions(data)
+    assert [v.partition_key for v in scan.versions] == ["alpha/2024-01_rev.b", "sales/v2"]
+    assert "version sales/v1 has both .csv and .parquet files; keep one" in [r.reason for r in scan.refused]
+
+
+def test_scan_refuses_symlinks_out_of_the_data_dir(data: Path, tmp_path: Path) -> None:
+    outside = _touch(tmp_path / "elsewhere" / "secret.csv", "a,y\n1,2\n")
+    (data / "sales" / "v7.csv").symlink_to(outside)
+    (data / "sales" / "v8.csv").symlink_to(data / "sales" / "v1.csv")  # inside: a version like any other
+    (data / "linked").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    _touch(tmp_path / "elsewhere" / "experiment.yaml", "target: y\n")
+    scan = scan_versions(data)
+    assert "sales/v7" not in [v.partition_key for v in scan.versions]
+    assert "sales/v8" in [v.partition_key for v in scan.versions]
+    reasons = {r.path.name: r.reason for r in scan.refused}
+    assert reasons["v7.csv"] == (
+        f"version file sales/v7.csv skipped: it resolves outside {data.resolve()} (to {outside.resolve()}); "
+        f"copy the data into {data.resolve() / 'sales'} instead of linking it"
+    )
+    assert reasons["linked"].startswith(f"dataset folder 'linked' skipped: it resolves outside {data.resolve()}")
+
+
+def test_version_file_refuses_a_symlink_swapped_in_after_discovery(data: Path, tmp_path: Path) -> None:
+    assert "sales/v1" in [v.partition_key for v in discover_versions(data)]
+    outside = _touch(tmp_path / "passwd.csv", "root:x:0:0\n")
+    (data / "sales" / "v1.csv").unlink()
+    (data / "sales" / "v1.csv").symlink_to(outside)
+    with pytest.raises(ExperimentInputError) as info:
+        version_file(data, "sales/v1")
+    assert str(info.value) == (
+        f"Version file {(data / 'sales').resolve() / 'v1.csv'} is a symlink to "
+        f"{outside.resolve()}, outside the data directory {data.resolve()}; files outside it are never "
+        f"read. Copy the data into {(data / 'sales').resolve()} instead of linking it."
+    )
 
 
 def test_discover_versions_of_missing_dir(tmp_path: Path) -> None:

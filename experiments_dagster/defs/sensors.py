@@ -33,11 +33,12 @@ def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.Senso
     - unsafe names or paths escaping the data directory: skipped with a warning, once.
     """
     state = _load_cursor(context.cursor)
-    files, rejected = scan_versions(data_dir)
-    for path, reason in rejected.items():
-        if path not in state["rejected"]:
-            context.log.warning(reason)
-    state["rejected"] = {path: 1 for path in rejected}
+    scan = scan_versions(data_dir)
+    for refusal in scan.refused:
+        if str(refusal.path) not in state["rejected"]:
+            context.log.warning(refusal.reason)
+    state["rejected"] = {str(refusal.path): 1 for refusal in scan.refused}
+    files = [f for f in scan.files if f.size > 0]  # an empty file is still being created
     registered = set(context.instance.get_dynamic_partitions(DATASET_VERSIONS))
     requests, new_keys, events = [], [], []
     pending: dict[str, list[int]] = {}

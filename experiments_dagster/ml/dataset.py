@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,20 +50,50 @@ def read_csv(path: Path) -> pd.DataFrame:
     Arrow reads 2-4x faster, but it keeps duplicate column names (pandas renames them ``a.1``)
     and turns ISO dates into datetimes (pandas keeps the text): files with either, and files
     Arrow refuses, are read by the C parser, so every file gets the same frame and errors as before.
+    The C parser reads each column whole (``low_memory=False``): in chunks, a column of numbers
+    with a few words further down would become a mix of numbers and strings.
     """
     import pyarrow
 
     try:
         frame = pd.read_csv(path, engine="pyarrow")
     except Exception:  # Arrow is stricter on some files: the C parser decides (and words the error)
-        return pd.read_csv(path)
+        return pd.read_csv(path, low_memory=False)
     finally:
         # Arrow's allocator keeps the freed table's pages (+0.5-1 GB resident on a 396 MB CSV,
         # for the rest of the run): hand them back.
         pyarrow.default_memory_pool().release_unused()
     if frame.columns.has_duplicates or any(pd.api.types.is_datetime64_any_dtype(t) for t in frame.dtypes):
-        return pd.read_csv(path)
+        return pd.read_csv(path, low_memory=False)
     return frame
+
+
+def header_columns(path: Path) -> list[str]:
+    """Column names exactly as the file's header has them (pandas renames a repeated ``a`` to ``a.1``)."""
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        return list(pq.read_schema(path).names)
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        return next(csv.reader(fh), [])
+
+
+def check_unique_columns(path: Path, names: list[str]) -> None:
+    """Refuse a header that repeats a column name, naming the repeated names."""
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ExperimentInputError(
+            f"Dataset file {path} repeats column names {repeated} in its header; every column needs "
+            "its own name (pandas would silently rename the second one to '<name>.1'). Rename or "
+            "drop the duplicates."
+        )
+
+
+def _unreadable(path: Path, exc: Exception) -> ExperimentInputError:
+    return ExperimentInputError(
+        f"Dataset file {path} could not be read as {path.suffix[1:]}: "
+        f"{type(exc).__name__}: {exc}. Re-export it as a valid {path.suffix[1:]} file."
+    )
 
 
 def load_table(path: Path) -> pd.DataFrame:
@@ -81,12 +112,14 @@ def load_table(path: Path) -> pd.DataFrame:
             f"Dataset file {path} is empty (0 bytes). Write the data again, with a header row."
         )
     try:
+        names = header_columns(path)
+    except Exception as exc:  # csv and pyarrow raise many types for unreadable files
+        raise _unreadable(path, exc) from exc
+    check_unique_columns(path, names)
+    try:
         frame = read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pandas raises many types for unreadable files
-        raise ExperimentInputError(
-            f"Dataset file {path} could not be read as {path.suffix[1:]}: "
-            f"{type(exc).__name__}: {exc}. Re-export it as a valid {path.suffix[1:]} file."
-        ) from exc
+        raise _unreadable(path, exc) from exc
     if frame.empty or frame.shape[1] == 0:
         raise ExperimentInputError(
             f"Dataset file {path} has no rows or no columns. It needs a header row and data rows."

@@ -2,30 +2,41 @@
 
 from __future__ import annotations
 
+import numbers
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.ml.dataset import check_target, drop_missing_target, infer_task
 from experiments_dagster.ml.estimators import build_estimator
-from experiments_dagster.ml.training import Split, split_dataset
+from experiments_dagster.ml.metrics import predict
+from experiments_dagster.ml.preprocess import MAX_CATEGORIES, text_like_columns
+from experiments_dagster.ml.training import Split, estimator_of, make_pipeline, split_dataset
 from experiments_dagster.spec import ExperimentSpec
+
+# The configured pipeline is fitted once on this many rows before anything is logged, so a bad
+# hyperparameter or an unencodable column fails here and not in the middle of the CV.
+SAMPLE_ROWS = 200
 
 
 @dataclass(frozen=True)
 class Prepared:
-    """A validated experiment: its task, split and how many rows lost their target."""
+    """A validated experiment: its task, split, how many rows lost their target, and warnings
+    for the run's log (e.g. columns that look like free text)."""
 
     task: str
     split: Split
     rows_dropped: int
     frame: pd.DataFrame
+    warnings: tuple[str, ...] = ()
 
 
 def prepare_experiment(frame: pd.DataFrame, spec: ExperimentSpec, path: Path) -> Prepared:
-    """Drop rows without a target, infer and check the task, check the model, split.
+    """Drop rows without a target, infer and check the task, check columns and model, split.
 
     Every user-fixable problem raises ``ExperimentInputError`` here, before any training.
     """
@@ -33,6 +44,15 @@ def prepare_experiment(frame: pd.DataFrame, spec: ExperimentSpec, path: Path) ->
     task = spec.task or infer_task(clean[spec.target])
     check_target(clean[spec.target], task, spec.cv_folds, path, spec.target)
     build_estimator(spec.model, task, spec.hyperparameters, spec.resolved_seeds.model)
+    X, y = clean.drop(columns=[spec.target]), clean[spec.target]
+    check_feature_columns(X, path)
+    check_model_trains(X, y, task, spec, path)
+    warnings = tuple(
+        f"Column {column!r} of {path} looks like free text or an identifier ({why}): it is one-hot "
+        f"encoded into at most {MAX_CATEGORIES} columns, the rarer values grouped as one. Drop it "
+        "from the file if it carries no signal."
+        for column, why in text_like_columns(X).items()
+    )
     try:
         split = split_dataset(clean, spec.target, task, spec.test_size, spec.resolved_seeds.split)
     except ValueError as exc:
@@ -40,7 +60,94 @@ def prepare_experiment(frame: pd.DataFrame, spec: ExperimentSpec, path: Path) ->
             f"{path} cannot be split with test_size={spec.test_size}: {exc}. Add rows or change `test_size`."
         ) from exc
     check_cv_feasible(split.y_train, task, spec.cv_folds, path)
-    return Prepared(task=task, split=split, rows_dropped=dropped, frame=clean)
+    return Prepared(task=task, split=split, rows_dropped=dropped, frame=clean, warnings=warnings)
+
+
+def _value_kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, bool | np.bool_):
+        return "boolean"
+    if isinstance(value, numbers.Number):
+        return "number"
+    return type(value).__name__
+
+
+def check_feature_columns(X: pd.DataFrame, path: Path) -> None:
+    """Refuse repeated column names, date/time columns, and columns of lists, structs or mixed types.
+
+    Dates are refused rather than converted: which numbers a date should become (year, day of
+    week, days since an event) is a modelling choice for the file's author.
+    """
+    if X.columns.has_duplicates:
+        repeated = sorted({str(c) for c in X.columns[X.columns.duplicated()]})
+        raise ExperimentInputError(
+            f"{path} has repeated column names {repeated}; rename or drop the duplicates."
+        )
+    for column in X.columns:
+        dtype = X[column].dtype
+        if (
+            pd.api.types.is_datetime64_any_dtype(dtype)
+            or pd.api.types.is_timedelta64_dtype(dtype)
+            or isinstance(dtype, pd.PeriodDtype)
+        ):
+            raise ExperimentInputError(
+                f"Column {column!r} of {path} holds dates or times ({dtype}); features must be numbers, "
+                "text categories or booleans. Drop the column or replace it with numeric columns "
+                "(e.g. year, month, day of week) in the file."
+            )
+        if not pd.api.types.is_object_dtype(dtype):
+            continue
+        values = X[column].dropna()
+        kinds = pd.Series([_value_kind(v) for v in values], index=values.index, dtype=object)
+        found = sorted(set(kinds))
+        other = [k for k in found if k not in ("text", "number", "boolean")]
+        if other:
+            raise ExperimentInputError(
+                f"Column {column!r} of {path} holds {other[0]} values (e.g. row "
+                f"{kinds.index[kinds.isin(other)][0]}); features must be numbers, text or "
+                "booleans, not lists, structs or binary. Flatten it into scalar columns or drop it."
+            )
+        if len(found) > 1:
+            firsts = ", ".join(f"{k} at row {kinds.index[kinds == k][0]}" for k in found)
+            raise ExperimentInputError(
+                f"Column {column!r} of {path} mixes {' and '.join(found)} values ({firsts}); a column "
+                "must hold one type. Make its values all numbers or all text."
+            )
+
+
+def sample_rows(y: pd.Series, task: str, seed: int, n: int = SAMPLE_ROWS) -> np.ndarray:
+    """At most about ``n`` row positions, with every class present for classification."""
+    if len(y) <= n:
+        return np.arange(len(y))
+    order = np.random.default_rng(seed).permutation(len(y))
+    if task == "regression":
+        return np.sort(order[:n])
+    shuffled = y.iloc[order].reset_index(drop=True)
+    per_class = max(2, n // shuffled.nunique())
+    return np.sort(order[shuffled.groupby(shuffled, sort=False).head(per_class).index.to_numpy()])
+
+
+def check_model_trains(X: pd.DataFrame, y: pd.Series, task: str, spec: ExperimentSpec, path: Path) -> None:
+    """Fit and apply the configured pipeline on a small sample; refuse a model that fails or is empty."""
+    rows = sample_rows(y, task, spec.resolved_seeds.model)
+    Xs, ys = X.iloc[rows].reset_index(drop=True), y.iloc[rows].reset_index(drop=True)
+    what = f"Model {spec.model!r} with hyperparameters {spec.hyperparameters}"
+    pipeline = make_pipeline(Xs, task, spec.model, spec.hyperparameters, spec.resolved_seeds.model)
+    try:
+        pipeline.fit(Xs, ys)
+        predict(pipeline, Xs, task)
+    except Exception as exc:  # estimators raise many types for bad parameters or data
+        raise ExperimentInputError(
+            f"{what} cannot be trained on a {len(rows)}-row sample of {path}: {type(exc).__name__}: {exc}. "
+            "Fix the hyperparameter or column named there (experiment.yaml or the run config)."
+        ) from exc
+    estimator = estimator_of(pipeline)
+    if hasattr(estimator, "get_booster") and estimator.get_booster().num_boosted_rounds() < 1:
+        raise ExperimentInputError(
+            f"{what} trained no trees on a sample of {path} (n_estimators="
+            f"{estimator.get_params().get('n_estimators')!r}); set `n_estimators` to at least 1."
+        )
 
 
 def check_cv_feasible(y_train: pd.Series, task: str, folds: int, path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
@@ -10,6 +12,19 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 # Rare categories beyond this many per column are grouped, so width stays bounded.
 MAX_CATEGORIES = 30
+# A category's text in a feature name (importance CSV, plots) is cut to this many characters
+# plus a short digest of the whole text, so names stay short and distinct.
+MAX_CATEGORY_NAME = 40
+
+
+def bounded_feature_name(feature: str, category: object) -> str:
+    """``<column>_<category>`` with a long category cut and tagged by its sha1 (OneHotEncoder's
+    ``feature_name_combiner``)."""
+    text = str(category)
+    if len(text) > MAX_CATEGORY_NAME:
+        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        text = f"{text[:MAX_CATEGORY_NAME]}...{digest}"
+    return f"{feature}_{text}"
 
 
 def column_kinds(X: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
@@ -40,6 +55,7 @@ def build_preprocessor(X: pd.DataFrame) -> ColumnTransformer:
                     handle_unknown="infrequent_if_exist",
                     max_categories=MAX_CATEGORIES,
                     sparse_output=False,
+                    feature_name_combiner=bounded_feature_name,
                 ),
             ),
         ]
@@ -53,3 +69,30 @@ def build_preprocessor(X: pd.DataFrame) -> ColumnTransformer:
         remainder="drop",
     )
 
+
+
+# A categorical column whose values are nearly all distinct, or long, is probably free text or
+# an identifier: it is still encoded (bounded by MAX_CATEGORIES) but rarely carries signal.
+TEXT_UNIQUE_SHARE = 0.9
+TEXT_MIN_ROWS = 20
+TEXT_MEAN_LENGTH = 50
+TEXT_SAMPLE_ROWS = 10_000
+
+
+def text_like_columns(X: pd.DataFrame) -> dict[str, str]:
+    """{column: why it looks like free text or an identifier} for the categorical columns."""
+    found: dict[str, str] = {}
+    _, categorical, _ = column_kinds(X)
+    for column in categorical:
+        values = X[column].dropna()
+        if len(values) > TEXT_SAMPLE_ROWS:  # a share of distinct values is as telling on a sample
+            values = values.sample(TEXT_SAMPLE_ROWS, random_state=0)
+        if values.empty:
+            continue
+        distinct = values.nunique()
+        mean_length = float(values.astype(str).str.len().mean())
+        if len(values) >= TEXT_MIN_ROWS and distinct >= TEXT_UNIQUE_SHARE * len(values):
+            found[str(column)] = f"{distinct} distinct values in {len(values)} non-missing rows"
+        elif mean_length > TEXT_MEAN_LENGTH:
+            found[str(column)] = f"values {mean_length:.0f} characters long on average"
+    return found

@@ -133,3 +133,17 @@ def test_many_versions_tick_reads_no_file(instance, data, monkeypatch):
     ticker = Ticker(instance, data)
     ticker.tick()
     assert len(keys(ticker.tick())) == 50
+
+
+def test_over_long_and_non_ascii_names_are_warned_once_never_requested(instance, data, capfd):
+    write(data / "iris" / "v1.csv", "a,species\n1,x\n2,y\n")
+    write(data / "iris" / f"{'v' * 250}.csv", "a,species\n1,x\n")
+    write(data / "iris" / "données.csv", "a,species\n1,x\n")
+    ticker = Ticker(instance, data)
+    ticker.tick()
+    assert keys(ticker.tick()) == ["iris/v1"]
+    assert keys(ticker.tick()) == []
+    text = capfd.readouterr().err
+    assert text.count("it has 250 characters, more than 100") == 1
+    assert text.count("version file iris/'données.csv' skipped") == 1
+    assert instance.get_dynamic_partitions(DATASET_VERSIONS) == ["iris/v1"]

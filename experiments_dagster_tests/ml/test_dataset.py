@@ -320,3 +320,39 @@ def test_read_csv_ragged_file_keeps_the_c_parsers_error(tmp_path: Path) -> None:
     path.write_text("a,b\n1,2\n3,4,5\n")
     with pytest.raises(ExperimentInputError, match="could not be read as csv: ParserError"):
         load_table(path)
+
+
+def test_load_table_refuses_a_csv_header_repeating_a_column(tmp_path: Path) -> None:
+    """pandas would read the second `alcohol` as `alcohol.1`: the header itself is checked."""
+    path = tmp_path / "v1.csv"
+    path.write_text("alcohol,ph,alcohol,quality\n1,2,3,good\n4,5,6,bad\n")
+    with pytest.raises(ExperimentInputError) as info:
+        load_table(path)
+    assert str(info.value) == (
+        f"Dataset file {path} repeats column names ['alcohol'] in its header; every column needs its own "
+        "name (pandas would silently rename the second one to '<name>.1'). Rename or drop the duplicates."
+    )
+    path.write_text("alcohol,alcohol.1\n1,2\n")  # genuinely distinct names are fine
+    assert list(load_table(path).columns) == ["alcohol", "alcohol.1"]
+
+
+def test_load_table_refuses_a_parquet_schema_repeating_a_column(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "v1.parquet"
+    pq.write_table(pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"]), path)
+    with pytest.raises(ExperimentInputError, match=re.escape(f"{path} repeats column names ['a'] in its header")):
+        load_table(path)
+
+
+def test_load_table_reads_a_column_whole_not_in_mixed_chunks(tmp_path: Path) -> None:
+    """Numbers for a million rows then one word: one type (text) for the column, not numbers and strings.
+
+    The ISO timestamps send the file to pandas' C parser, which reads in chunks of ~800,000 rows by default.
+    """
+    path = tmp_path / "v1.csv"
+    path.write_text("when,code,y\n" + "2024-01-01 10:00:00,1,0\n" * 1_000_000 + "2024-01-02 10:00:00,A1,1\n")
+    frame = load_table(path)
+    assert {type(v) for v in frame["code"]} == {str}
+    assert frame["code"].iloc[-1] == "A1" and frame["code"].iloc[0] == "1"

@@ -115,3 +115,86 @@ def test_prepare_rejects_train_split_smaller_than_cv_folds() -> None:
         )
     )
     assert len(folds) == spec.cv_folds
+
+
+def _wide_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    return pd.DataFrame({"x": rng.normal(size=n), "plan": rng.choice(["a", "b"], n), "churn": rng.choice(["p", "q"], n)})
+
+
+@pytest.mark.parametrize("n_estimators", [-1, 0])
+def test_prepare_refuses_xgboost_that_trains_no_trees(monkeypatch: pytest.MonkeyPatch, n_estimators: int) -> None:
+    monkeypatch.setattr(prepare, "split_dataset", lambda *a, **k: pytest.fail("split after a refused model"))
+    spec = ExperimentSpec(dataset="churn", target="churn", hyperparameters={"n_estimators": n_estimators})
+    with pytest.raises(ExperimentInputError) as info:
+        prepare_experiment(_wide_frame(), spec, PATH)
+    assert str(info.value) == (
+        f"Model 'xgboost' with hyperparameters {{'n_estimators': {n_estimators}}} trained no trees on a sample "
+        f"of {PATH} (n_estimators={n_estimators}); set `n_estimators` to at least 1."
+    )
+
+
+@pytest.mark.parametrize(
+    ("model", "hyperparameters", "named"),
+    [
+        ("xgboost", {"max_depth": "deep"}, "Invalid Parameter format for max_depth expect int but value='deep'"),
+        ("xgboost", {"learning_rate": -1}, "value -1 for Parameter learning_rate should be greater equal to 0"),
+        ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": -1}, "The 'n_estimators' parameter"),
+    ],
+)
+def test_prepare_refuses_invalid_hyperparameter_values(model: str, hyperparameters: dict, named: str) -> None:
+    spec = ExperimentSpec(dataset="churn", target="churn", model=model, hyperparameters=hyperparameters)
+    with pytest.raises(ExperimentInputError) as info:
+        prepare_experiment(_wide_frame(), spec, PATH)
+    message = str(info.value)
+    assert message.startswith(
+        f"Model {model!r} with hyperparameters {hyperparameters} cannot be trained on a 200-row sample of {PATH}: "
+    )
+    assert named in message
+
+
+def test_prepare_sample_fit_sees_every_class() -> None:
+    """A 6-row class among 2000 rows is still in the validation sample (XGBoost needs every label)."""
+    y = pd.Series(["common"] * 1994 + ["rare"] * 6).sample(frac=1, random_state=1).reset_index(drop=True)
+    rows = prepare.sample_rows(y, "multiclass", seed=3)
+    assert len(rows) <= prepare.SAMPLE_ROWS + 2
+    assert set(y.iloc[rows]) == {"common", "rare"}
+    assert (y.iloc[rows] == "rare").sum() == 6
+    assert len(prepare.sample_rows(pd.Series(np.arange(2000.0)), "regression", seed=3)) == prepare.SAMPLE_ROWS
+
+
+@pytest.mark.parametrize(
+    ("column", "values", "message"),
+    [
+        ("when", pd.date_range("2024-01-01", periods=300), "Column 'when' of data/churn/v7.csv holds dates or times (datetime64[ns])"),
+        ("tags", [[1, 2]] * 300, "Column 'tags' of data/churn/v7.csv holds list values (e.g. row 0)"),
+        ("info", [{"a": 1}] * 300, "Column 'info' of data/churn/v7.csv holds dict values (e.g. row 0)"),
+        ("code", [1 if i % 2 else "A1" for i in range(300)], "Column 'code' of data/churn/v7.csv mixes number and text values (number at row 1, text at row 0)"),
+    ],
+)
+def test_prepare_refuses_columns_it_cannot_encode(column: str, values, message: str) -> None:
+    frame = _wide_frame().assign(**{column: values})
+    with pytest.raises(ExperimentInputError) as info:
+        prepare_experiment(frame, ExperimentSpec(dataset="churn", target="churn"), PATH)
+    assert str(info.value).startswith(message)
+
+
+def test_prepare_refuses_repeated_column_names() -> None:
+    frame = pd.concat([_wide_frame(), _wide_frame()[["x"]]], axis=1)
+    with pytest.raises(ExperimentInputError, match=re.escape(f"{PATH} has repeated column names ['x']")):
+        prepare_experiment(frame, ExperimentSpec(dataset="churn", target="churn"), PATH)
+
+
+def test_prepare_warns_about_free_text_and_identifier_columns() -> None:
+    frame = _wide_frame().assign(note=[f"customer {i} wrote something" for i in range(300)])
+    frame["long"] = ["x" * 80 if i % 2 else "y" * 80 for i in range(300)]
+    prepared = prepare_experiment(frame, ExperimentSpec(dataset="churn", target="churn"), PATH)
+    assert prepared.warnings == (
+        f"Column 'note' of {PATH} looks like free text or an identifier (300 distinct values in 300 non-missing "
+        "rows): it is one-hot encoded into at most 30 columns, the rarer values grouped as one. Drop it from the "
+        "file if it carries no signal.",
+        f"Column 'long' of {PATH} looks like free text or an identifier (values 80 characters long on average): "
+        "it is one-hot encoded into at most 30 columns, the rarer values grouped as one. Drop it from the file if "
+        "it carries no signal.",
+    )
+    assert prepare_experiment(_wide_frame(), ExperimentSpec(dataset="churn", target="churn"), PATH).warnings == ()
