@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import uuid
 from collections.abc import Sequence
-from typing import NoReturn
+from pathlib import Path
+from typing import Any, NoReturn
 
 from experiments_dagster import paths
 
@@ -54,23 +56,46 @@ def cmd_run(args: argparse.Namespace) -> int:
         if unknown:
             raise UsageError(f"--select {', '.join(unknown)}: no such asset; choose from {', '.join(sorted(assets))}.")
         selection = [dg.AssetKey(name) for name in args.select]
-    instance = dg.DagsterInstance.get()
+    from experiments_dagster.attempts import AttemptInProgress, open_instance, partition_attempt
+    from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
+    from experiments_dagster.tracking.store import Tracker
+
+    home = Path(os.environ["DAGSTER_HOME"])
+    instance = open_instance(home)
+    tracker = Tracker()
+    report_reconciled(reconcile_runs(tracker, instance), "before this run")
     known = set(instance.get_dynamic_partitions(DATASET_VERSIONS))
     new = [v.partition_key for v in versions if v.partition_key not in known]
     if new:
         instance.add_dynamic_partitions(DATASET_VERSIONS, new)
     rows = []
     for v in versions:
-        result = job.execute_in_process(
-            partition_key=v.partition_key, instance=instance, raise_on_error=False, run_config=QUIET,
-            asset_selection=selection,
-        )
-        url = ""
+        run_id = str(uuid.uuid4())  # known before the run starts, so a crash can still be traced to it
+        try:
+            with partition_attempt(instance, home, v.partition_key, run_id):
+                result = job.execute_in_process(
+                    partition_key=v.partition_key, instance=instance, raise_on_error=False, run_config=QUIET,
+                    asset_selection=selection, run_id=run_id,
+                )
+        except AttemptInProgress as exc:
+            print(f"experiments-dagster run: {exc}", file=sys.stderr)
+            rows.append((v.partition_key, "BUSY", str(exc)))
+            continue
+        except Exception as exc:  # the instance itself failed (disk full, I/O error): one line, runs closed
+            print(f"experiments-dagster run: {v.partition_key}: {storage_failure(exc, home)}", file=sys.stderr)
+            for run in runs_left_running(tracker, run_id):
+                tracker.mark_failed(run.info.run_id, "dagster", exc)
+            rows.append((v.partition_key, "FAILURE", storage_failure(exc, home)))
+            continue
         if result.success:
             materialized = [e.materialization.metadata for e in result.get_asset_materialization_events()]
             urls = [meta["mlflow_run_url"].value for meta in materialized if "mlflow_run_url" in meta]
-            url = urls[-1] if urls else ""
-        rows.append((v.partition_key, "SUCCESS" if result.success else "FAILURE", url or result.run_id))
+            rows.append((v.partition_key, "SUCCESS", urls[-1] if urls else result.run_id))
+            continue
+        report_reconciled(reconcile_runs(tracker, instance, result.run_id), "after its step failed")
+        failed = step_failure(instance, result.run_id)
+        why = f"{failed[0]}: {failed[1]}" if failed else "the run failed"
+        rows.append((v.partition_key, "FAILURE", f"{why} (Dagster run {result.run_id})"))
     width = max(len(r[0]) for r in rows)
     print("\nExperiments:")
     for key, status, where in rows:
@@ -82,6 +107,40 @@ def cmd_run(args: argparse.Namespace) -> int:
     if refused:
         print(f"\n{len(refused)} entries of the data directory were refused (listed on stderr).")
     return 0 if not refused and all(status == "SUCCESS" for _, status, _ in rows) else 1
+
+
+def sweep_dead_runs(tracking_uri: str) -> None:
+    """Close runs of dead or ended Dagster runs of the local instance before auditing (no daemon needed)."""
+    home = Path(os.environ.get("DAGSTER_HOME") or paths.default_dagster_home())
+    if not (home / "dagster.yaml").is_file() and not (home / "history").is_dir():
+        return  # no Dagster instance here to judge the runs against
+    os.environ.setdefault("DAGSTER_HOME", str(home))
+    from experiments_dagster.attempts import open_instance
+    from experiments_dagster.defs.lifecycle import reconcile_runs
+    from experiments_dagster.tracking.store import Tracker
+
+    report_reconciled(reconcile_runs(Tracker(tracking_uri), open_instance(home)), "before the audit")
+
+
+def report_reconciled(done: Sequence[Any], when: str) -> None:
+    """Say which MLflow runs left RUNNING by dead or ended Dagster runs were just closed."""
+    for r in done:
+        print(f"experiments-dagster: closed MLflow run {r.mlflow_run_id} {when}: {r.status} ({r.reason}; "
+              f"Dagster run {r.dagster_run_id})", file=sys.stderr)
+
+
+def storage_failure(exc: BaseException, home: Path) -> str:
+    """One line naming what could not be written, for errors of the Dagster instance itself."""
+    import errno
+    import sqlite3
+
+    for e in (exc, exc.__cause__, exc.__context__):
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return f"disk full writing {e.filename or home}: free space there or move DAGSTER_HOME."
+        if isinstance(e, sqlite3.OperationalError):
+            return (f"the Dagster instance under {home} could not be written (SQLite: {e}); check free "
+                    "space on that disk or set DAGSTER_HOME to another one.")
+    return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
@@ -126,6 +185,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from experiments_dagster.tracking.audit import Auditor, format_audit
 
     client = _audit_client(args.tracking_uri)
+    sweep_dead_runs(client.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
         names = sorted(e.name for e in client.search_experiments())

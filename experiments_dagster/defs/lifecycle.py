@@ -24,6 +24,14 @@ class Reconciled:
     reason: str
 
 
+def runs_left_running(tracker: Tracker, dagster_run_id: str | None = None) -> list[Run]:
+    """MLflow runs made by Dagster (of ``dagster_run_id`` if given) whose status is still RUNNING."""
+    query = "attributes.status = 'RUNNING'"
+    if dagster_run_id is not None:
+        query += f" and tags.`{tags.DAGSTER_RUN_ID}` = '{dagster_run_id}'"
+    return [r for r in _runs(tracker, query) if tags.DAGSTER_RUN_ID in r.data.tags]
+
+
 def _runs(tracker: Tracker, filter_string: str) -> list[Run]:
     ids = [e.experiment_id for e in tracker.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
     return tracker.client.search_runs(ids, filter_string, max_results=50_000) if ids else []
@@ -76,10 +84,7 @@ def reconcile_runs(
     stores tell the same story. A Dagster run that ended without the experiment's last asset
     never leaves its MLflow runs FINISHED: only ``repro_manifest`` ends a parent complete.
     """
-    query = "attributes.status = 'RUNNING'"
-    if dagster_run_id is not None:
-        query += f" and tags.`{tags.DAGSTER_RUN_ID}` = '{dagster_run_id}'"
-    left_running = [r for r in _runs(tracker, query) if tags.DAGSTER_RUN_ID in r.data.tags]
+    left_running = runs_left_running(tracker, dagster_run_id)
     # Judge every run before changing anything: reporting a Dagster run failed must not
     # change the verdict on its other MLflow runs.
     verdicts = [(run, _verdict(run, instance)) for run in left_running]
@@ -116,8 +121,7 @@ def mlflow_runs_failed(context: dg.HookContext) -> None:
     """
     tracker = context.resources.mlflow.tracker()
     exc = context.op_exception or RuntimeError(f"step {context.step_key} failed")
-    query = f"attributes.status = 'RUNNING' and tags.`{tags.DAGSTER_RUN_ID}` = '{context.run_id}'"
-    for run in _runs(tracker, query):
+    for run in runs_left_running(tracker, context.run_id):
         tracker.mark_failed(run.info.run_id, context.step_key, exc)
 
 

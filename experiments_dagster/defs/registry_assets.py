@@ -37,6 +37,7 @@ def model_promotion(
         "metric": decision.metric,
         "challenger_score": decision.challenger_score if decision.challenger_score is not None else float("nan"),
         "champion_score": decision.champion_score if decision.champion_score is not None else float("nan"),
+        "baseline_score": decision.baseline_score if decision.baseline_score is not None else float("nan"),
         "mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
     })
 

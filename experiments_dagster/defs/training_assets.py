@@ -48,6 +48,8 @@ def splits(
     """Train/test split of the version; validates the experiment, then opens its MLflow parent run."""
     spec = resolve_spec(data_hash.dataset, dataset_dir(data.path(), data_hash.dataset), config.overrides())
     prepared = prepare_experiment(raw_data, spec, Path(data_hash.path))
+    for warning in prepared.warnings:  # free-text or identifier-like columns: trained, but said
+        context.log.warning(warning)
     tracker = mlflow.tracker()
     ref = steps.open_parent_run(tracker, spec, prepared, data_hash, tags_for(context, "splits"))
     with tracker.activity(ref.run_id, "splits", **run_end(context, "splits")):

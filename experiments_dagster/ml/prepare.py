@@ -21,6 +21,9 @@ from experiments_dagster.spec import ExperimentSpec
 # The configured pipeline is fitted once on this many rows before anything is logged, so a bad
 # hyperparameter or an unencodable column fails here and not in the middle of the CV.
 SAMPLE_ROWS = 200
+# Ensembles are fitted with at most this many members on the sample: validation is about whether
+# the parameters work, and 20,000 trees would cost as long as the real fit (40 s here).
+SAMPLE_MAX_ESTIMATORS = 10
 
 
 @dataclass(frozen=True)
@@ -133,7 +136,11 @@ def check_model_trains(X: pd.DataFrame, y: pd.Series, task: str, spec: Experimen
     rows = sample_rows(y, task, spec.resolved_seeds.model)
     Xs, ys = X.iloc[rows].reset_index(drop=True), y.iloc[rows].reset_index(drop=True)
     what = f"Model {spec.model!r} with hyperparameters {spec.hyperparameters}"
-    pipeline = make_pipeline(Xs, task, spec.model, spec.hyperparameters, spec.resolved_seeds.model)
+    hyperparameters = dict(spec.hyperparameters)
+    members = build_estimator(spec.model, task, hyperparameters, 0).get_params().get("n_estimators")
+    if isinstance(members, int) and not isinstance(members, bool) and members > SAMPLE_MAX_ESTIMATORS:
+        hyperparameters["n_estimators"] = SAMPLE_MAX_ESTIMATORS  # 0 or -1 stay: they must be refused
+    pipeline = make_pipeline(Xs, task, spec.model, hyperparameters, spec.resolved_seeds.model)
     try:
         pipeline.fit(Xs, ys)
         predict(pipeline, Xs, task)

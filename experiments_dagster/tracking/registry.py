@@ -10,6 +10,7 @@ from typing import Any
 import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
+from sklearn.dummy import DummyClassifier, DummyRegressor
 
 from experiments_dagster.ml.metrics import Predictions, task_metrics
 from experiments_dagster.spec import DEFAULT_SEARCH_METRIC, LOWER_IS_BETTER
@@ -49,6 +50,7 @@ class Decision:
     metric: str
     challenger_score: float | None = None
     champion_score: float | None = None
+    baseline_score: float | None = None
 
 
 def load_version(tracker: Tracker, name: str, version: str) -> mlflow.pyfunc.PyFuncModel:
@@ -74,11 +76,37 @@ def score_model(tracker: Tracker, name: str, version: str, splits: Splits, metri
     return task_metrics(splits.task, y.astype(str), preds, positive, (metric,))[metric]
 
 
-def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, splits: Splits) -> Decision:
-    """Promote `challenger` to `champion` only if its run is complete and it beats the champion.
+def baseline_score(splits: Splits, metric: str) -> tuple[float, str]:
+    """(``metric`` of a trivial model fitted on the train split and scored on the test split, its name).
 
-    Both models are scored by the same code on the same test split (this dataset version's).
-    The first complete model of a registered name becomes champion.
+    DummyClassifier(strategy="prior") answers the most frequent class with the class shares as
+    probabilities (ROC AUC 0.5); DummyRegressor(strategy="mean") answers the train mean.
+    """
+    s = splits.split
+    if splits.task == "regression":
+        model = DummyRegressor(strategy="mean").fit(s.X_train, np.asarray(s.y_train, dtype=float))
+        preds = Predictions(np.asarray(model.predict(s.X_test), dtype=float), None, None)
+        score = task_metrics("regression", np.asarray(s.y_test), preds, names=(metric,))[metric]
+        return score, "DummyRegressor(strategy='mean')"
+    model = DummyClassifier(strategy="prior").fit(s.X_train, np.asarray(s.y_train).astype(str))
+    preds = Predictions(model.predict(s.X_test), model.predict_proba(s.X_test), model.classes_)
+    y = np.asarray(s.y_test).astype(str)
+    score = task_metrics(splits.task, y, preds, splits.spec.positive_class, (metric,))[metric]
+    return score, "DummyClassifier(strategy='prior')"
+
+
+def beats(score: float, other: float, metric: str) -> bool:
+    """Strictly better on ``metric`` (lower for errors and losses, higher otherwise)."""
+    return score < other if metric in LOWER_IS_BETTER else score > other
+
+
+def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, splits: Splits) -> Decision:
+    """Promote `challenger` to `champion` only if its run is complete and it beats both a trivial
+    baseline and the champion.
+
+    All are scored by the same code on the same test split (this dataset version's); the
+    baseline's score is logged on the run as ``baseline_<metric>``. The first complete model of a
+    registered name that beats the baseline becomes champion.
     """
     client = tracker.client
     metric = splits.spec.promotion_metric or DEFAULT_SEARCH_METRIC[splits.task]
@@ -90,23 +118,31 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
         champion = None
+    where = f"on {splits.fingerprint.dataset}@{splits.fingerprint.version} test split"
+    baseline, baseline_name = baseline_score(splits, metric)
+    tracker.log_metrics(run_id, {f"baseline_{metric}": baseline})
+    current = None if champion is None else str(champion.version)
     challenger_score = score_model(tracker, name, version, splits, metric)
-    if champion is None:
-        return Decision(True, f"first complete model of {name}", name, version, None, metric, challenger_score)
-    if str(champion.version) == version:
+    if current == version:
         return Decision(False, "already the champion", name, version, version, metric, challenger_score,
-                        challenger_score)
+                        challenger_score, baseline)
+    if not beats(challenger_score, baseline, metric):
+        reason = (f"challenger {metric}={challenger_score:.6g} does not beat the baseline {baseline_name} "
+                  f"{metric}={baseline:.6g} {where}")
+        return Decision(False, reason, name, version, current, metric, challenger_score, baseline_score=baseline)
+    if champion is None:
+        return Decision(True, f"first complete model of {name}", name, version, None, metric, challenger_score,
+                        baseline_score=baseline)
     try:
         champion_score = score_model(tracker, name, str(champion.version), splits, metric)
     except Exception as exc:  # e.g. the champion expects other columns: recorded as the reason
         return Decision(False, f"champion v{champion.version} cannot score this test split: {exc}"[:500],
-                        name, version, str(champion.version), metric, challenger_score)
-    lower = metric in LOWER_IS_BETTER
-    better = challenger_score < champion_score if lower else challenger_score > champion_score
+                        name, version, current, metric, challenger_score, baseline_score=baseline)
+    better = beats(challenger_score, champion_score, metric)
     verdict = "beats" if better else "does not beat"
     reason = (f"challenger {metric}={challenger_score:.6g} {verdict} champion v{champion.version} "
-              f"{metric}={champion_score:.6g} on {splits.fingerprint.dataset}@{splits.fingerprint.version} test split")
-    return Decision(better, reason, name, version, str(champion.version), metric, challenger_score, champion_score)
+              f"{metric}={champion_score:.6g} {where}")
+    return Decision(better, reason, name, version, current, metric, challenger_score, champion_score, baseline)
 
 
 def apply_decision(tracker: Tracker, decision: Decision, run_id: str) -> None:
@@ -114,6 +150,8 @@ def apply_decision(tracker: Tracker, decision: Decision, run_id: str) -> None:
     client = tracker.client
     tags: dict[str, Any] = {"promotion.decision": "promoted" if decision.promoted else "not promoted",
                             "promotion.reason": decision.reason, "promotion.metric": decision.metric}
+    if decision.baseline_score is not None:
+        tags["promotion.baseline_score"] = f"{decision.baseline_score:.6g}"
     for key, value in tags.items():
         client.set_model_version_tag(decision.model_name, decision.challenger_version, key, str(value))
     if not decision.promoted:

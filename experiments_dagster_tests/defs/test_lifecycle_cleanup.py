@@ -13,8 +13,8 @@ from pydantic import ValidationError
 
 from experiments_dagster.defs import defs
 from experiments_dagster.defs.lifecycle import (
-    tag_or_delete_failed_runs,
     failed_run_cleanup_job,
+    tag_or_delete_failed_runs,
 )
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking.store import Tracker

@@ -94,7 +94,8 @@ def _decision(result: dg.ExecuteInProcessResult) -> dict:
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
-WEAK = {"model": "sklearn.dummy.DummyClassifier", "hyperparameters": {}}
+# Weak but better than the trivial baseline a challenger must beat (a dummy model is never promoted).
+WEAK = {"model": "sklearn.tree.DecisionTreeClassifier", "hyperparameters": {"max_depth": 1}}
 
 
 def test_promotion_needs_completeness_and_a_better_score(instance, resources, tracking_uri, monkeypatch):

@@ -198,3 +198,14 @@ def test_prepare_warns_about_free_text_and_identifier_columns() -> None:
         "it carries no signal.",
     )
     assert prepare_experiment(_wide_frame(), ExperimentSpec(dataset="churn", target="churn"), PATH).warnings == ()
+
+
+def test_prepare_validates_a_big_ensemble_on_a_few_members() -> None:
+    """20,000 trees would make the sample fit as slow as the real one (40 s on breast_cancer)."""
+    import time
+
+    spec = ExperimentSpec(dataset="churn", target="churn", hyperparameters={"n_estimators": 20000, "max_depth": 8})
+    start = time.perf_counter()
+    prepared = prepare_experiment(_wide_frame(), spec, PATH)
+    assert time.perf_counter() - start < 5
+    assert prepared.task == "binary" and len(prepared.split.y_train) == 240
