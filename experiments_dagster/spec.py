@@ -9,6 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.ml.dataset import Task
 
 SPEC_FILE = "experiment.yaml"
 DEFAULT_MODEL = "xgboost"
@@ -91,7 +92,7 @@ class ExperimentSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     dataset: str
     target: str
-    task: Literal["binary", "multiclass", "regression"] | None = None
+    task: Task | None = None
     model: str = DEFAULT_MODEL
     hyperparameters: dict[str, Any] = Field(default_factory=dict)
     cv_folds: int = Field(default=5, ge=2)

@@ -6,6 +6,7 @@ import csv
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import pandas as pd
@@ -14,7 +15,8 @@ from experiments_dagster.errors import ExperimentInputError
 
 SUPPORTED_SUFFIXES = (".csv", ".parquet")
 HASH_CHUNK_BYTES = 1 << 20  # 1 MiB
-TASKS = ("binary", "multiclass", "regression")
+Task = Literal["binary", "multiclass", "regression"]
+TASKS: tuple[str, ...] = get_args(Task)  # the one list of tasks
 # Integer targets with at most this many distinct values are read as class labels.
 MAX_INTEGER_CLASSES = 20
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-TASKS = ("binary", "multiclass", "regression")
+from experiments_dagster.ml.dataset import TASKS
+
 ALL = frozenset(TASKS)
 CLASSIFICATION = frozenset({"binary", "multiclass"})
 BINARY = frozenset({"binary"})
