@@ -4,7 +4,6 @@
     python benchmarks/probes.py readback --uri URI [--uri URI ...]
     python benchmarks/probes.py hash --file PATH [--repeats 3]
     python benchmarks/probes.py sensor --files 500 --workdir DIR
-    python benchmarks/probes.py event-log --workdir DIR [--repeats 5]
 
 Each prints one JSON document on the last line of stdout.
 """
@@ -226,65 +225,6 @@ def cmd_sensor(args: argparse.Namespace) -> int:
     )
 
 
-def cmd_event_log(args: argparse.Namespace) -> int:
-    """Dagster's stock SQLite event log against ours (experiments_dagster.dagster_storage), same run.
-
-    One in-process run of an 8-asset chain on a dynamic partition (the shape of the experiment
-    graph: partition checks, asset events mirrored into the index, input version lookups), on a
-    fresh DAGSTER_HOME per run, the two storages alternated. Reports median seconds per run.
-    """
-    import dagster as dg
-    from dagster._core.instance.ref import InstanceRef
-
-    versions = dg.DynamicPartitionsDefinition(name="versions")
-
-    def chain_asset(name: str, upstream: str | None):
-        ins = {upstream: dg.AssetIn()} if upstream else {}
-
-        @dg.asset(name=name, partitions_def=versions, ins=ins)
-        def _asset(**inputs):
-            return sum(inputs.values()) + 1 if inputs else 1
-
-        return _asset
-
-    names = [f"a{i}" for i in range(8)]
-    assets = [chain_asset(n, names[i - 1] if i else None) for i, n in enumerate(names)]
-    job = dg.Definitions(assets=assets).resolve_implicit_global_asset_job_def()
-    pooled_stanza = (
-        "event_log_storage:\n  module: experiments_dagster.dagster_storage\n"
-        "  class: PooledSqliteEventLogStorage\n"
-    )
-    root = Path(args.workdir)
-    times: dict[str, list[float]] = {"stock": [], "pooled": []}
-    events = 0
-    for i in range(args.repeats):
-        for kind in ("stock", "pooled") if i % 2 == 0 else ("pooled", "stock"):
-            home = root / f"{kind}-{i}"
-            home.mkdir(parents=True)
-            (home / "dagster.yaml").write_text(
-                "telemetry:\n  enabled: false\n" + (pooled_stanza if kind == "pooled" else "")
-            )
-            os.environ["DAGSTER_HOME"] = str(home)
-            with dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))) as instance:
-                instance.add_dynamic_partitions("versions", ["v1"])
-                start = time.perf_counter()
-                result = job.execute_in_process(partition_key="v1", instance=instance)
-                times[kind].append(time.perf_counter() - start)
-                assert result.success
-                events = len(instance.all_logs(result.run_id))
-    stock, pooled = statistics.median(times["stock"]), statistics.median(times["pooled"])
-    return emit(
-        {
-            "assets": len(names),
-            "events_per_run": events,
-            "runs": times,
-            "stock_median_s": stock,
-            "pooled_median_s": pooled,
-            "pooled_over_stock": pooled / stock,
-        }
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -304,10 +244,6 @@ def main() -> int:
     p.add_argument("--files", type=int, default=500)
     p.add_argument("--workdir", required=True)
     p.set_defaults(func=cmd_sensor)
-    p = sub.add_parser("event-log")
-    p.add_argument("--workdir", required=True)
-    p.add_argument("--repeats", type=int, default=5)
-    p.set_defaults(func=cmd_event_log)
     args = parser.parse_args()
     return args.func(args)
 

@@ -546,22 +546,6 @@ def summarize(workloads: list[dict], extras: dict) -> tuple[list[dict], dict]:
                     "verdict": verdict(worst is not None and worst <= SENSOR_TARGET_S),
                 }
             )
-    event_log = extras.get("event_log")
-    if event_log is not None:
-        ok = "pooled_over_stock" in event_log
-        rows.append(
-            {
-                "workload": "event log",
-                "measure": f"in-process run of an {event_log.get('assets', '?')}-asset partitioned chain "
-                f"({event_log.get('events_per_run', '?')} events), median s: Dagster's SQLite storage "
-                "(baseline column) vs PooledSqliteEventLogStorage",
-                "baseline": f"{event_log['stock_median_s']:.2f}" if ok else "",
-                "ours": f"{event_log['pooled_median_s']:.2f}" if ok else "error",
-                "ratio": f"{event_log['pooled_over_stock']:.2f}x" if ok else "-",
-                "target": "-",
-                "verdict": "-",
-            }
-        )
     return rows, summary
 
 
@@ -621,7 +605,6 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="where data and stores go (default: a new tmp dir)")
     parser.add_argument("--keep", action="store_true", help="keep data, stores and logs after the run")
     parser.add_argument("--skip-sensor", action="store_true")
-    parser.add_argument("--skip-event-log", action="store_true", help="skip the Dagster event log probe")
     parser.add_argument(
         "--wait-idle",
         type=float,
@@ -738,25 +721,6 @@ def main() -> int:
             )
         else:
             print(f"sensor: failed:\n{tail(sdir / 'sensor.log')}", flush=True)
-
-    if not args.skip_event_log:
-        edir = root / "event-log"
-        m = measure(
-            [PYTHON, str(BENCH / "probes.py"), "event-log", "--workdir", str(edir)],
-            clean_env(),
-            edir / "event-log.log",
-            args.timeout,
-        )
-        extras["event_log"] = {**last_json(edir / "event-log.log"), "process": m}
-        e = extras["event_log"]
-        if "pooled_over_stock" in e:
-            print(
-                f"event log: {e['assets']}-asset run, stock {e['stock_median_s']:.2f}s, "
-                f"pooled {e['pooled_median_s']:.2f}s ({e['pooled_over_stock']:.2f}x)",
-                flush=True,
-            )
-        else:
-            print(f"event log probe failed:\n{tail(edir / 'event-log.log')}", flush=True)
 
     results = []
     for w in names:
@@ -920,7 +884,6 @@ def main() -> int:
     print(f"\nraw numbers: {out.relative_to(PROJECT)}", flush=True)
     if not args.keep:
         shutil.rmtree(root / "sensor", ignore_errors=True)
-        shutil.rmtree(root / "event-log", ignore_errors=True)
         shutil.rmtree(data_dir, ignore_errors=True)
         leftovers = [p for p in root.rglob("*.log")]
         if own_root and not any(r.get("returncode") != 0 for wl in results for r in wl["runs"]):

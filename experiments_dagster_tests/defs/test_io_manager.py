@@ -1,8 +1,17 @@
-"""The IO manager: fs_io_manager's paths, atomic writes, no per-call logs, the in-run value cache."""
+"""The IO manager: fs_io_manager's paths, atomic writes, no per-call logs, the in-run value cache.
 
+Locally and on a real S3-compatible server (SeaweedFS, started once per session).
+"""
+
+import json
 import os
 import pickle
+import subprocess
+import sys
+import threading
+import uuid
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import SimpleNamespace
@@ -10,6 +19,7 @@ from types import SimpleNamespace
 import dagster as dg
 import pandas as pd
 import pytest
+from upath import UPath
 
 from experiments_dagster.defs import io_manager as io_module
 from experiments_dagster.defs.checks import LOGGING_CHECKS
@@ -25,6 +35,8 @@ from experiments_dagster.defs.io_manager import (
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
 from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster_tests.s3server import S3Server, WeedNotFoundError, start_s3_server
 
 KEY = "small/v1"  # a dataset-version key: the "/" makes a subfolder, as in fs_io_manager
 versions = dg.DynamicPartitionsDefinition(name="versions")
@@ -91,10 +103,11 @@ def counted_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     calls: list[str] = []
 
     def load(file):
-        calls.append(file.name)
+        calls.append(getattr(file, "name", None) or f"{file.fs.protocol[0]}://{file.path}")
         return pickle.load(file)
 
-    monkeypatch.setattr(io_module, "pickle", SimpleNamespace(load=load))
+    spy = SimpleNamespace(load=load, dump=pickle.dump, PicklingError=pickle.PicklingError)
+    monkeypatch.setattr(io_module, "pickle", spy)
     return calls
 
 
@@ -171,6 +184,44 @@ def test_an_unpartitioned_asset_loads_every_partition_as_a_dict(instance):
         instance, [table, every_table], ExperimentIOManager(), key=None, selection=[every_table]
     )
     assert result.output_for_node("every_table") == {"small/v1": 6, "small/v2": 6}
+
+
+grid = dg.MultiPartitionsDefinition(
+    {"version": dg.StaticPartitionsDefinition(["v1"]), "dataset": dg.StaticPartitionsDefinition(["iris"])}
+)
+
+
+@dg.asset(partitions_def=grid, key_prefix=["lab"])
+def grid_table(context: dg.AssetExecutionContext) -> str:
+    return str(context.partition_key)
+
+
+def stored_files(root: Path) -> list[str]:
+    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file())
+
+
+@pytest.mark.parametrize("key", ["/abs/k", "a/../b", "x..y/./z"])
+def test_paths_are_fs_io_managers_for_awkward_partition_keys(instance, tmp_path, key):
+    """A leading "/" and ".." segments are escaped exactly as fs_io_manager escapes them."""
+    stock, ours = tmp_path / "stock", tmp_path / "ours"
+    assert materialize(instance, [table], dg.FilesystemIOManager(base_dir=str(stock)), key=key).success
+    result = materialize(instance, [table], ExperimentIOManager(base_dir=str(ours)), key=key)
+    assert stored_files(ours) == stored_files(stock) and len(stored_files(ours)) == 1
+    assert str(ours) in result.asset_materializations_for_node("table")[0].metadata["storage_path"].value
+
+
+def test_multi_partition_paths_are_fs_io_managers(instance, tmp_path):
+    key = dg.MultiPartitionKey({"version": "v1", "dataset": "iris"})
+    for name, manager in [("stock", dg.FilesystemIOManager), ("ours", ExperimentIOManager)]:
+        result = dg.materialize(
+            [grid_table],
+            instance=instance,
+            resources={"io_manager": manager(base_dir=str(tmp_path / name))},
+            partition_key=key,
+        )
+        assert result.success
+    assert stored_files(tmp_path / "ours") == stored_files(tmp_path / "stock") == ["lab/grid_table/iris/v1"]
+    assert read_pickle(tmp_path / "ours" / "lab" / "grid_table" / "iris" / "v1") == str(key)
 
 
 # --- the cache ---------------------------------------------------------------------------
@@ -344,6 +395,60 @@ def test_a_successful_write_replaces_the_file_and_leaves_no_temporary_files(inst
     assert tmp_files(storage) == []
 
 
+def test_one_output_for_several_partitions_is_refused(tmp_path):
+    defn = dg.StaticPartitionsDefinition(["a", "b"])
+    out = dg.build_output_context(
+        asset_key=dg.AssetKey("table"),
+        asset_partitions_def=defn,
+        asset_partition_key_range=dg.PartitionKeyRange("a", "b"),
+    )
+    with pytest.raises(dg.DagsterInvariantViolationError, match="one output for 2 partitions"):
+        CachedPickleIOManager(str(tmp_path), ValueCache(0)).handle_output(out, 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_concurrent_writers_and_readers_see_whole_values(tmp_path):
+    """Writers of the same value (other runs) and readers never meet half a pickle."""
+    out, inp = contexts()
+    values = {n: pd.DataFrame({"writer": [n] * 50_000}) for n in range(3)}
+    CachedPickleIOManager(str(tmp_path), ValueCache(0)).handle_output(out, values[0])
+    seen: list[int] = []
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def write(n: int) -> None:
+        ours = CachedPickleIOManager(str(tmp_path), ValueCache(0))  # another run's own IO manager
+        try:
+            for _ in range(5):
+                ours.handle_output(contexts()[0], values[n])  # a context per output, as in a run
+        except BaseException as exc:
+            errors.append(exc)
+
+    def read() -> None:
+        ours = CachedPickleIOManager(str(tmp_path), ValueCache(2**30))
+        try:
+            while not stop.is_set():
+                frame = ours.load_input(inp)
+                assert frame["writer"].nunique() == 1 and len(frame) == 50_000
+                seen.append(int(frame["writer"].iloc[0]))
+        except BaseException as exc:
+            errors.append(exc)
+
+    writers = [threading.Thread(target=write, args=(n,)) for n in values]
+    readers = [threading.Thread(target=read)]
+    for thread in writers + readers:
+        thread.start()
+    for thread in writers:
+        thread.join(60)
+    stop.set()
+    for thread in readers:
+        thread.join(60)
+    assert errors == []
+    assert len(seen) > 0 and set(seen) <= set(values)
+    assert int(read_pickle(tmp_path / "table" / "small" / "v1")["writer"].iloc[0]) in values
+    assert tmp_files(tmp_path) == []
+
+
 # --- the event log ---------------------------------------------------------------------------
 
 
@@ -390,3 +495,159 @@ def test_the_real_graph_runs_on_it_and_unpickles_nothing(instance, resources, st
     stored = sorted(p.relative_to(storage).as_posix() for p in storage.rglob("v1"))
     assert stored == sorted(f"{a.key.to_user_string()}/{key}" for a in ASSETS)
     assert read_pickle(storage / "splits" / key).run == result.output_for_node("splits").run
+
+
+# --- on an object store: a real S3-compatible server (SeaweedFS) ---------------------------
+
+BUCKET = "values"
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
+    """One SeaweedFS for the session, on free 127.0.0.1 ports, its data in a temp dir."""
+    try:
+        server = start_s3_server(tmp_path_factory.mktemp("seaweedfs"))
+    except WeedNotFoundError as exc:
+        pytest.skip(f"no S3-compatible server for the s3:// tests: {exc}")
+    try:
+        server.create_bucket(BUCKET)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_base(s3_server: S3Server) -> str:
+    """A fresh prefix in the bucket, so tests see only their own objects."""
+    return f"s3://{BUCKET}/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
+    """The standard AWS variables pointing at the server (what a deployment would set)."""
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    return s3_server.env
+
+
+def s3_manager(server: S3Server, base: str, budget: int = 2**20) -> CachedPickleIOManager:
+    return CachedPickleIOManager(UPath(base, **server.storage_options), ValueCache(budget))
+
+
+def s3_key(base: str, *parts: str) -> str:
+    return "/".join([base.removeprefix("s3://"), *parts])
+
+
+def test_s3_a_partitioned_graph_stores_its_values_in_the_bucket_only(
+    instance, storage, s3_server, s3_base, counted_loads
+):
+    io_manager = ExperimentIOManager(base_dir=s3_base, storage_options=s3_server.storage_options)
+    result = materialize(instance, [table, summary], io_manager)
+    assert result.success and result.output_for_node("summary") == Summary(rows=3, total=6)
+    assert counted_loads == []  # summary got table from the cache, stamped from the store
+    fs = s3_server.filesystem()  # an independent client
+    assert sorted(fs.find(s3_base)) == [
+        s3_key(s3_base, "summary/small/v1"),
+        s3_key(s3_base, "table/small/v1"),
+    ]
+    with fs.open(s3_key(s3_base, "summary/small/v1"), "rb") as file:
+        assert pickle.load(file) == Summary(rows=3, total=6)
+    meta = result.asset_materializations_for_node("table")[0].metadata
+    assert meta["storage_path"].value == f"{s3_base}/table/small/v1"
+    assert meta["storage_bytes"].value == fs.info(s3_key(s3_base, "table/small/v1"))["size"] > 0
+    # Nothing went to the local folder (Dagster keeps its compute logs there, under the run id).
+    assert [f for f in stored_files(storage) if f.split("/")[1:2] != ["compute_logs"]] == []
+    assert not (storage / "table").exists() and not (storage / "summary").exists()
+
+
+def test_s3_credentials_and_endpoint_come_from_the_aws_environment(instance, s3_env, s3_base):
+    result = materialize(instance, [plain, plain_total], ExperimentIOManager(base_dir=s3_base), key=None)
+    assert result.output_for_node("lab__plain_total") == 14
+    assert stored_files_s3(s3_base) == ["lab/plain", "lab/plain_total"]
+
+
+def stored_files_s3(base: str) -> list[str]:
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, use_listings_cache=False)  # from AWS_* only
+    prefix = s3_key(base) + "/"
+    return sorted(key.removeprefix(prefix) for key in fs.find(base))
+
+
+READER = """
+import json, sys
+import dagster as dg
+from experiments_dagster.defs.io_manager import ExperimentIOManager
+base, key = sys.argv[1], sys.argv[2]
+defn = dg.StaticPartitionsDefinition([key])
+context = dg.build_init_resource_context()
+manager = ExperimentIOManager(base_dir=base).create_io_manager(context)
+inp = dg.build_input_context(asset_key=dg.AssetKey("table"), partition_key=key, asset_partitions_def=defn)
+print(json.dumps(manager.load_input(inp).to_dict(orient="list")))
+"""
+
+
+@pytest.mark.slow
+def test_s3_another_process_loads_what_one_wrote(s3_server, s3_base):
+    out, _ = contexts()
+    s3_manager(s3_server, s3_base).handle_output(out, pd.DataFrame({"x": [4, 5], "version": KEY}))
+    env = {**os.environ, **s3_server.env}
+    done = subprocess.run(
+        [sys.executable, "-c", READER, s3_base, KEY],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == {"x": [4, 5], "version": [KEY, KEY]}
+
+
+def test_s3_a_second_io_manager_loads_and_sees_a_rewrite(s3_server, s3_base, counted_loads):
+    out, inp = contexts()
+    writer = s3_manager(s3_server, s3_base)
+    writer.handle_output(out, pd.DataFrame({"x": [1, 2, 3]}))
+    assert writer.load_input(inp)["x"].tolist() == [1, 2, 3] and counted_loads == []  # cached on write
+    reader = s3_manager(s3_server, s3_base)  # another run's IO manager: nothing cached
+    assert reader.load_input(inp)["x"].tolist() == [1, 2, 3]
+    assert reader.load_input(inp) is reader.load_input(inp)  # unpickled once
+    path = f"{s3_base}/table/small/v1"
+    assert counted_loads == [path]
+    fs, key = s3_server.filesystem(), s3_key(s3_base, "table/small/v1")
+    before = fs.info(key)
+    fs.pipe_file(key, pickle.dumps(pd.DataFrame({"x": [7, 8, 9]}), protocol=4))  # same size
+    after = fs.info(key)
+    assert after["size"] == before["size"] and after["ETag"] != before["ETag"]
+    assert writer.load_input(inp)["x"].tolist() == [7, 8, 9]
+    assert reader.load_input(inp)["x"].tolist() == [7, 8, 9]
+    assert counted_loads == [path, path, path]
+
+
+def test_s3_a_missing_value_names_asset_partition_url_and_fix(s3_server, s3_base):
+    _, inp = contexts()
+    with pytest.raises(ExperimentInputError) as exc:
+        s3_manager(s3_server, s3_base).load_input(inp)
+    message = str(exc.value)
+    assert f"asset 'table' partition 'small/v1': {s3_base}/table/small/v1 does not exist" in message
+    assert "Materialize 'table' for partition 'small/v1' first" in message
+    assert isinstance(exc.value.__cause__, FileNotFoundError)
+
+
+def test_s3_a_failing_pickle_leaves_the_stored_object(s3_server, s3_base):
+    out, inp = contexts()
+    ours = s3_manager(s3_server, s3_base, budget=0)
+    ours.handle_output(out, pd.DataFrame({"x": [1, 2, 3]}))
+    fs, key = s3_server.filesystem(), s3_key(s3_base, "table/small/v1")
+    before = fs.info(key)
+    with pytest.raises(RuntimeError, match="cannot pickle this"):
+        ours.handle_output(contexts()[0], [b"\0" * 2**20, Unpicklable()])
+    assert fs.info(key)["ETag"] == before["ETag"]
+    assert ours.load_input(inp)["x"].tolist() == [1, 2, 3]
+    assert fs.find(s3_base) == [key]
+
+
+def test_s3_storage_options_are_refused_for_a_local_folder(tmp_path):
+    manager = ExperimentIOManager(base_dir=str(tmp_path), storage_options={"key": "k"})
+    with pytest.raises(ExperimentInputError, match="storage_options are for an object-store base_dir"):
+        manager.create_io_manager(dg.build_init_resource_context())
