@@ -8,7 +8,7 @@ import dagster as dg
 from experiments_dagster.defs.metadata import closes_run, png_markdown, tags_for
 from experiments_dagster.defs.partitions import dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
-from experiments_dagster.tracking import steps
+from experiments_dagster.tracking import asset_logging
 from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
 
 GROUP = "experiment"
@@ -21,7 +21,7 @@ def evaluation_plots(
     """Feature importance, confusion matrix and ROC/PR curves (classification) or residual plots."""
     tracker = mlflow.tracker()
     with tracker.activity(final_model.run.run_id, "evaluation_plots", finish=closes_run(context, "evaluation_plots")):
-        value, pngs = steps.log_evaluation_plots(tracker, splits, final_model)
+        value, pngs = asset_logging.log_evaluation_plots(tracker, splits, final_model)
     metadata: dict[str, Any] = {"mlflow_run_url": dg.MetadataValue.url(value.run.url),
                                 "mlflow_run_id": value.run.run_id,
                                 "importance_method": value.importance_method,
@@ -44,10 +44,10 @@ def repro_manifest(
     tracker = mlflow.tracker()
     run_id = final_model.run.run_id
     with tracker.activity(run_id, "repro_manifest", finish=closes_run(context, "repro_manifest")):
-        manifest = steps.build_manifest(
+        manifest = asset_logging.build_manifest(
             data_hash, splits, cv_metrics, final_model, evaluation_plots, tags_for(context, "repro_manifest"), tracker
         )
-        steps.log_manifest(tracker, run_id, manifest)
+        asset_logging.log_manifest(tracker, run_id, manifest)
     context.log.info(f"Experiment complete: {final_model.run.url}")
     return dg.Output(manifest, metadata={"mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
                                          "mlflow_run_id": run_id,
