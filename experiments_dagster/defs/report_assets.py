@@ -9,7 +9,7 @@ from experiments_dagster.defs.lifecycle import mlflow_runs_failed
 from experiments_dagster.defs.metadata import png_markdown, run_end, tags_for
 from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
-from experiments_dagster.tracking import steps
+from experiments_dagster.tracking import asset_logging
 from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
 
 
@@ -20,7 +20,7 @@ def evaluation_plots(
     """Feature importance, confusion matrix and ROC/PR curves (classification) or residual plots."""
     tracker = mlflow.tracker()
     with tracker.activity(final_model.run.run_id, "evaluation_plots", **run_end(context, "evaluation_plots")):
-        value, pngs = steps.log_evaluation_plots(tracker, splits, final_model)
+        value, pngs = asset_logging.log_evaluation_plots(tracker, splits, final_model)
     metadata: dict[str, Any] = {"mlflow_run_url": dg.MetadataValue.url(value.run.url),
                                 "mlflow_run_id": value.run.run_id,
                                 "importance_method": value.importance_method,
@@ -43,10 +43,10 @@ def repro_manifest(
     tracker = mlflow.tracker()
     run_id = final_model.run.run_id
     with tracker.activity(run_id, "repro_manifest", **run_end(context, "repro_manifest")):
-        manifest = steps.build_manifest(
+        manifest = asset_logging.build_manifest(
             data_hash, splits, cv_metrics, final_model, evaluation_plots, tags_for(context, "repro_manifest"), tracker
         )
-        steps.log_manifest(tracker, run_id, manifest)
+        asset_logging.log_manifest(tracker, run_id, manifest)
     context.log.info(f"Experiment complete: {final_model.run.url}")
     return dg.Output(manifest, metadata={"mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
                                          "mlflow_run_id": run_id,

@@ -20,7 +20,7 @@ from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 from experiments_dagster.ml.prepare import prepare_experiment
 from experiments_dagster.spec import resolve_spec
-from experiments_dagster.tracking import steps
+from experiments_dagster.tracking import asset_logging
 from experiments_dagster.tracking.search_log import log_search
 from experiments_dagster.values import (
     CvMetrics,
@@ -51,9 +51,9 @@ def splits(
     for warning in prepared.warnings:  # free-text or identifier-like columns: trained, but said
         context.log.warning(warning)
     tracker = mlflow.tracker()
-    ref = steps.open_parent_run(tracker, spec, prepared, data_hash, tags_for(context, "splits"))
+    ref = asset_logging.open_parent_run(tracker, spec, prepared, data_hash, tags_for(context, "splits"))
     with tracker.activity(ref.run_id, "splits", **run_end(context, "splits")):
-        value = steps.log_splits(tracker, ref, spec, prepared, data_hash)
+        value = asset_logging.log_splits(tracker, ref, spec, prepared, data_hash)
     context.log.info(f"MLflow parent run {ref.run_id}: {ref.url}")
     return dg.Output(
         value,
@@ -84,7 +84,7 @@ def fold_models(
     """One pipeline per CV fold (search's best params if a search ran), each a nested MLflow run."""
     tracker = mlflow.tracker()
     with tracker.activity(splits.run.run_id, "fold_models", **run_end(context, "fold_models")):
-        value = steps.log_fold_models(tracker, splits, search_trials, tags_for(context, "fold_models"))
+        value = asset_logging.log_fold_models(tracker, splits, search_trials, tags_for(context, "fold_models"))
     return dg.Output(value, metadata={**_run_metadata(splits.run), "folds": len(value.folds),
                                       "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids)})
 
@@ -94,7 +94,7 @@ def cv_metrics(context: dg.AssetExecutionContext, mlflow: MlflowTracking, fold_m
     """Per-fold metric table with mean and std, logged on the parent run."""
     tracker = mlflow.tracker()
     with tracker.activity(fold_models.run.run_id, "cv_metrics", **run_end(context, "cv_metrics")):
-        value = steps.log_cv_metrics(tracker, fold_models)
+        value = asset_logging.log_cv_metrics(tracker, fold_models)
     return dg.Output(value, metadata={**_run_metadata(value.run), **metrics_metadata(value.summary),
                                       "folds": frame_markdown(value.table)})
 
@@ -111,7 +111,7 @@ def final_model(
     registered as the `challenger` version."""
     tracker = mlflow.tracker()
     with tracker.activity(splits.run.run_id, "final_model", **run_end(context, "final_model")):
-        value = steps.log_final_model(tracker, splits, search_trials, cv_metrics)
+        value = asset_logging.log_final_model(tracker, splits, search_trials, cv_metrics)
     return dg.Output(value, metadata={**_run_metadata(value.run), **metrics_metadata(value.metrics),
                                       "model_uri": value.model_uri, "pickle_sha256": value.pickle_sha256,
                                       "registered_model": f"{value.registered_name} v{value.registered_version}"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import os
 from typing import Any
 
 import numpy as np
@@ -11,8 +12,10 @@ from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.preprocessing import LabelEncoder
 
 from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.paths import env_int
 
-# Defaults for the XGBoost estimator; any of them can be overridden by the spec.
+# Defaults for the XGBoost estimator; any of them can be overridden by the spec. Its ``n_jobs``
+# is not one of them: it comes from the CPUs this process may use (``threads_per_fit``).
 XGBOOST_DEFAULTS: dict[str, Any] = {
     "n_estimators": 200,
     "max_depth": 5,
@@ -20,8 +23,39 @@ XGBOOST_DEFAULTS: dict[str, Any] = {
     "subsample": 0.9,
     "colsample_bytree": 0.9,
     "tree_method": "hist",
-    "n_jobs": 2,
 }
+
+CPUS_ENV = "EXPERIMENTS_CPUS"
+
+
+def usable_cpus() -> int:
+    """CPUs one run may use: its affinity mask (which containers and taskset narrow), at most
+    ``$EXPERIMENTS_CPUS`` so that runs sharing a machine can split it between them."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    cap = env_int(
+        CPUS_ENV, 0, 1, "a positive integer, the most CPUs one run's fits may use",
+        f"or unset it for all the CPUs this process may run on ({cpus}).",
+    )
+    return min(cpus, cap) if cap else cpus
+
+
+def threads_per_fit(requested: Any, fits_at_once: int = 1) -> Any:
+    """Threads for one fit while ``fits_at_once`` fits share the usable CPUs.
+
+    ``requested`` is the spec's ``n_jobs``: ``None`` (unset) or ``-1``-style "all" get the
+    fit's share; a positive count is a cap. One fit per core beats several multi-threaded fits
+    fighting for the same cores: XGBoost's threads wait for each other at every tree level.
+    Anything else (not an int) is left for the estimator to judge.
+    """
+    share = max(1, usable_cpus() // max(1, fits_at_once))
+    if requested is None:
+        return share
+    if not isinstance(requested, int) or isinstance(requested, bool):
+        return requested
+    return share if requested <= 0 else min(requested, share)
 
 
 def estimator_class(model: str, task: str) -> type:
@@ -48,9 +82,13 @@ def estimator_class(model: str, task: str) -> type:
 
 
 def build_estimator(
-    model: str, task: str, hyperparameters: dict[str, Any], random_state: int
+    model: str, task: str, hyperparameters: dict[str, Any], random_state: int, fits_at_once: int = 1
 ) -> BaseEstimator:
-    """An unfitted estimator with the spec's hyperparameters and the model seed."""
+    """An unfitted estimator with the spec's hyperparameters and the model seed.
+
+    Its ``n_jobs`` (XGBoost's, or any estimator's the spec sets) is the fit's share of the usable
+    CPUs while ``fits_at_once`` fits run beside each other, never more than the spec asks.
+    """
     cls = estimator_class(model, task)
     params = {**(XGBOOST_DEFAULTS if model == "xgboost" else {}), **hyperparameters}
     if task != "regression" and model == "xgboost":
@@ -70,6 +108,8 @@ def build_estimator(
         )
     if "random_state" in accepted and "random_state" not in hyperparameters:
         params["random_state"] = random_state
+    if "n_jobs" in accepted and (model == "xgboost" or "n_jobs" in hyperparameters):
+        params["n_jobs"] = threads_per_fit(hyperparameters.get("n_jobs"), fits_at_once)
     return cls(**params)
 
 

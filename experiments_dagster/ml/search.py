@@ -10,8 +10,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from experiments_dagster.ml.metrics import predict, task_metrics
-from experiments_dagster.ml.training import cv_splitter, make_pipeline
+from experiments_dagster.ml.cv import cross_validate
+from experiments_dagster.ml.training import FoldResult
 from experiments_dagster.spec import ParamSpace
 
 if TYPE_CHECKING:
@@ -95,20 +95,21 @@ def run_search(
     import optuna  # imported here: the code location loads without paying for it
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    splits = list(cv_splitter(task, folds, cv_seed).split(X, None if task == "regression" else y))
 
     def objective(trial: optuna.Trial) -> float:
         params = {**base_hyperparameters, **{n: suggest(trial, n, s) for n, s in space.items()}}
         scores: list[float] = []
+
+        def report(fold: FoldResult) -> None:  # folds arrive in order: one trains at a time
+            scores.append(fold.metrics[metric])
+            trial.set_user_attr("fold_scores", scores)
+            trial.report(float(np.mean(scores)), fold.fold)
+            if pruning and trial.should_prune():
+                raise optuna.TrialPruned()
+
         try:
-            for step, (train_idx, val_idx) in enumerate(splits):
-                pipe = make_pipeline(X, task, model, params, model_seed).fit(X.iloc[train_idx], y.iloc[train_idx])
-                preds = predict(pipe, X.iloc[val_idx], task)
-                scores.append(task_metrics(task, np.asarray(y.iloc[val_idx]), preds, positive_class, (metric,))[metric])
-                trial.set_user_attr("fold_scores", scores)
-                trial.report(float(np.mean(scores)), step)
-                if pruning and trial.should_prune():
-                    raise optuna.TrialPruned()
+            cross_validate(X, y, task, model, params, folds, cv_seed, model_seed, positive_class=positive_class,
+                           metric_names=(metric,), on_done=report)
         except optuna.TrialPruned:
             raise
         except Exception as exc:

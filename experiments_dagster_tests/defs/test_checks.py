@@ -14,7 +14,7 @@ from experiments_dagster.cli import main as cli_main
 from experiments_dagster.defs.checks import LOGGING_CHECKS, audit_result
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
-from experiments_dagster.tracking import standard, steps
+from experiments_dagster.tracking import asset_logging, standard
 from experiments_dagster.tracking.standard import Requirement
 from experiments_dagster.tracking.store import Tracker
 
@@ -137,8 +137,8 @@ def test_missing_manifest_fails_whole_experiment_check(experiment):
 
 
 def test_missing_param_blocks_downstream_and_fails_the_run(instance, resources, tracking_uri, monkeypatch):
-    original = steps.split_params
-    monkeypatch.setattr(steps, "split_params", lambda *a: {k: v for k, v in original(*a).items() if k != "seed.cv"})
+    original = asset_logging.split_params
+    monkeypatch.setattr(asset_logging, "split_params", lambda *a: {k: v for k, v in original(*a).items() if k != "seed.cv"})
     result = run_graph(instance, resources)
     assert not result.success
     (evaluation,) = result.get_asset_check_evaluations()
@@ -151,8 +151,8 @@ def test_missing_param_blocks_downstream_and_fails_the_run(instance, resources, 
 
 
 def test_missing_cv_std_blocks_final_model(instance, resources, tracking_uri, monkeypatch):
-    original = steps.summarize_folds
-    monkeypatch.setattr(steps, "summarize_folds", lambda m: {k: v for k, v in original(m).items() if k != "cv_f1_macro_std"})
+    original = asset_logging.summarize_folds
+    monkeypatch.setattr(asset_logging, "summarize_folds", lambda m: {k: v for k, v in original(m).items() if k != "cv_f1_macro_std"})
     result = run_graph(instance, resources)
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert [e.check_name for e in failed] == ["cv_metrics_logged_completely"]

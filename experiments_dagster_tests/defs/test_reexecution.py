@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from experiments_dagster.defs import defs
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
-from experiments_dagster.tracking import steps
+from experiments_dagster.tracking import asset_logging
 from experiments_dagster.tracking.audit import Auditor
 
 pytestmark = pytest.mark.slow
@@ -31,18 +31,18 @@ def test_reexecution_from_failure_supersedes_the_failed_attempt(instance, data_d
     client = MlflowClient()
     instance.add_dynamic_partitions(DATASET_VERSIONS, [KEY])
     recon = dg.reconstructable(experiment_job)
-    original = getattr(steps, failing_step)
+    original = getattr(asset_logging, failing_step)
 
     def flaky(*args, **kwargs):
         raise RuntimeError("transient failure")
 
-    monkeypatch.setattr(steps, failing_step, flaky)
+    monkeypatch.setattr(asset_logging, failing_step, flaky)
     with dg.execute_job(recon, instance, tags={"dagster/partition": KEY}) as first:
         assert not first.success
     (parent,) = [r for r in runs(client) if "mlflow.parentRunId" not in r.data.tags]
     assert parent.info.status == "FAILED" and parent.data.tags["error.message"] == "transient failure"
 
-    monkeypatch.setattr(steps, failing_step, original)
+    monkeypatch.setattr(asset_logging, failing_step, original)
     options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
     # As the UI does, the re-execution keeps the partition tag of the failed run.
     with dg.execute_job(recon, instance, reexecution_options=options, tags={"dagster/partition": KEY}) as retry:

@@ -15,12 +15,22 @@ from sklearn.utils.validation import check_is_fitted
 
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.ml.estimators import (
+    CPUS_ENV,
     XGBOOST_DEFAULTS,
     EncodedTargetClassifier,
     build_estimator,
     estimator_class,
     model_type,
+    threads_per_fit,
+    usable_cpus,
 )
+
+
+@pytest.fixture
+def eight_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A process allowed on 8 CPUs, with no cap set."""
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.delenv(CPUS_ENV, raising=False)
 
 
 @pytest.mark.parametrize(
@@ -110,6 +120,50 @@ def test_bad_import_path_via_build_estimator_says_check_spelling() -> None:
 def test_model_type() -> None:
     assert model_type(xgboost.XGBClassifier()) == "xgboost.sklearn.XGBClassifier"
     assert model_type(LogisticRegression()) == "sklearn.linear_model._logistic.LogisticRegression"
+
+
+# --- threads per fit ---------------------------------------------------------------------
+
+
+def test_usable_cpus_is_the_affinity_capped_by_the_env(eight_cpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert usable_cpus() == 8
+    monkeypatch.setenv(CPUS_ENV, "3")
+    assert usable_cpus() == 3
+    monkeypatch.setenv(CPUS_ENV, "64")  # a cap, not a claim: the affinity still bounds it
+    assert usable_cpus() == 8
+    for bad in ("0", "-2", "all", "2.5"):
+        monkeypatch.setenv(CPUS_ENV, bad)
+        with pytest.raises(ExperimentInputError, match=f"EXPERIMENTS_CPUS='{bad}' is not valid.*positive integer"):
+            usable_cpus()
+
+
+def test_threads_per_fit_share_the_cpus(eight_cpus) -> None:
+    assert threads_per_fit(None) == 8  # unset: all usable CPUs for a fit alone
+    assert threads_per_fit(None, 2) == 4
+    assert threads_per_fit(None, 5) == 1  # 8 // 5
+    assert threads_per_fit(None, 16) == 1  # never zero
+    assert threads_per_fit(2, 1) == 2  # the spec's n_jobs is a cap
+    assert threads_per_fit(8, 2) == 4
+    assert threads_per_fit(3, 2) == 3
+    assert threads_per_fit(-1, 4) == 2  # "all cores" becomes the fit's share
+    assert threads_per_fit("auto", 4) == "auto"  # not ours to judge
+
+
+def test_xgboost_n_jobs_comes_from_the_cpus(eight_cpus, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert "n_jobs" not in XGBOOST_DEFAULTS
+    assert build_estimator("xgboost", "binary", {}, 0).get_params()["n_jobs"] == 8
+    assert build_estimator("xgboost", "binary", {}, 0, fits_at_once=3).get_params()["n_jobs"] == 2
+    assert build_estimator("xgboost", "regression", {"n_jobs": 4}, 0).get_params()["n_jobs"] == 4
+    assert build_estimator("xgboost", "regression", {"n_jobs": 16}, 0).get_params()["n_jobs"] == 8
+    monkeypatch.setenv(CPUS_ENV, "2")
+    assert build_estimator("xgboost", "multiclass", {}, 0).get_params()["n_jobs"] == 2
+
+
+def test_sklearn_n_jobs_is_capped_only_when_the_spec_sets_it(eight_cpus) -> None:
+    forest = "sklearn.ensemble.RandomForestClassifier"
+    assert build_estimator(forest, "binary", {}, 0, fits_at_once=2).get_params()["n_jobs"] is None
+    assert build_estimator(forest, "binary", {"n_jobs": -1}, 0, fits_at_once=2).get_params()["n_jobs"] == 4
+    assert "n_jobs" not in build_estimator("sklearn.tree.DecisionTreeClassifier", "binary", {}, 0).get_params()
 
 
 # --- EncodedTargetClassifier -------------------------------------------------------------

@@ -11,8 +11,9 @@ import pytest
 
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.ml import prepare
+from experiments_dagster.ml.cv import cross_validate
 from experiments_dagster.ml.prepare import prepare_experiment
-from experiments_dagster.ml.training import iter_cross_validation, split_dataset
+from experiments_dagster.ml.training import split_dataset
 from experiments_dagster.spec import ExperimentSpec, Seeds
 
 PATH = Path("data/churn/v7.csv")
@@ -109,10 +110,8 @@ def test_prepare_rejects_train_split_smaller_than_cv_folds() -> None:
         assert str(PATH) in str(exc)
         return
     split = prepared.split
-    folds = list(
-        iter_cross_validation(
-            split.X_train, split.y_train, "regression", "xgboost", {"n_estimators": 2}, spec.cv_folds, 0, 0
-        )
+    folds = cross_validate(
+        split.X_train, split.y_train, "regression", "xgboost", {"n_estimators": 2}, spec.cv_folds, 0, 0
     )
     assert len(folds) == spec.cv_folds
 

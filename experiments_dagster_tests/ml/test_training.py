@@ -1,4 +1,4 @@
-"""Preprocessing, splitting, cross-validation and feature importance."""
+"""Preprocessing, splitting, the final fit and feature importance."""
 
 from __future__ import annotations
 
@@ -10,23 +10,21 @@ import pytest
 import xgboost
 from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
-from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.ml import training
 from experiments_dagster.ml.dataset import load_table
 from experiments_dagster.ml.estimators import EncodedTargetClassifier
 from experiments_dagster.ml.importance import feature_importance
 from experiments_dagster.ml.metrics import predict, task_metrics
 from experiments_dagster.ml.preprocess import column_kinds
 from experiments_dagster.ml.training import (
-    cv_splitter,
     estimator_of,
-    iter_cross_validation,
+    final_metrics,
+    fit_final_model,
     make_pipeline,
     split_dataset,
 )
+from experiments_dagster.spec import ExperimentSpec
 
 FAST_XGB = {"n_estimators": 5, "max_depth": 2, "n_jobs": 1}
 
@@ -182,85 +180,6 @@ def test_split_dataset_regression_sizes() -> None:
     np.testing.assert_allclose(split.y_test, split.X_test["x"] * 1.5)
 
 
-# --- cross-validation --------------------------------------------------------------------
-
-
-def test_cv_splitter_kind() -> None:
-    assert type(cv_splitter("regression", 3, 0)) is KFold
-    assert type(cv_splitter("binary", 4, 0)) is StratifiedKFold
-    splitter = cv_splitter("multiclass", 4, 11)
-    assert (splitter.n_splits, splitter.shuffle, splitter.random_state) == (4, True, 11)
-
-
-def _record_validation_rows(monkeypatch: pytest.MonkeyPatch) -> list[list[int]]:
-    seen: list[list[int]] = []
-
-    def recording_predict(pipeline, X, task):
-        seen.append(X.index.tolist())
-        return predict(pipeline, X, task)
-
-    monkeypatch.setattr(training, "predict", recording_predict)
-    return seen
-
-
-def test_iter_cross_validation_binary(monkeypatch: pytest.MonkeyPatch) -> None:
-    X, y = _mixed_frame(40)
-    seen = _record_validation_rows(monkeypatch)
-
-    results = list(
-        iter_cross_validation(X, y, "binary", "xgboost", FAST_XGB, folds=4, cv_seed=2, model_seed=3)
-    )
-
-    assert [r.fold for r in results] == [0, 1, 2, 3]
-    assert sum(r.n_validation for r in results) == len(X)
-    assert all(r.n_train + r.n_validation == len(X) for r in results)
-    # Validation rows are disjoint and together cover every row once.
-    flat = [i for rows in seen for i in rows]
-    assert sorted(flat) == list(range(len(X)))
-    assert [len(rows) for rows in seen] == [r.n_validation for r in results]
-    for r, rows in zip(results, seen, strict=True):
-        assert y.iloc[rows].value_counts().to_dict() == {"low": 5, "high": 5}  # stratified
-        expected = task_metrics(
-            "binary", y.iloc[rows].to_numpy(), predict(r.pipeline, X.iloc[rows], "binary")
-        )
-        assert r.metrics == pytest.approx(expected)
-        assert {"accuracy", "roc_auc", "f1", "log_loss"} <= set(r.metrics)
-        assert r.timing.fit_seconds > 0 and r.timing.predict_seconds > 0
-    # Each fold has its own fitted pipeline.
-    assert len({id(r.pipeline) for r in results}) == 4
-
-
-def test_iter_cross_validation_regression(monkeypatch: pytest.MonkeyPatch) -> None:
-    X = pd.DataFrame({"x": np.arange(21.0), "c": ["p", "q", "r"] * 7})
-    y = pd.Series(np.arange(21.0) * 2.0)
-    seen = _record_validation_rows(monkeypatch)
-
-    results = list(
-        iter_cross_validation(X, y, "regression", "xgboost", FAST_XGB, folds=3, cv_seed=0, model_seed=0)
-    )
-
-    assert [r.n_validation for r in results] == [7, 7, 7]
-    assert sorted(i for rows in seen for i in rows) == list(range(21))
-    assert all(set(r.metrics) == {"rmse", "mae", "r2", "mape"} for r in results)
-
-
-def test_iter_cross_validation_is_lazy(monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[object] = []
-
-    def counting_make_pipeline(*args, **kwargs):
-        built.append(make_pipeline(*args, **kwargs))
-        return built[-1]
-
-    monkeypatch.setattr(training, "make_pipeline", counting_make_pipeline)
-    X, y = _mixed_frame(40)
-    gen = iter_cross_validation(X, y, "binary", "xgboost", FAST_XGB, folds=4, cv_seed=2, model_seed=3)
-    assert built == []
-    first = next(gen)
-    assert first.fold == 0 and len(built) == 1
-    assert first.pipeline is built[0]
-    gen.close()
-
-
 # --- feature importance ------------------------------------------------------------------
 
 
@@ -317,69 +236,39 @@ def test_feature_importance_permutation_for_knn() -> None:
     assert importance["num__signal"] > 0.3
 
 
-# --- folds trained at once ------------------------------------------------------------------
+# --- the final model ----------------------------------------------------------------------
 
 
-def test_fold_workers_default_is_one_per_cpu_capped_by_folds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(training.CV_WORKERS_ENV, raising=False)
-    monkeypatch.setattr(training, "usable_cpus", lambda: 8)
-    assert training.fold_workers(5) == 5
-    monkeypatch.setattr(training, "usable_cpus", lambda: 2)
-    assert training.fold_workers(5) == 2
-    monkeypatch.setattr(training, "usable_cpus", lambda: 1)
-    assert training.fold_workers(5) == 1
-
-
-def test_fold_workers_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(training.CV_WORKERS_ENV, "3")
-    assert training.fold_workers(5) == 3
-    assert training.fold_workers(2) == 2
-    for bad in ("0", "-1", "two", "1.5"):
-        monkeypatch.setenv(training.CV_WORKERS_ENV, bad)
-        with pytest.raises(ExperimentInputError, match="EXPERIMENTS_CV_WORKERS=.*positive integer"):
-            training.fold_workers(5)
-
-
-def test_fold_workers_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv(training.CV_WORKERS_ENV, raising=False)
-    monkeypatch.delenv(training.CV_MEMORY_ENV, raising=False)
-    monkeypatch.setattr(training, "usable_cpus", lambda: 8)
-    mb = 2**20
-    assert training.fold_workers(5, 100 * mb) == 5  # 4 extra folds x 100 MB fit in 512 MB
-    assert training.fold_workers(5, 200 * mb) == 3  # 2 extra x 200 MB
-    assert training.fold_workers(5, 600 * mb) == 1  # big data: one fold at a time
-    monkeypatch.setenv(training.CV_MEMORY_ENV, "4096")
-    assert training.fold_workers(5, 600 * mb) == 5
-    monkeypatch.setenv(training.CV_MEMORY_ENV, "0")
-    assert training.fold_workers(5, 1) == 1
-    monkeypatch.setenv(training.CV_WORKERS_ENV, "4")  # an explicit count wins over the budget
-    assert training.fold_workers(5, 600 * mb) == 4
-    monkeypatch.delenv(training.CV_WORKERS_ENV)
-    monkeypatch.setenv(training.CV_MEMORY_ENV, "lots")
-    with pytest.raises(ExperimentInputError, match="EXPERIMENTS_CV_MEMORY_MB='lots' is not valid"):
-        training.fold_workers(5, 1)
-
-
-def test_fold_memory_estimate_scales_with_the_train_rows() -> None:
-    X = pd.DataFrame({"a": np.zeros(1000), "b": np.zeros(1000)})  # 16,000 bytes
-    assert training.fold_memory_bytes(X, 5) == 16_000 * 4 // 5 * training.FOLD_MEMORY_FACTOR
-
-
-def test_fold_threads_share_the_cpus_between_folds(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(training, "usable_cpus", lambda: 8)
-    assert training.fold_threads(2, 1) == 2  # serial folds keep what the spec asked
-    assert training.fold_threads(2, 5) == 1  # 8 CPUs // 5 folds at once
-    assert training.fold_threads(8, 2) == 4
-    assert training.fold_threads(3, 2) == 3  # never more than asked
-    assert training.fold_threads(-1, 4) == 2  # "all cores" becomes this fold's share
-    assert training.fold_threads(None, 4) is None  # estimators without a thread setting untouched
-
-
-def test_fit_fold_equals_the_serial_cross_validation() -> None:
+def test_fit_final_model_fits_the_train_split_and_scores_the_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("EXPERIMENTS_CPUS", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
     X, y = _mixed_frame(40)
-    serial = list(iter_cross_validation(X, y, "binary", "xgboost", FAST_XGB, folds=4, cv_seed=2, model_seed=3))
-    indices = training.cv_fold_indices(X, y, "binary", 4, 2)
-    for i, expected in enumerate(serial):
-        fold = training.fit_fold(i, X, y, indices[i], "binary", "xgboost", FAST_XGB, 3)
-        assert fold.fold == i and fold.n_validation == expected.n_validation
-        assert fold.metrics == expected.metrics
+    split = split_dataset(pd.concat([X, y], axis=1), "target", "binary", 0.25, seed=1)
+    spec = ExperimentSpec(dataset="d", target="target", seed=7, positive_class="high", thresholds=(0.4, 0.6))
+
+    fit = fit_final_model(split, "binary", spec, {"n_estimators": 5, "max_depth": 2}, ("accuracy", "roc_auc"))
+
+    assert estimator_of(fit.pipeline).get_params()["n_jobs"] == 3  # alone: every usable CPU
+    assert estimator_of(fit.pipeline).get_params()["random_state"] == 7
+    direct = make_pipeline(split.X_train, "binary", "xgboost", {"n_estimators": 5, "max_depth": 2, "n_jobs": 3}, 7)
+    direct.fit(split.X_train, split.y_train)
+    preds = predict(direct, split.X_test, "binary")
+    expected = final_metrics(spec, "binary", split.y_test.to_numpy(), preds, ("accuracy", "roc_auc"))
+    assert fit.metrics == expected
+    assert {"accuracy", "roc_auc", "precision_threshold_0.4", "test_tp", "revenue_impact_usd"} <= set(fit.metrics)
+    assert not {"f1", "log_loss"} & set(fit.metrics)  # only the metrics asked for, plus the binary extras
+    assert fit.fit_seconds > 0
+    tp = int(((preds.y_pred == "high") & (split.y_test.to_numpy() == "high")).sum())
+    assert fit.metrics["test_tp"] == tp
+
+
+def test_final_metrics_for_regression_are_the_task_metrics_only() -> None:
+    X = pd.DataFrame({"x": np.arange(30.0)})
+    y = pd.Series(np.arange(30.0) * 3.0, name="y")
+    split = split_dataset(pd.concat([X, y], axis=1), "y", "regression", 0.3, seed=0)
+    spec = ExperimentSpec(dataset="d", target="y", task="regression")
+    fit = fit_final_model(split, "regression", spec, {"n_estimators": 5, "n_jobs": 1})
+    assert set(fit.metrics) == {"rmse", "mae", "r2", "mape"}
+    assert fit.metrics["r2"] == pytest.approx(
+        task_metrics("regression", split.y_test.to_numpy(), predict(fit.pipeline, split.X_test, "regression"))["r2"]
+    )

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import io
 import json
-import queue
 import tempfile
-import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -15,29 +13,12 @@ import numpy as np
 import pandas as pd
 
 from experiments_dagster.ml import plots
-from experiments_dagster.ml.estimators import build_estimator, model_type
+from experiments_dagster.ml.cv import cross_validate, fold_memory_bytes, fold_workers
+from experiments_dagster.ml.estimators import model_type
 from experiments_dagster.ml.importance import feature_importance
-from experiments_dagster.ml.metrics import (
-    business_value,
-    confusion_counts,
-    positive_label,
-    predict,
-    summarize_folds,
-    task_metrics,
-    threshold_metrics,
-)
+from experiments_dagster.ml.metrics import predict, summarize_folds
 from experiments_dagster.ml.prepare import Prepared
-from experiments_dagster.ml.training import (
-    FoldResult,
-    cv_fold_indices,
-    estimator_of,
-    fit_fold,
-    fit_timed,
-    fold_memory_bytes,
-    fold_threads,
-    fold_workers,
-    make_pipeline,
-)
+from experiments_dagster.ml.training import FoldResult, estimator_of, fit_final_model
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import standard
 from experiments_dagster.tracking.environment import installed_requirements
@@ -86,81 +67,33 @@ def model_hyperparameters(splits: Splits, search: SearchResult) -> dict[str, Any
 
 
 def log_fold_models(tracker: Tracker, splits: Splits, search: SearchResult, tags: Mapping[str, str]) -> FoldModels:
-    """Train the CV folds, several at once, each inside its own nested run.
+    """Train the CV folds (several at once, see ``ml.cv.cross_validate``), each in its own nested run.
 
     A fold's run opens when its training starts and closes when it is logged. If a fold fails,
     its run is FAILED with the error; folds training beside it are KILLED (their results are
-    not waited for), nothing new starts, and the error propagates.
+    not waited for), nothing new starts, and the error propagates. An interrupt KILLs the folds
+    in flight the same way.
     """
     spec, s = splits.spec, splits.split
     seeds = spec.resolved_seeds
-    indices = cv_fold_indices(s.X_train, s.y_train, splits.task, spec.cv_folds, seeds.cv)
-    workers = fold_workers(len(indices), fold_memory_bytes(s.X_train, len(indices)))
-    params = model_hyperparameters(splits, search)
-    n_jobs = build_estimator(spec.model, splits.task, params, seeds.model).get_params().get("n_jobs")
+    workers = fold_workers(spec.cv_folds, fold_memory_bytes(s.X_train, spec.cv_folds))
     supersede_fold_runs(tracker, splits.run, tags["dagster.run_id"])
-    finished: queue.Queue[tuple[int, FoldResult | None, BaseException | None]] = queue.Queue()
-
-    def train(i: int, threads: Any) -> None:
-        fold_params = params if threads is None else {**params, "n_jobs": threads}
-        try:
-            fold = fit_fold(i, s.X_train, s.y_train, indices[i], splits.task, spec.model, fold_params,
-                            seeds.model, spec.positive_class, standard.metric_names(splits.task))
-        except BaseException as exc:  # handed to the logging thread, which marks the run and raises
-            finished.put((i, None, exc))
-        else:
-            finished.put((i, fold, None))
-
-    n = len(indices)
     run_ids: list[str] = []
-    results: dict[int, FoldResult] = {}
-    training: set[int] = set()
-    try:
-        while len(results) < n:
-            while len(run_ids) < n and len(training) < workers:
-                left = n - len(run_ids)
-                if training and left < workers and n_jobs is not None:
-                    break  # the last, partial round starts once the CPUs are free, with all of them
-                i = len(run_ids)
-                run_ids.append(tracker.start_run(
-                    splits.run.experiment_id, f"fold-{i}", {**tags, "cv.fold": str(i)},
-                    parent_run_id=splits.run.run_id,
-                ))
-                training.add(i)
-                threads = fold_threads(n_jobs, workers if training - {i} else min(workers, left))
-                # Daemon threads: an interrupted run must not wait for a fit it will never log.
-                threading.Thread(target=train, args=(i, threads), name=f"cv-fold-{i}", daemon=True).start()
-            i, fold, error = finished.get()
-            training.discard(i)
-            if error is not None:
-                tracker.mark_failed(run_ids[i], "fold_models", error, "FAILED")
-                raise error
-            log_fold(tracker, run_ids[i], fold, seeds, workers)
-            results[i] = fold
-    except BaseException as exc:
-        _close_unlogged_folds(tracker, exc, run_ids, training, finished, seeds, workers)
-        raise
-    return FoldModels(splits.run, [results[i] for i in range(len(indices))], run_ids)
 
+    def start(i: int) -> None:
+        run_ids.append(tracker.start_run(
+            splits.run.experiment_id, f"fold-{i}", {**tags, "cv.fold": str(i)}, parent_run_id=splits.run.run_id,
+        ))
 
-def _close_unlogged_folds(
-    tracker: Tracker, exc: BaseException, run_ids: list[str], training: set[int], finished: queue.Queue,
-    seeds: Any, workers: int,
-) -> None:
-    """After a failure or an interrupt: folds that already raised are FAILED with their own error,
-    folds that already finished are logged, folds still training are KILLED."""
-    while True:
-        try:
-            i, fold, error = finished.get_nowait()
-        except queue.Empty:
-            break
-        training.discard(i)
-        if error is not None:
-            tracker.mark_failed(run_ids[i], "fold_models", error, "FAILED")
-        else:
-            log_fold(tracker, run_ids[i], fold, seeds, workers)
-    for i in sorted(training):
-        tracker.mark_failed(run_ids[i], "fold_models", exc, "KILLED")
+    folds = cross_validate(
+        s.X_train, s.y_train, splits.task, spec.model, model_hyperparameters(splits, search), spec.cv_folds,
+        seeds.cv, seeds.model, positive_class=spec.positive_class, metric_names=standard.metric_names(splits.task),
+        workers=workers, on_start=start,
+        on_done=lambda fold: log_fold(tracker, run_ids[fold.fold], fold, seeds, workers),
+        on_error=lambda i, exc: tracker.mark_failed(run_ids[i], "fold_models", exc, "FAILED"),
+        on_abandon=lambda i, exc: tracker.mark_failed(run_ids[i], "fold_models", exc, "KILLED"),
+    )
+    return FoldModels(splits.run, folds, run_ids)
 
 
 def log_fold(tracker: Tracker, run_id: str, fold: FoldResult, seeds: Any, workers: int) -> None:
@@ -199,28 +132,12 @@ def log_cv_metrics(tracker: Tracker, fold_models: FoldModels) -> CvMetrics:
     return CvMetrics(fold_models.run, table, summary)
 
 
-def final_metrics(spec: ExperimentSpec, task: str, y_true: np.ndarray, preds: Any) -> dict[str, float]:
-    """Test metrics, plus threshold sweep and business value for binary tasks."""
-    out = task_metrics(task, y_true, preds, spec.positive_class, standard.metric_names(task))
-    if task == "binary":
-        out |= threshold_metrics(y_true, preds, spec.thresholds, spec.positive_class)
-        pos = positive_label(preds.classes, spec.positive_class)
-        counts = confusion_counts(y_true, preds.y_pred, pos)
-        out |= {f"test_{k}": float(v) for k, v in counts.items()}
-        out["revenue_impact_usd"] = business_value(counts, spec.business_values.model_dump())
-    return out
-
-
 def log_final_model(tracker: Tracker, splits: Splits, search: SearchResult, cv: CvMetrics) -> FinalModel:
     """Fit on the train split; log hyperparameters, test metrics, the pyfunc model and a pickle;
     register the model as the `challenger` version of the dataset's registered model."""
     spec, s, ref = splits.spec, splits.split, splits.run
-    pipeline = make_pipeline(
-        s.X_train, splits.task, spec.model, model_hyperparameters(splits, search), spec.resolved_seeds.model
-    )
-    pipeline, fit_s = fit_timed(pipeline, s.X_train, s.y_train)
-    preds = predict(pipeline, s.X_test, splits.task)
-    metrics = final_metrics(spec, splits.task, np.asarray(s.y_test), preds) | {"fit_time_seconds": fit_s}
+    fit = fit_final_model(s, splits.task, spec, model_hyperparameters(splits, search), standard.metric_names(splits.task))
+    pipeline, metrics = fit.pipeline, fit.metrics | {"fit_time_seconds": fit.fit_seconds}
     estimator = estimator_of(pipeline)
     hp = hyperparameters(estimator)
     tracker.log_params(ref.run_id, {"model_type": model_type(estimator), **hp})
