@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import mlflow
 import numpy as np
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from experiments_dagster.ml.metrics import Predictions, task_metrics
@@ -48,10 +48,14 @@ class Decision:
     champion_score: float | None = None
 
 
-def score_model(uri: str, splits: Splits, metric: str) -> float:
-    """The registered model's ``metric`` on this dataset version's test split (labels as text)."""
+def score_model(client: MlflowClient, uri: str, splits: Splits, metric: str) -> float:
+    """The registered model's ``metric`` on this dataset version's test split (labels as text).
+
+    The model is loaded only if its files match the sha256 recorded when it was logged."""
+    from experiments_dagster.tracking.model_io import load_verified_model  # pyfunc: only when scoring
+
     # Scoring is the check; MLflow's environment warning scans every installed file (~1 s).
-    model = mlflow.pyfunc.load_model(uri, suppress_warnings=True)
+    model = load_verified_model(client, uri, suppress_warnings=True)
     X, y = splits.split.X_test, np.asarray(splits.split.y_test)
     if splits.task == "regression":
         preds = Predictions(np.asarray(model.predict(X), dtype=float), None, None)
@@ -81,14 +85,14 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
     except MlflowException:
         champion = None
     with using_tracking_uri(tracker.tracking_uri):
-        challenger_score = score_model(f"models:/{name}/{version}", splits, metric)
+        challenger_score = score_model(client, f"models:/{name}/{version}", splits, metric)
         if champion is None:
             return Decision(True, f"first complete model of {name}", name, version, None, metric, challenger_score)
         if str(champion.version) == version:
             return Decision(False, "already the champion", name, version, version, metric, challenger_score,
                             challenger_score)
         try:
-            champion_score = score_model(f"models:/{name}/{champion.version}", splits, metric)
+            champion_score = score_model(client, f"models:/{name}/{champion.version}", splits, metric)
         except Exception as exc:  # e.g. the champion expects other columns
             return Decision(False, f"champion v{champion.version} cannot score this test split: {exc}"[:500],
                             name, version, str(champion.version), metric, challenger_score)
