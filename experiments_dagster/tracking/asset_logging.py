@@ -143,7 +143,7 @@ def log_final_model(tracker: Tracker, splits: Splits, search: SearchResult, cv: 
     tracker.log_params(ref.run_id, {"model_type": model_type(estimator), **hp})
     tracker.log_metrics(ref.run_id, metrics)
     model_id = tracker.log_pyfunc_model(
-        ref.run_id, pipeline, s.X_test, X_train=s.X_train, params={k: str(v) for k, v in hp.items()},
+        ref.run_id, pipeline, s.X_test, params={k: str(v) for k, v in hp.items()},
         tags={"dataset": splits.fingerprint.dataset, "data.hash": splits.fingerprint.sha256},
         model_type=model_type(estimator),
     )

@@ -264,12 +264,21 @@ class Auditor:
             return [self._found(req, "missing", "no logged model")]
         if not self.load_models:
             return [self._found(req, "present", uri)]
+        from experiments_dagster.tracking.model_io import UnverifiableModelError, load_verified_model
+
+        unverified = ""
         try:
-            # Downloaded through this client's store (``models:/`` would otherwise resolve through
-            # MLflow's process-global tracking URI). Our check is that it loads and predicts here;
-            # MLflow's environment warning is noise.
-            local = download_model(self.client, uri, self._tmp / "model")
-            model = mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
+            # Our check is that it loads and predicts here; MLflow's environment warning is noise.
+            try:
+                model = load_verified_model(self.client, uri, suppress_warnings=True)
+            except UnverifiableModelError:
+                if tags.DAGSTER_RUN_ID in run.data.tags:
+                    raise  # ours: recorded hashes are required (see model_io.load_verified_model)
+                # A plain script's model never had its file hashes recorded: load it as it is and
+                # say so in the finding.
+                local = download_model(self.client, uri, self._tmp / "model")
+                model = mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
+                unverified = " (loaded unverified: no recorded file hashes)"
             example = model.input_example
             if example is not None:
                 model.predict(example)
@@ -277,7 +286,7 @@ class Auditor:
             return [self._found(req, "malformed", f"{uri} does not load/predict: {type(exc).__name__}: {exc}"[:500])]
         if model.metadata.signature is None:
             return [self._found(req, "malformed", f"{uri} has no signature")]
-        return [self._found(req, "present", uri)]
+        return [self._found(req, "present", uri + unverified)]
 
     def _check_pickle(self, run: Run, req: Requirement, task: str) -> list[Finding]:
         if req.name not in self._artifacts:

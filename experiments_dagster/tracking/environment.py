@@ -15,11 +15,10 @@ from experiments_dagster.paths import PROJECT_ROOT
 # that can provide the import (xgboost-cpu and xgboost both install `xgboost`); the first
 # installed one is pinned. Looking them up by name costs microseconds, where
 # importlib.metadata.packages_distributions() scans every installed file (~1.7 s here).
+# skops loads the preprocessor, which every model has.
 MODEL_DISTRIBUTIONS = (
-    ("mlflow",), ("scikit-learn",), ("xgboost-cpu", "xgboost"), ("pandas",), ("numpy",), ("scipy",),
+    ("mlflow",), ("scikit-learn",), ("skops",), ("xgboost-cpu", "xgboost"), ("pandas",), ("numpy",), ("scipy",),
 )
-# Needed only by models that contain a skops file (a preprocessor or estimator saved with it).
-SKOPS_DISTRIBUTIONS = (("skops",),)
 
 
 def _git(root: Path, *args: str) -> str | None:
@@ -84,12 +83,11 @@ def installed_requirements() -> str:
     return "\n".join(sorted(pins, key=str.lower)) + "\n"
 
 
-@lru_cache(maxsize=2)
-def model_requirements(with_skops: bool = True) -> tuple[str, ...]:
-    """Pinned distributions that provide the model's imports (e.g. ``xgboost-cpu==3.2.0``);
-    skops only ``with_skops`` (the model contains a skops file)."""
+@lru_cache(maxsize=1)
+def model_requirements() -> tuple[str, ...]:
+    """Pinned distributions that provide the model's imports (e.g. ``xgboost-cpu==3.2.0``)."""
     pins = []
-    for candidates in MODEL_DISTRIBUTIONS + (SKOPS_DISTRIBUTIONS if with_skops else ()):
+    for candidates in MODEL_DISTRIBUTIONS:
         for dist in candidates:
             try:
                 pins.append(f"{dist}=={md.version(dist)}")

@@ -1,194 +1,228 @@
-"""Writing the fitted pipeline as an MLflow pyfunc model and as a joblib pickle."""
+"""Writing the fitted pipeline as an MLflow pyfunc model and as a joblib pickle; loading it back
+only after every file of the model matches the sha256 recorded in the tracking store."""
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
-import logging
-import threading
-import warnings
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+import tempfile
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import joblib
+import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow import MlflowClient
+from mlflow.entities import LoggedModel
+from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import Model, infer_signature
-from mlflow.utils import environment as mlflow_environment
 from sklearn.pipeline import Pipeline
 
 from experiments_dagster.ml.estimators import EncodedTargetClassifier
-from experiments_dagster.tracking import preprocessor_state
 from experiments_dagster.tracking.environment import model_requirements
-from experiments_dagster.tracking.preprocessor_state import StatePreprocessor, export_state
-
-logger = logging.getLogger(__name__)
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
-STATE_CODE = Path(preprocessor_state.__file__)  # shipped with the model, which runs it at load
 INPUT_EXAMPLE_ROWS = 5
-VERIFY_ROWS = 2000  # rows of each sample frame the JSON state must reproduce exactly
-UNSEEN = "\x00unseen category\x00"  # a probe value no real category equals
-_MISMATCH_CHECK = "warn_dependency_requirement_mismatches"
-_mismatch_check_lock = threading.Lock()
+# Tag on the LoggedModel (so in the tracking store, not the artifact store): JSON object mapping
+# each file of the model directory (POSIX path relative to it) to its sha256.
+FILES_SHA256_TAG = "model.files_sha256"
+MAX_TAG_VALUE_CHARS = 8000  # MLflow's limit on a tag value
 
 
-def _skops_dump(obj: Any, path: Path) -> list[str]:
-    """Dump with skops; return the types the file needs trusted (we wrote it ourselves)."""
+class UntrustedTypeError(ValueError):
+    """A skops file of the model would need a type that the model's loader does not trust."""
+
+
+class ModelVerificationError(Exception):
+    """A model's files do not match what was recorded when it was logged, or nothing was recorded."""
+
+
+class UnverifiableModelError(ModelVerificationError):
+    """The model has no recorded file hashes: logged before they were recorded, or not by us."""
+
+
+@lru_cache(maxsize=1)
+def trusted_types() -> frozenset[str]:
+    """``TRUSTED_TYPES`` as written in pyfunc_model.py: the list the model's loader passes to skops.
+
+    The literal is read from the file, not imported, because importing the module runs its
+    ``mlflow.models.set_model`` and that sets MLflow's process-wide "model from code" slot.
+    """
+    tree = ast.parse(MODEL_CODE.read_text(), filename=str(MODEL_CODE))
+    for node in tree.body:
+        names = [getattr(t, "id", None) for t in node.targets] if isinstance(node, ast.Assign) else []
+        if names == ["TRUSTED_TYPES"]:
+            return frozenset(ast.literal_eval(node.value))
+    raise RuntimeError(f"{MODEL_CODE} defines no TRUSTED_TYPES")
+
+
+def _skops_dump(obj: Any, path: Path, part: str) -> None:
+    """Dump with skops; refuse an object holding a type that the loader would not trust."""
     import skops.io as sio  # its import enumerates every scikit-learn estimator: seconds, so lazily
 
     sio.dump(obj, path)
-    return sorted(sio.get_untrusted_types(file=path))
+    untrusted = sorted(set(sio.get_untrusted_types(file=path)) - trusted_types())
+    if untrusted:
+        raise UntrustedTypeError(
+            f"The fitted {part} ({type(obj).__name__}) holds type(s) {', '.join(untrusted)}, which the "
+            f"model's loader does not trust. Its allow-list is TRUSTED_TYPES in {MODEL_CODE.name}: extend "
+            "it only after checking that loading the type cannot run code, or use another estimator."
+        )
 
 
 def _jsonable(values: np.ndarray) -> list[Any]:
     return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
-def probe_frame(state: dict[str, Any], like: pd.DataFrame) -> pd.DataFrame:
-    """Rows built on ``like``'s first row that hit every known category, an unseen one, NaN and
-    None in each categorical column, both values of each boolean, and NaN in each numeric one."""
-    cat = state["categorical"]
-    probes = {
-        col: [*f["categories"], UNSEEN, np.nan, None]
-        for col, f in zip(cat["columns"], cat["features"], strict=True)
-    }
-    n = max([2, *(len(v) for v in probes.values())])
-    frame = like.iloc[[0] * n].reset_index(drop=True)
-    for col, values in probes.items():
-        frame[col] = pd.Series(np.resize(np.array(values, dtype=object), n), dtype=object)
-    odd = np.arange(n) % 2 == 1
-    for col in state["boolean"]["columns"]:
-        frame[col] = odd  # stays a bool column, as at fit
-    for col in state["numeric"]["columns"]:
-        frame[col] = np.where(odd, np.nan, frame[col].to_numpy(dtype=np.float64, na_value=np.nan))
-    return frame
-
-
-def verified_state(preprocessor: Any, samples: Sequence[pd.DataFrame]) -> str | None:
-    """The preprocessor's state as JSON text if, read back, it reproduces ``transform`` exactly
-    (NaN positions included) on the samples and on a probe of every category; else None."""
-    state = export_state(preprocessor)
-    frames = [s for s in samples if len(s)]
-    if state is None or not frames:
-        logger.info("Preprocessor structure is not covered by the JSON state; saving it with skops.")
-        return None
-    try:
-        text = json.dumps(state, allow_nan=False)
-        applier = StatePreprocessor(json.loads(text))
-        for frame in [*frames, probe_frame(state, frames[0])]:
-            with warnings.catch_warnings():  # the probe's unseen values are expected here
-                warnings.simplefilter("ignore", UserWarning)
-                expected = preprocessor.transform(frame)
-            if not (
-                isinstance(expected, np.ndarray)
-                and expected.dtype == np.float64
-                and np.array_equal(applier.transform(frame), expected, equal_nan=True)
-            ):
-                logger.warning("Preprocessor JSON state differs from scikit-learn; saving it with skops.")
-                return None
-    except Exception as exc:  # anything unexpected means "not proven exact": the safe format then
-        logger.warning("Preprocessor JSON state could not be verified (%r); saving it with skops.", exc)
-        return None
-    return text
-
-
-def _write_preprocessor(
-    preprocessor: Any, samples: Sequence[pd.DataFrame], workdir: Path
-) -> tuple[dict[str, Any], dict[str, str]]:
-    """(meta entries, artifacts): the verified JSON state plus the code applying it, else skops."""
-    text = verified_state(preprocessor, samples)
-    if text is not None:
-        path = workdir / "preprocessor.json"
-        path.write_text(text)
-        artifacts = {"preprocessor": str(path), "preprocessor_code": str(STATE_CODE)}
-        return {"preprocessor_format": "state-json"}, artifacts
-    path = workdir / "preprocessor.skops"
-    meta = {"preprocessor_format": "skops", "preprocessor_trusted_types": _skops_dump(preprocessor, path)}
-    return meta, {"preprocessor": str(path)}
-
-
-def write_model_artifacts(
-    pipeline: Pipeline, workdir: Path, samples: Sequence[pd.DataFrame] = ()
-) -> dict[str, str]:
-    """The preprocessor (JSON state if exact on ``samples``, else skops), the estimator (.ubj for
-    XGBoost, else .skops) and meta.json; returns MLflow's artifacts mapping."""
+def write_model_artifacts(pipeline: Pipeline, workdir: Path) -> dict[str, str]:
+    """The preprocessor (skops), the estimator (.ubj for XGBoost, else .skops) and meta.json;
+    returns MLflow's artifacts mapping. Raises UntrustedTypeError before writing meta.json."""
     workdir.mkdir(parents=True, exist_ok=True)
     step = pipeline.named_steps["model"]
     estimator = step.estimator_ if isinstance(step, EncodedTargetClassifier) else step
     classes = _jsonable(step.classes_) if isinstance(step, EncodedTargetClassifier) else None
-    meta, artifacts = _write_preprocessor(pipeline.named_steps["preprocess"], samples, workdir)
-    meta |= {"classes": classes, "estimator_class": type(estimator).__name__}
+    pre_path = workdir / "preprocessor.skops"
+    _skops_dump(pipeline.named_steps["preprocess"], pre_path, "preprocessor")
+    meta: dict[str, Any] = {"classes": classes, "estimator_class": type(estimator).__name__}
     if type(estimator).__module__.startswith("xgboost"):
         est_path = workdir / "estimator.ubj"
         estimator.save_model(est_path)
-        meta |= {"estimator_format": "xgboost-ubj", "estimator_trusted_types": []}
+        meta["estimator_format"] = "xgboost-ubj"
     else:
         est_path = workdir / "estimator.skops"
-        meta |= {"estimator_format": "skops", "estimator_trusted_types": _skops_dump(estimator, est_path)}
+        _skops_dump(estimator, est_path, "estimator")
+        meta["estimator_format"] = "skops"
     (workdir / "meta.json").write_text(json.dumps(meta, indent=2))
-    return artifacts | {"estimator": str(est_path), "meta": str(workdir / "meta.json")}
-
-
-def _no_mismatch_check(requirements: list[str]) -> None:
-    return None
-
-
-@contextmanager
-def _requirement_mismatch_check_skipped() -> Iterator[None]:
-    """Within the block, MLflow's save-time check of requirements against installed packages is a
-    no-op; the original is restored after. An MLflow without that hook is left alone."""
-    # The lock makes "read the original, patch, restore" atomic: two threads saving at once can
-    # never restore each other's no-op as "the original". Saves are rare, so serializing is free.
-    with _mismatch_check_lock:
-        original = getattr(mlflow_environment, _MISMATCH_CHECK, None)
-        if original is None:
-            yield
-            return
-        setattr(mlflow_environment, _MISMATCH_CHECK, _no_mismatch_check)
-        try:
-            yield
-        finally:
-            setattr(mlflow_environment, _MISMATCH_CHECK, original)
+    return {"preprocessor": str(pre_path), "estimator": str(est_path), "meta": str(workdir / "meta.json")}
 
 
 def save_pyfunc_model(
-    pipeline: Pipeline,
-    X_example: pd.DataFrame,
-    path: Path,
-    mlflow_model: Model | None = None,
-    X_train: pd.DataFrame | None = None,
+    pipeline: Pipeline, X_example: pd.DataFrame, path: Path, mlflow_model: Model | None = None
 ) -> None:
     """Save a loadable pyfunc model (signature, input example, pinned requirements) at ``path``.
 
-    ``X_example`` (its head is the input example) and a sample of ``X_train`` are the rows the
-    JSON preprocessor state must reproduce exactly to be used instead of skops.
+    ``X_example``'s head is the input example and the rows the signature is inferred from.
     """
-    samples = [X_example.head(VERIFY_ROWS)]
-    if X_train is not None and len(X_train):
-        samples.append(X_train.sample(n=min(VERIFY_ROWS, len(X_train)), random_state=0))
-    artifacts = write_model_artifacts(pipeline, path.parent / f"{path.name}_artifacts", samples)
+    artifacts = write_model_artifacts(pipeline, path.parent / f"{path.name}_artifacts")
     example = X_example.head(INPUT_EXAMPLE_ROWS)
     signature = infer_signature(example, pipeline.predict(example), params={"predict_method": "predict"})
-    uses_skops = any(Path(p).suffix == ".skops" for p in artifacts.values())
-    # MLflow compares the requirements against the installed packages (0.5-0.8 s here: it maps
-    # every installed file to its distribution) only to log a warning. Ours are `name==version`
-    # read from these very installed distributions (environment.model_requirements), so the
-    # check cannot disagree. Only this save skips it: mlflow.pyfunc.load_model still checks, in
-    # the environment where the model is loaded, which is where a mismatch can exist.
-    with _requirement_mismatch_check_skipped():
-        mlflow.pyfunc.save_model(
-            path=str(path),
-            python_model=str(MODEL_CODE),
-            artifacts=artifacts,
-            signature=signature,
-            input_example=example,
-            pip_requirements=list(model_requirements(with_skops=uses_skops)),
-            mlflow_model=mlflow_model,
+    # MLflow compares the requirements against the installed packages here, only to log a
+    # warning. No save_model argument or MLflow environment variable turns that off
+    # (MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK skips a different check, pip's dry-run resolve), so we
+    # pay for it. It costs 0.4-0.6 s on the first save in a process, where it maps every
+    # installed file to its distribution, and ~0.02 s after that (MLflow caches the map).
+    mlflow.pyfunc.save_model(
+        path=str(path),
+        python_model=str(MODEL_CODE),
+        artifacts=artifacts,
+        signature=signature,
+        input_example=example,
+        pip_requirements=list(model_requirements()),
+        mlflow_model=mlflow_model,
+    )
+
+
+# --- file hashes -----------------------------------------------------------------------------
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_digests(root: Path) -> dict[str, str]:
+    """sha256 of every file under ``root``, keyed by POSIX path relative to it."""
+    return {p.relative_to(root).as_posix(): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def digests_tag(root: Path) -> dict[str, str]:
+    """The LoggedModel tag recording ``file_digests(root)``."""
+    value = json.dumps(file_digests(root), sort_keys=True, separators=(",", ":"))
+    if len(value) > MAX_TAG_VALUE_CHARS:
+        raise ValueError(f"{root} has too many files to record their sha256 in one tag ({len(value)} chars)")
+    return {FILES_SHA256_TAG: value}
+
+
+def verify_model_files(root: Path, expected: dict[str, str]) -> None:
+    """Raise ModelVerificationError naming every changed, added or missing file."""
+    actual = file_digests(root)
+    problems = [
+        f"{name}: recorded sha256 {expected.get(name, 'none (file added)')}, "
+        f"found {actual.get(name, 'none (file missing)')}"
+        for name in sorted(expected.keys() | actual.keys())
+        if expected.get(name) != actual.get(name)
+    ]
+    if problems:
+        raise ModelVerificationError(
+            "Refusing to load the model: its files differ from those recorded when it was logged: "
+            + "; ".join(problems)
         )
+
+
+def _model_id_of_version(version: ModelVersion) -> str | None:
+    # The SQL registry store does not keep ModelVersion.model_id (it reads back None), but a
+    # version made from a LoggedModel has ``source`` ``models:/<model id>``.
+    if version.model_id:
+        return version.model_id
+    ref = (version.source or "").removeprefix("models:/")
+    is_model_id = version.source.startswith("models:/") and ref and not set("/@") & set(ref)
+    return ref if is_model_id else None
+
+
+def logged_model_for_uri(client: MlflowClient, model_uri: str) -> LoggedModel | None:
+    """The LoggedModel behind ``models:/<model id>``, ``models:/<name>/<version>`` or
+    ``models:/<name>@<alias>``; None for other URIs and versions not made from a LoggedModel."""
+    if not model_uri.startswith("models:/"):
+        return None
+    ref = model_uri.removeprefix("models:/").strip("/")
+    if "@" in ref:
+        name, alias = ref.split("@", 1)
+        model_id = _model_id_of_version(client.get_model_version_by_alias(name, alias))
+    elif "/" in ref:
+        name, version = ref.split("/", 1)
+        model_id = _model_id_of_version(client.get_model_version(name, version))
+    else:
+        model_id = ref
+    return client.get_logged_model(model_id) if model_id else None
+
+
+def recorded_digests(client: MlflowClient, model_uri: str) -> tuple[LoggedModel, dict[str, str]]:
+    """The LoggedModel and the file hashes recorded for it; UnverifiableModelError if none are."""
+    logged = logged_model_for_uri(client, model_uri)
+    recorded = logged.tags.get(FILES_SHA256_TAG) if logged is not None else None
+    if logged is None or not recorded:
+        raise UnverifiableModelError(
+            f"{model_uri} has no recorded file hashes (LoggedModel tag {FILES_SHA256_TAG}): it was logged "
+            "before experiments_dagster recorded them, or not by experiments_dagster, so its files (the "
+            "code it runs at load included) cannot be checked. Log it again (re-materialize final_model)."
+        )
+    return logged, json.loads(recorded)
+
+
+def load_verified_model(
+    client: MlflowClient, model_uri: str, *, suppress_warnings: bool = False
+) -> mlflow.pyfunc.PyFuncModel:
+    """Download the model, check every file's sha256 against the tag recorded at log time, then
+    load the checked local copy with ``mlflow.pyfunc.load_model``.
+
+    A changed, added or missing file raises ModelVerificationError naming it with both hashes;
+    a model without recorded hashes raises UnverifiableModelError. ``suppress_warnings`` is
+    passed to ``load_model``: True skips MLflow's requirement-mismatch warning.
+    """
+    logged, expected = recorded_digests(client, model_uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=logged.artifact_location, dst_path=tmp, tracking_uri=client.tracking_uri
+        )
+        verify_model_files(Path(local), expected)
+        # The loaded model holds everything in memory (load_context reads every artifact; MLflow
+        # reads the input example eagerly), so the verified copy can go afterwards.
+        return mlflow.pyfunc.load_model(local, suppress_warnings=suppress_warnings)
 
 
 def dump_pickle(pipeline: Pipeline, path: Path) -> str:

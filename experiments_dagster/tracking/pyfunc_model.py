@@ -1,13 +1,13 @@
 """MLflow "model from code": the fitted preprocessor plus the estimator.
 
-The preprocessor is a JSON state applied by the ``preprocessor_state.py`` shipped next to it in
-the model's artifacts (verified bit for bit against scikit-learn when saved), or, for a structure
-that state does not cover, a skops file. XGBoost estimators are stored in XGBoost's own UBJ
-format; other scikit-learn estimators with skops. Nothing here pickles code, and the file
-imports no project module, so the model loads wherever its pinned requirements are installed.
+The preprocessor is a skops file. XGBoost estimators are stored in XGBoost's own UBJ format,
+other scikit-learn estimators as skops files. Nothing here unpickles anything. The file imports
+no project module, so the model loads anywhere its pinned requirements are installed.
+
+The skops files are loaded trusting only ``TRUSTED_TYPES``, which is fixed here in code. Nothing
+read from the model's artifacts (meta.json included) can add to that list.
 """
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -16,13 +16,29 @@ import numpy as np
 import pandas as pd
 from mlflow.pyfunc import PythonModel
 
+# Types that skops does not trust by default but our preprocessor and the supported estimators
+# hold. This is the whole list: the saving side refuses any other type, and loading passes only
+# this list. The names are strings that skops compares against the types in the file. Nothing
+# here imports them (some live in scikit-learn's private modules, which is where skops reports
+# them).
+TRUSTED_TYPES = (
+    "numpy.dtype",  # OneHotEncoder's ``dtype`` parameter
+    "sklearn.tree._tree.Tree",  # decision trees, random forests, extra trees, gradient boosting
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # HistGradientBoosting*
+    "sklearn.neighbors._kd_tree.KDTree",  # KNeighbors* (default algorithm)
+    "sklearn.neighbors._ball_tree.BallTree",  # KNeighbors* (algorithm="ball_tree")
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",  # KNeighbors* (default metric)
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",  # MLP* (solver="adam")
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",  # MLP* (solver="sgd")
+)
+# XGBoost classes the UBJ estimator may be rebuilt as. meta.json names one, and may name no other.
+XGBOOST_CLASSES = ("XGBClassifier", "XGBRegressor")
 
-def _load_state_preprocessor(code_path: str, state_path: str):
-    # The model's own copy of the code, not the project's: it is what the state was verified with.
-    spec = importlib.util.spec_from_file_location("_model_preprocessor_state", code_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.StatePreprocessor(json.loads(Path(state_path).read_text()))
+
+def _skops_load(path: str):
+    import skops.io as sio  # imported here so that importing this file stays cheap
+
+    return sio.load(path, trusted=list(TRUSTED_TYPES))
 
 
 class PipelineModel(PythonModel):
@@ -30,25 +46,20 @@ class PipelineModel(PythonModel):
 
     def load_context(self, context):
         meta = json.loads(Path(context.artifacts["meta"]).read_text())
-        if meta.get("preprocessor_format", "skops") == "state-json":
-            self.preprocessor = _load_state_preprocessor(
-                context.artifacts["preprocessor_code"], context.artifacts["preprocessor"]
-            )
-        else:
-            import skops.io as sio  # its import takes seconds: only for models that need it
-
-            self.preprocessor = sio.load(
-                context.artifacts["preprocessor"], trusted=meta["preprocessor_trusted_types"]
-            )
+        self.preprocessor = _skops_load(context.artifacts["preprocessor"])
         if meta["estimator_format"] == "xgboost-ubj":
             import xgboost
 
+            if meta["estimator_class"] not in XGBOOST_CLASSES:
+                raise ValueError(
+                    f"estimator_class {meta['estimator_class']!r} is not one of {XGBOOST_CLASSES}"
+                )
             self.estimator = getattr(xgboost, meta["estimator_class"])()
             self.estimator.load_model(context.artifacts["estimator"])
+        elif meta["estimator_format"] == "skops":
+            self.estimator = _skops_load(context.artifacts["estimator"])
         else:
-            import skops.io as sio
-
-            self.estimator = sio.load(context.artifacts["estimator"], trusted=meta["estimator_trusted_types"])
+            raise ValueError(f"unknown estimator_format {meta['estimator_format']!r}")
         classes = meta["classes"]
         self.classes = None if classes is None else np.asarray(classes)
 

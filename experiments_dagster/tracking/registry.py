@@ -2,20 +2,18 @@
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import mlflow
 import numpy as np
+from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.dummy import DummyClassifier, DummyRegressor
 
 from experiments_dagster.ml.metrics import Predictions, task_metrics
 from experiments_dagster.spec import DEFAULT_SEARCH_METRIC, LOWER_IS_BETTER
 from experiments_dagster.tracking.audit import Auditor
-from experiments_dagster.tracking.store import Tracker, download_model
+from experiments_dagster.tracking.store import Tracker
 from experiments_dagster.values import Splits
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -53,17 +51,14 @@ class Decision:
     baseline_score: float | None = None
 
 
-def load_version(tracker: Tracker, name: str, version: str) -> mlflow.pyfunc.PyFuncModel:
-    """A registered model version, downloaded through this tracker's store and loaded."""
-    with tempfile.TemporaryDirectory() as tmp:
-        local = download_model(tracker.client, f"models:/{name}/{version}", Path(tmp))
-        # Scoring is the check; MLflow's environment warning scans every installed file (~1 s).
-        return mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
+def score_model(client: MlflowClient, uri: str, splits: Splits, metric: str) -> float:
+    """The registered model's ``metric`` on this dataset version's test split (labels as text).
 
+    The model is loaded only if its files match the sha256 recorded when it was logged."""
+    from experiments_dagster.tracking.model_io import load_verified_model  # pyfunc: only when scoring
 
-def score_model(tracker: Tracker, name: str, version: str, splits: Splits, metric: str) -> float:
-    """The registered model's ``metric`` on this dataset version's test split (labels as text)."""
-    model = load_version(tracker, name, version)
+    # Scoring is the check; MLflow's environment warning scans every installed file (~1 s).
+    model = load_verified_model(client, uri, suppress_warnings=True)
     X, y = splits.split.X_test, np.asarray(splits.split.y_test)
     if splits.task == "regression":
         preds = Predictions(np.asarray(model.predict(X), dtype=float), None, None)
@@ -122,7 +117,7 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
     baseline, baseline_name = baseline_score(splits, metric)
     tracker.log_metrics(run_id, {f"baseline_{metric}": baseline})
     current = None if champion is None else str(champion.version)
-    challenger_score = score_model(tracker, name, version, splits, metric)
+    challenger_score = score_model(client, f"models:/{name}/{version}", splits, metric)
     if current == version:
         return Decision(False, "already the champion", name, version, version, metric, challenger_score,
                         challenger_score, baseline)
@@ -134,7 +129,7 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
         return Decision(True, f"first complete model of {name}", name, version, None, metric, challenger_score,
                         baseline_score=baseline)
     try:
-        champion_score = score_model(tracker, name, str(champion.version), splits, metric)
+        champion_score = score_model(client, f"models:/{name}/{champion.version}", splits, metric)
     except Exception as exc:  # e.g. the champion expects other columns: recorded as the reason
         return Decision(False, f"champion v{champion.version} cannot score this test split: {exc}"[:500],
                         name, version, current, metric, challenger_score, baseline_score=baseline)

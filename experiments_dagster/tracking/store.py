@@ -311,7 +311,6 @@ class Tracker:
         pipeline: Any,
         X_example: pd.DataFrame,
         *,
-        X_train: pd.DataFrame | None = None,
         name: str = "model",
         params: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
@@ -319,9 +318,12 @@ class Tracker:
     ) -> str:
         """Log the pipeline as an MLflow LoggedModel linked to the run; return its model id.
 
-        ``X_train`` rows (a sample) check the preprocessor's JSON state against scikit-learn.
+        Before the files are uploaded, the sha256 of each is recorded as the LoggedModel's
+        ``model.files_sha256`` tag, in the tracking store, where ``model_io.load_verified_model``
+        checks them. Any failure (a type the loader would not trust included) marks the model
+        FAILED, never READY.
         """
-        from experiments_dagster.tracking.model_io import save_pyfunc_model  # pyfunc: only when logging
+        from experiments_dagster.tracking.model_io import digests_tag, save_pyfunc_model  # only when logging
 
         run = self.client.get_run(run_id)
         model = self.client.create_logged_model(
@@ -341,7 +343,8 @@ class Tracker:
                     run_id=run_id,
                     model_id=model.model_id,
                 )
-                save_pyfunc_model(pipeline, X_example, local, mlflow_model=mlflow_model, X_train=X_train)
+                save_pyfunc_model(pipeline, X_example, local, mlflow_model=mlflow_model)
+                self.client.set_logged_model_tags(model.model_id, digests_tag(local))
                 self.client.log_model_artifacts(model.model_id, str(local))
         except BaseException:
             self.client.finalize_logged_model(model.model_id, LoggedModelStatus.FAILED)

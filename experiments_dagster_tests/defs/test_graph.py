@@ -22,6 +22,7 @@ from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.ml.cv import fold_workers
 from experiments_dagster.ml.training import estimator_of
 from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.tracking.model_io import load_verified_model
 
 pytestmark = pytest.mark.slow
 
@@ -122,7 +123,7 @@ def test_graph_logs_complete_experiment(instance, resources, tracking_uri, data_
     # The pyfunc model predicts exactly as the pickled pipeline does, on raw test rows.
     test_rows = frame.dropna(subset=[spec["target"]]).drop(columns=[spec["target"]]).head(40)
     mlflow.set_tracking_uri(tracking_uri)
-    model = mlflow.pyfunc.load_model(tags["model.uri"])
+    model = load_verified_model(client, tags["model.uri"])
     np.testing.assert_array_equal(np.asarray(model.predict(test_rows)), pipeline.predict(test_rows))
     if task != "regression":
         proba = model.predict(test_rows, params={"predict_method": "predict_proba"})
