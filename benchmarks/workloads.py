@@ -37,7 +37,7 @@ BASE_SPEC = {
 }
 
 # small reuses the shipped breast_cancer settings; medium/large take the project's XGBoost
-# defaults (200 trees, depth 5, lr 0.1, subsample/colsample 0.9, hist, n_jobs 2).
+# defaults (200 trees, depth 5, lr 0.1, subsample/colsample 0.9, hist; n_jobs from the usable CPUs).
 HYPERPARAMETERS = {
     "small": {"n_estimators": 150, "max_depth": 4, "learning_rate": 0.1},
     "medium": {},

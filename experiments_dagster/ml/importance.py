@@ -7,6 +7,7 @@ import pandas as pd
 from sklearn.inspection import permutation_importance
 from sklearn.pipeline import Pipeline
 
+from experiments_dagster.ml.preprocess import bounded_feature_name
 from experiments_dagster.ml.training import estimator_of
 
 
@@ -19,7 +20,7 @@ def feature_importance(
     permutation importance of the estimator on the transformed features.
     """
     preprocess = pipeline.named_steps["preprocess"]
-    names = [str(n) for n in preprocess.get_feature_names_out()]
+    names = [bounded_feature_name(str(n)) for n in preprocess.get_feature_names_out()]
     estimator = estimator_of(pipeline)
     if hasattr(estimator, "feature_importances_"):
         values, method = np.asarray(estimator.feature_importances_, dtype=float), "native"

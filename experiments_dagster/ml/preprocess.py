@@ -12,19 +12,21 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 # Rare categories beyond this many per column are grouped, so width stays bounded.
 MAX_CATEGORIES = 30
-# A category's text in a feature name (importance CSV, plots) is cut to this many characters
-# plus a short digest of the whole text, so names stay short and distinct.
-MAX_CATEGORY_NAME = 40
+# A feature name after preprocessing (importance CSV, plots) is cut to this many characters
+# plus a short digest of the whole name, so names stay short and distinct.
+MAX_FEATURE_NAME = 60
 
 
-def bounded_feature_name(feature: str, category: object) -> str:
-    """``<column>_<category>`` with a long category cut and tagged by its sha1 (OneHotEncoder's
-    ``feature_name_combiner``)."""
-    text = str(category)
-    if len(text) > MAX_CATEGORY_NAME:
-        digest = hashlib.sha1(text.encode("utf-8", "surrogatepass")).hexdigest()[:8]
-        text = f"{text[:MAX_CATEGORY_NAME]}...{digest}"
-    return f"{feature}_{text}"
+def bounded_feature_name(name: str) -> str:
+    """``name``, or its first characters and a sha1 of the whole when it is too long.
+
+    Applied where names are shown (feature importance), not inside the encoder: a callable
+    stored in the fitted model would be code that loading it has to import.
+    """
+    if len(name) <= MAX_FEATURE_NAME:
+        return name
+    digest = hashlib.sha1(name.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+    return f"{name[:MAX_FEATURE_NAME]}...{digest}"
 
 
 def column_kinds(X: pd.DataFrame) -> tuple[list[str], list[str], list[str]]:
@@ -55,7 +57,6 @@ def build_preprocessor(X: pd.DataFrame) -> ColumnTransformer:
                     handle_unknown="infrequent_if_exist",
                     max_categories=MAX_CATEGORIES,
                     sparse_output=False,
-                    feature_name_combiner=bounded_feature_name,
                 ),
             ),
         ]

@@ -21,6 +21,7 @@ from experiments_dagster.ml.prepare import Prepared
 from experiments_dagster.ml.training import FoldResult, estimator_of, fit_final_model
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import standard
+from experiments_dagster.tracking import tags as run_tags
 from experiments_dagster.tracking.environment import installed_requirements
 from experiments_dagster.tracking.model_io import dump_pickle
 from experiments_dagster.tracking.registry import CHALLENGER, register_challenger
@@ -77,7 +78,7 @@ def log_fold_models(tracker: Tracker, splits: Splits, search: SearchResult, tags
     spec, s = splits.spec, splits.split
     seeds = spec.resolved_seeds
     workers = fold_workers(spec.cv_folds, fold_memory_bytes(s.X_train, spec.cv_folds))
-    supersede_fold_runs(tracker, splits.run, tags["dagster.run_id"])
+    supersede_fold_runs(tracker, splits.run, tags[run_tags.DAGSTER_RUN_ID])
     run_ids: list[str] = []
 
     def start(i: int) -> None:
@@ -152,7 +153,7 @@ def log_final_model(tracker: Tracker, splits: Splits, search: SearchResult, cv: 
         sha = dump_pickle(pipeline, path)
         tracker.log_file(ref.run_id, path, str(Path(PICKLE_ARTIFACT).parent))
     uri = f"models:/{model_id}"
-    tracker.set_tags(ref.run_id, {"model.id": model_id, "model.uri": uri, "model.pickle_sha256": sha,
+    tracker.set_tags(ref.run_id, {run_tags.MODEL_ID: model_id, "model.uri": uri, "model.pickle_sha256": sha,
                                   "model.pickle_path": PICKLE_ARTIFACT})
     fp = splits.fingerprint
     version = register_challenger(tracker, spec.model_name, model_id, ref.run_id, {

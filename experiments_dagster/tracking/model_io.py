@@ -23,6 +23,7 @@ from mlflow.models import Model, infer_signature
 from sklearn.pipeline import Pipeline
 
 from experiments_dagster.ml.estimators import EncodedTargetClassifier
+from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.environment import model_requirements
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
@@ -165,10 +166,13 @@ def verify_model_files(root: Path, expected: dict[str, str]) -> None:
 
 
 def _model_id_of_version(version: ModelVersion) -> str | None:
-    # The SQL registry store does not keep ModelVersion.model_id (it reads back None), but a
-    # version made from a LoggedModel has ``source`` ``models:/<model id>``.
+    # The SQL registry store does not keep ModelVersion.model_id (it reads back None): our
+    # versions carry it as the ``model.id`` tag (their source is the model's artifact location);
+    # a version registered by others from a LoggedModel has ``source`` ``models:/<model id>``.
     if version.model_id:
         return version.model_id
+    if version.tags.get(tags.MODEL_ID):
+        return version.tags[tags.MODEL_ID]
     ref = (version.source or "").removeprefix("models:/")
     is_model_id = version.source.startswith("models:/") and ref and not set("/@") & set(ref)
     return ref if is_model_id else None

@@ -14,6 +14,7 @@ from experiments_dagster.ml.metrics import Predictions, task_metrics
 from experiments_dagster.spec import DEFAULT_SEARCH_METRIC, LOWER_IS_BETTER
 from experiments_dagster.tracking.audit import Auditor
 from experiments_dagster.tracking.store import Tracker
+from experiments_dagster.tracking.tags import MODEL_ID
 from experiments_dagster.values import Splits
 
 CHALLENGER, CHAMPION = "challenger", "champion"
@@ -31,7 +32,8 @@ def register_challenger(tracker: Tracker, name: str, model_id: str, run_id: str,
     # The logged model's own location as source, and run_id given: MLflow's registry store would
     # otherwise resolve ``models:/<id>`` through the process-global tracking URI, not this client's.
     source = client.get_logged_model(model_id).artifact_location
-    version = client.create_model_version(name, source=source, run_id=run_id, tags=tags, model_id=model_id)
+    version = client.create_model_version(name, source=source, run_id=run_id, model_id=model_id,
+                                          tags={**tags, MODEL_ID: model_id})
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from experiments_dagster.ml.dataset import TASKS
+from experiments_dagster.tracking import tags
 
 ALL = frozenset(TASKS)
 CLASSIFICATION = frozenset({"binary", "multiclass"})
@@ -60,7 +61,7 @@ STANDARD: tuple[Requirement, ...] = (
              "business.tn_value_usd", "business.fn_value_usd", tasks=BINARY),
     *_tags("splits", "version", "stage", "dataset.name", "dataset.version", "data.hash", "git.commit",
            "mlflow.source.git.commit", "git.dirty", "python.version", "os.platform"),
-    *_tags("splits", "dagster.run_id", "dagster.partition_key", "dagster.asset_key", dagster_only=True),
+    *_tags("splits", tags.DAGSTER_RUN_ID, tags.DAGSTER_PARTITION_KEY, tags.DAGSTER_ASSET_KEY, dagster_only=True),
     Requirement("dataset_input", "training", "splits"),
     # search_trials: whether a search ran; if so, every trial as a nested run and the best on the parent.
     Requirement("param", "search.enabled", "search_trials"),

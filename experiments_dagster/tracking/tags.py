@@ -10,5 +10,7 @@ ERROR_MESSAGE = "error.message"
 
 RECONCILED_REASON = "reconciled.reason"
 CLEANUP_STATUS = "cleanup.status"
+MODEL_ID = "model.id"  # on the parent run and on each registry version made from a LoggedModel
+
 AUDIT_STATUS = "audit.status"
 AUDIT_PROBLEMS = "audit.problems"

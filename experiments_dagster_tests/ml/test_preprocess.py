@@ -13,11 +13,12 @@ from experiments_dagster.ml.preprocess import MAX_CATEGORIES, bounded_feature_na
 from experiments_dagster.ml.training import make_pipeline
 
 
-def test_bounded_feature_name_cuts_long_categories_and_keeps_them_distinct() -> None:
-    assert bounded_feature_name("plan", "gold") == "plan_gold"
-    a, b = bounded_feature_name("note", "x" * 5000 + "a"), bounded_feature_name("note", "x" * 5000 + "b")
-    assert a != b and len(a) == len(b) == len("note_") + 40 + 3 + 8
-    assert a.startswith("note_" + "x" * 40 + "...")
+def test_bounded_feature_name_cuts_long_names_and_keeps_them_distinct() -> None:
+    assert bounded_feature_name("cat__plan_gold") == "cat__plan_gold"
+    a = bounded_feature_name("cat__note_" + "x" * 5000 + "a")
+    b = bounded_feature_name("cat__note_" + "x" * 5000 + "b")
+    assert a != b and len(a) == len(b) == 60 + 3 + 8
+    assert a.startswith("cat__note_" + "x" * 50 + "...")
 
 
 def test_long_unique_text_column_trains_quickly_with_short_feature_names() -> None:
