@@ -801,7 +801,16 @@ def main() -> int:
                 for attempt in range(args.noise_retries + 1):
                     # The README's command with an asset selection: what a user runs to redraw plots.
                     m = measure(
-                        [OURS_CLI, "run", "--dataset", w, "--version", wl["version"], "--select", "evaluation_plots"],
+                        [
+                            OURS_CLI,
+                            "run",
+                            "--dataset",
+                            w,
+                            "--version",
+                            wl["version"],
+                            "--select",
+                            "evaluation_plots",
+                        ],
                         env,
                         log,
                         args.timeout,

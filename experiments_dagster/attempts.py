@@ -24,8 +24,13 @@ import dagster as dg
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.tracking.sqlite_store import file_lock
 
-IN_PROGRESS = [dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING,
-               dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
+IN_PROGRESS = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
 PARTITION_TAG = "dagster/partition"
 
 
@@ -69,7 +74,9 @@ def partition_attempt(
                 f"{holder.get('dagster_run_id', '?')}, pid {holder.get('pid', '?')}). Wait for it to end, "
                 "or stop it, then run this version again."
             ) from None
-        others = instance.get_runs(filters=dg.RunsFilter(tags={PARTITION_TAG: partition_key}, statuses=IN_PROGRESS))
+        others = instance.get_runs(
+            filters=dg.RunsFilter(tags={PARTITION_TAG: partition_key}, statuses=IN_PROGRESS)
+        )
         if others:
             raise AttemptInProgress(
                 f"{partition_key} has a Dagster run in progress ({others[0].run_id}, "
@@ -77,8 +84,12 @@ def partition_attempt(
                 "the Dagster UI, then run this version again."
             )
         os.ftruncate(fd, 0)
-        os.write(fd, json.dumps({"dagster_run_id": dagster_run_id, "pid": os.getpid(),
-                                 "partition": partition_key}).encode())
+        os.write(
+            fd,
+            json.dumps(
+                {"dagster_run_id": dagster_run_id, "pid": os.getpid(), "partition": partition_key}
+            ).encode(),
+        )
         yield
     finally:
         os.close(fd)  # releases the lock

@@ -35,7 +35,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     def chosen(dataset: str, version: str | None) -> bool:
         return (not args.dataset or dataset in args.dataset) and (
-            version is None or not args.version or version in args.version)
+            version is None or not args.version or version in args.version
+        )
 
     scan = scan_versions(paths.data_dir())
     versions = [v for v in scan.versions if chosen(v.dataset, v.version)]
@@ -45,8 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     for refusal in refused:
         print(f"experiments-dagster run: refused {refusal.path}: {refusal.reason}", file=sys.stderr)
     if not versions:
-        print(f"No dataset versions found under {paths.data_dir()} (need <dataset>/experiment.yaml "
-              "and <dataset>/<version>.csv|.parquet).", file=sys.stderr)
+        print(
+            f"No dataset versions found under {paths.data_dir()} (need <dataset>/experiment.yaml "
+            "and <dataset>/<version>.csv|.parquet).",
+            file=sys.stderr,
+        )
         return 1
     job = defs.resolve_job_def("experiment_job")
     selection = None
@@ -54,7 +58,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         assets = {key.to_user_string() for key in job.asset_layer.asset_graph.get_all_asset_keys()}
         unknown = sorted(set(args.select) - assets)
         if unknown:
-            raise UsageError(f"--select {', '.join(unknown)}: no such asset; choose from {', '.join(sorted(assets))}.")
+            raise UsageError(
+                f"--select {', '.join(unknown)}: no such asset; choose from {', '.join(sorted(assets))}."
+            )
         selection = [dg.AssetKey(name) for name in args.select]
     from experiments_dagster.attempts import AttemptInProgress, open_instance, partition_attempt
     from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
@@ -74,15 +80,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         try:
             with partition_attempt(instance, home, v.partition_key, run_id):
                 result = job.execute_in_process(
-                    partition_key=v.partition_key, instance=instance, raise_on_error=False, run_config=QUIET,
-                    asset_selection=selection, run_id=run_id,
+                    partition_key=v.partition_key,
+                    instance=instance,
+                    raise_on_error=False,
+                    run_config=QUIET,
+                    asset_selection=selection,
+                    run_id=run_id,
                 )
         except AttemptInProgress as exc:
             print(f"experiments-dagster run: {exc}", file=sys.stderr)
             rows.append((v.partition_key, "BUSY", str(exc)))
             continue
         except Exception as exc:  # the instance itself failed (disk full, I/O error): one line, runs closed
-            print(f"experiments-dagster run: {v.partition_key}: {storage_failure(exc, home)}", file=sys.stderr)
+            print(
+                f"experiments-dagster run: {v.partition_key}: {storage_failure(exc, home)}", file=sys.stderr
+            )
             for run in runs_left_running(tracker, run_id):
                 tracker.mark_failed(run.info.run_id, "dagster", exc)
             rows.append((v.partition_key, "FAILURE", storage_failure(exc, home)))
@@ -102,8 +114,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {key:<{width}}  {status:<7}  {where}")
     print(f"\nMLflow store:   {paths.default_tracking_uri()}")
     print(f"Dagster home:   {os.environ['DAGSTER_HOME']}")
-    print("Open the MLflow UI with `make mlflow-ui` (http://127.0.0.1:5000) and Dagster's with "
-          "`make dagster-ui` (http://127.0.0.1:3000).")
+    print(
+        "Open the MLflow UI with `make mlflow-ui` (http://127.0.0.1:5000) and Dagster's with "
+        "`make dagster-ui` (http://127.0.0.1:3000)."
+    )
     if refused:
         print(f"\n{len(refused)} entries of the data directory were refused (listed on stderr).")
     return 0 if not refused and all(status == "SUCCESS" for _, status, _ in rows) else 1
@@ -125,8 +139,11 @@ def sweep_dead_runs(tracking_uri: str) -> None:
 def report_reconciled(done: Sequence[Any], when: str) -> None:
     """Say which MLflow runs left RUNNING by dead or ended Dagster runs were just closed."""
     for r in done:
-        print(f"experiments-dagster: closed MLflow run {r.mlflow_run_id} {when}: {r.status} ({r.reason}; "
-              f"Dagster run {r.dagster_run_id})", file=sys.stderr)
+        print(
+            f"experiments-dagster: closed MLflow run {r.mlflow_run_id} {when}: {r.status} ({r.reason}; "
+            f"Dagster run {r.dagster_run_id})",
+            file=sys.stderr,
+        )
 
 
 def storage_failure(exc: BaseException, home: Path) -> str:
@@ -138,8 +155,10 @@ def storage_failure(exc: BaseException, home: Path) -> str:
         if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
             return f"disk full writing {e.filename or home}: free space there or move DAGSTER_HOME."
         if isinstance(e, sqlite3.OperationalError):
-            return (f"the Dagster instance under {home} could not be written (SQLite: {e}); check free "
-                    "space on that disk or set DAGSTER_HOME to another one.")
+            return (
+                f"the Dagster instance under {home} could not be written (SQLite: {e}); check free "
+                "space on that disk or set DAGSTER_HOME to another one."
+            )
     return f"{type(exc).__name__}: {exc}".splitlines()[0]
 
 
@@ -165,8 +184,10 @@ def _audit_client(tracking_uri: str | None):
     uri = tracking_uri or paths.default_tracking_uri()
     db = paths.sqlite_path(uri)
     if uri.startswith("sqlite:") and (db is None or not db.is_file()):
-        raise UsageError(f"No MLflow store at {uri}: the SQLite file does not exist. Set MLFLOW_TRACKING_URI "
-                         "or --tracking-uri to an existing store (run `make run` to create the default).")
+        raise UsageError(
+            f"No MLflow store at {uri}: the SQLite file does not exist. Set MLFLOW_TRACKING_URI "
+            "or --tracking-uri to an existing store (run `make run` to create the default)."
+        )
     # Fail fast on a dead server instead of MLflow's minutes of retries.
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -196,8 +217,10 @@ def cmd_audit(args: argparse.Namespace) -> int:
         except Exception as exc:  # MlflowException for unknown ids
             raise UsageError(f"No run {args.run_id!r} in this store: {exc}") from exc
         if run.info.experiment_id != experiment.experiment_id:
-            raise UsageError(f"Run {args.run_id} belongs to experiment id {run.info.experiment_id}, "
-                             f"not {args.experiment!r}.")
+            raise UsageError(
+                f"Run {args.run_id} belongs to experiment id {run.info.experiment_id}, "
+                f"not {args.experiment!r}."
+            )
         run_ids = [args.run_id]
     else:
         runs = client.search_runs([experiment.experiment_id], max_results=50_000)
@@ -205,8 +228,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     auditor = Auditor(client)
     audits = [auditor.audit(run_id) for run_id in run_ids]
     if args.json:
-        print(json.dumps({"experiment": args.experiment, "complete": all(a.complete for a in audits),
-                          "runs": [a.to_dict() for a in audits]}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "experiment": args.experiment,
+                    "complete": all(a.complete for a in audits),
+                    "runs": [a.to_dict() for a in audits],
+                },
+                indent=2,
+            )
+        )
     else:
         for audit in audits:
             print(format_audit(audit), end="\n\n")
@@ -221,7 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dataset", action="append", help="only this dataset (repeatable)")
     run.add_argument("--version", action="append", help="only this version (repeatable)")
     run.add_argument(
-        "--select", action="append", metavar="ASSET",
+        "--select",
+        action="append",
+        metavar="ASSET",
         help="materialize only this asset (repeatable; its checks run too; upstream values are reused)",
     )
     run.set_defaults(func=cmd_run)
@@ -232,7 +265,9 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--experiment", required=True, help="MLflow experiment name")
     audit.add_argument("--run-id", help="audit only this run (default: every top-level run)")
     audit.add_argument("--json", action="store_true", help="print JSON instead of tables")
-    audit.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or the embedded one)")
+    audit.add_argument(
+        "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or the embedded one)"
+    )
     audit.set_defaults(func=cmd_audit)
     return parser
 

@@ -46,7 +46,7 @@ def sqlite_path(tracking_uri: str) -> Path | None:
     prefix = "sqlite:///"
     if not tracking_uri.startswith(prefix):
         return None
-    rest = unquote(urlparse(tracking_uri).path[1:] if "?" in tracking_uri else tracking_uri[len(prefix):])
+    rest = unquote(urlparse(tracking_uri).path[1:] if "?" in tracking_uri else tracking_uri[len(prefix) :])
     if not rest or rest == ":memory:":
         return None
     return Path(rest).resolve()

@@ -132,7 +132,9 @@ class ExperimentSpec(BaseModel):
     def resolved_seeds(self) -> Seeds:
         """Seeds with any unset one taken from ``seed``."""
         given = self.seeds.model_dump() if self.seeds else {}
-        return Seeds(**{k: self.seed if given.get(k) is None else given[k] for k in ("split", "cv", "model", "numpy")})
+        return Seeds(
+            **{k: self.seed if given.get(k) is None else given[k] for k in ("split", "cv", "model", "numpy")}
+        )
 
     @property
     def model_name(self) -> str:
@@ -169,9 +171,7 @@ def resolve_spec(dataset: str, dataset_dir: Path, overrides: dict[str, Any]) -> 
     try:
         return ExperimentSpec.model_validate(merged)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
-        )
+        problems = "; ".join(f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors())
         raise ExperimentInputError(
             f"Experiment settings for {dataset!r} ({dataset_dir / SPEC_FILE} plus run config) "
             f"are invalid: {problems}."

@@ -62,5 +62,8 @@ def instance(tmp_path: Path) -> Iterator[dg.DagsterInstance]:
 
 @pytest.fixture
 def resources(tracking_uri: str, data_dir: Path) -> dict[str, object]:
-    return {"mlflow": MlflowTracking(tracking_uri=tracking_uri), "data": ExperimentData(data_dir=str(data_dir)),
-            "io_manager": ExperimentIOManager()}
+    return {
+        "mlflow": MlflowTracking(tracking_uri=tracking_uri),
+        "data": ExperimentData(data_dir=str(data_dir)),
+        "io_manager": ExperimentIOManager(),
+    }

@@ -100,7 +100,9 @@ def test_scan_refuses_symlinks_out_of_the_data_dir(data: Path, tmp_path: Path) -
         f"version file sales/v7.csv skipped: it resolves outside {data.resolve()} (to {outside.resolve()}); "
         f"copy the data into {data.resolve() / 'sales'} instead of linking it"
     )
-    assert reasons["linked"].startswith(f"dataset folder 'linked' skipped: it resolves outside {data.resolve()}")
+    assert reasons["linked"].startswith(
+        f"dataset folder 'linked' skipped: it resolves outside {data.resolve()}"
+    )
 
 
 def test_version_file_refuses_a_symlink_swapped_in_after_discovery(data: Path, tmp_path: Path) -> None:

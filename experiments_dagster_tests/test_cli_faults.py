@@ -23,7 +23,12 @@ CLI = Path(sys.executable).with_name("experiments-dagster")
 
 def cli_env(tmp_path: Path, data: Path, home: Path) -> tuple[dict[str, str], str]:
     uri = f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}"
-    env = {**os.environ, "EXPERIMENTS_DATA_DIR": str(data), "DAGSTER_HOME": str(home), "MLFLOW_TRACKING_URI": uri}
+    env = {
+        **os.environ,
+        "EXPERIMENTS_DATA_DIR": str(data),
+        "DAGSTER_HOME": str(home),
+        "MLFLOW_TRACKING_URI": uri,
+    }
     return env, uri
 
 
@@ -38,8 +43,17 @@ def test_two_run_processes_on_the_same_versions_never_share_an_attempt(tmp_path:
         shutil.copytree(data_dir / name, data / name)
     home = tmp_path / "home"  # fresh: both processes create the instance at once
     env, uri = cli_env(tmp_path, data, home)
-    procs = [subprocess.Popen([str(CLI), "run"], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    procs = [
+        subprocess.Popen(
+            [str(CLI), "run"],
+            env=env,
+            cwd=tmp_path,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     outs = [p.communicate(timeout=900) for p in procs]
     codes = [p.returncode for p in procs]
     text = "\n".join(o + e for o, e in outs)
@@ -53,13 +67,15 @@ def test_two_run_processes_on_the_same_versions_never_share_an_attempt(tmp_path:
         assert parent.info.run_id in trained[0]  # the process that trained it printed its own run
         versions = client.search_model_versions(f"name = '{name}_model'")
         assert [v.run_id for v in versions] == [parent.info.run_id]
-    refusals = re.findall(r"is being trained by another `experiments-dagster run` \(Dagster run ([0-9a-f-]{36})",
-                          text) + re.findall(r"has a Dagster run in progress \(([0-9a-f-]{36})", text)
+    refusals = re.findall(
+        r"is being trained by another `experiments-dagster run` \(Dagster run ([0-9a-f-]{36})", text
+    ) + re.findall(r"has a Dagster run in progress \(([0-9a-f-]{36})", text)
     busy_rows = len(re.findall(r"\s+BUSY\s+", "\n".join(o for o, _ in outs)))
     assert busy_rows == 2 and len(refusals) >= 2 and codes == [1, 1], text[-3000:]
     for name in ("iris", "diabetes"):
-        audit = subprocess.run([str(CLI), "audit", "--experiment", name], env=env, capture_output=True,
-                               text=True, timeout=300)
+        audit = subprocess.run(
+            [str(CLI), "audit", "--experiment", name], env=env, capture_output=True, text=True, timeout=300
+        )
         assert audit.returncode == 0, audit.stdout[-2000:] + audit.stderr[-2000:]
 
 
@@ -69,8 +85,9 @@ def test_a_sigkilled_run_is_closed_by_the_next_command(tmp_path: Path, data_dir:
     (data / "iris" / "experiment.yaml").write_text("target: species\nhyperparameters: {n_estimators: 4000}\n")
     home = tmp_path / "home"
     env, uri = cli_env(tmp_path, data, home)
-    proc = subprocess.Popen([str(CLI), "run"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(CLI), "run"], env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     deadline = time.monotonic() + 300
     client = None
     while time.monotonic() < deadline:  # until a fold is training
@@ -79,7 +96,9 @@ def test_a_sigkilled_run_is_closed_by_the_next_command(tmp_path: Path, data_dir:
             # Through the project's store opener: it waits for the creating process's migration.
             client = client or Tracker(uri).client
             exp = client.get_experiment_by_name("iris")
-            if exp and client.search_runs([exp.experiment_id], "tags.`cv.fold` != '' and attributes.status = 'RUNNING'"):
+            if exp and client.search_runs(
+                [exp.experiment_id], "tags.`cv.fold` != '' and attributes.status = 'RUNNING'"
+            ):
                 break
     else:
         proc.kill()
@@ -89,10 +108,13 @@ def test_a_sigkilled_run_is_closed_by_the_next_command(tmp_path: Path, data_dir:
     (parent,) = parents(client, "iris")
     assert parent.info.status == "RUNNING"  # nothing could close it: the process is gone
 
-    audit = subprocess.run([str(CLI), "audit", "--experiment", "iris"], env=env, capture_output=True, text=True,
-                           timeout=300)
-    assert re.search(rf"closed MLflow run {parent.info.run_id} before the audit: FAILED \(process {proc.pid} died",
-                     audit.stderr), audit.stderr[-3000:]
+    audit = subprocess.run(
+        [str(CLI), "audit", "--experiment", "iris"], env=env, capture_output=True, text=True, timeout=300
+    )
+    assert re.search(
+        rf"closed MLflow run {parent.info.run_id} before the audit: FAILED \(process {proc.pid} died",
+        audit.stderr,
+    ), audit.stderr[-3000:]
     assert audit.returncode == 1  # the killed attempt is incomplete, and says so
     run = client.get_run(parent.info.run_id)
     assert run.info.status == "FAILED" and "died" in run.data.tags["error.message"]
@@ -114,7 +136,9 @@ def small_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def test_a_full_disk_under_dagster_home_gives_one_clear_line(tmp_path: Path, data_dir: Path, small_disk: Path):
+def test_a_full_disk_under_dagster_home_gives_one_clear_line(
+    tmp_path: Path, data_dir: Path, small_disk: Path
+):
     data = tmp_path / "run-data"
     shutil.copytree(data_dir / "iris", data / "iris")
     home = small_disk / "home"
@@ -122,10 +146,14 @@ def test_a_full_disk_under_dagster_home_gives_one_clear_line(tmp_path: Path, dat
     # Leave ~400 KB: the instance's SQLite files outgrow it during the run.
     (small_disk / "filler").write_bytes(bytes(3700 * 1024))
     env, uri = cli_env(tmp_path, data, home)
-    done = subprocess.run([str(CLI), "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [str(CLI), "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 1
-    assert re.search(r"iris/v1\s+FAILURE\s+.*(No space left on device|disk full|could not be written)",
-                     done.stdout + done.stderr), (done.stdout + done.stderr)[-3000:]
+    assert re.search(
+        r"iris/v1\s+FAILURE\s+.*(No space left on device|disk full|could not be written)",
+        done.stdout + done.stderr,
+    ), (done.stdout + done.stderr)[-3000:]
     assert str(small_disk) in done.stdout + done.stderr  # the line names where
     client = MlflowClient(uri)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]

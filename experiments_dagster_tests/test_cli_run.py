@@ -38,8 +38,11 @@ def test_run_uses_the_embedded_store_beside_the_data_dir(tmp_path: Path, data_di
     names = {e.name for e in client.search_experiments()}
     assert {"iris", "diabetes"} <= names
     for name in ("iris", "diabetes"):
-        (parent,) = [r for r in client.search_runs([client.get_experiment_by_name(name).experiment_id])
-                     if "mlflow.parentRunId" not in r.data.tags]
+        (parent,) = [
+            r
+            for r in client.search_runs([client.get_experiment_by_name(name).experiment_id])
+            if "mlflow.parentRunId" not in r.data.tags
+        ]
         assert parent.info.status == "FINISHED" and parent.data.tags["audit.status"] == "complete"
 
     # --select: redraw one version's plots into the same parent run; nothing else is retrained.
@@ -48,17 +51,24 @@ def test_run_uses_the_embedded_store_beside_the_data_dir(tmp_path: Path, data_di
     (parent,) = [r for r in client.search_runs([iris]) if "mlflow.parentRunId" not in r.data.tags]
     png = local_artifact_root(parent.info.artifact_uri) / "confusion_matrix.png"
     png_mtime = png.stat().st_mtime_ns
-    again = subprocess.run([str(CLI), "run", "--dataset", "iris", "--select", "evaluation_plots"], cwd=cwd,
-                           env=env, capture_output=True, text=True, timeout=900)
+    again = subprocess.run(
+        [str(CLI), "run", "--dataset", "iris", "--select", "evaluation_plots"],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert again.returncode == 0, again.stderr[-3000:]
     assert re.search(r"iris/v1\s+SUCCESS\s+http\S+/runs/" + parent.info.run_id, again.stdout)
     assert "diabetes" not in again.stdout
     assert {r.info.run_id for r in client.search_runs([iris])} == before
     assert png.stat().st_mtime_ns > png_mtime  # drawn again
     assert client.get_run(parent.info.run_id).info.status == "FINISHED"
-    wrong = subprocess.run([str(CLI), "run", "--select", "plots"], cwd=cwd, env=env, capture_output=True,
-                           text=True, timeout=300)
+    wrong = subprocess.run(
+        [str(CLI), "run", "--select", "plots"], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
     assert wrong.returncode == 2
-    assert "--select plots: no such asset; choose from cv_metrics, data_hash, evaluation_plots" in wrong.stderr
-
-
+    assert (
+        "--select plots: no such asset; choose from cv_metrics, data_hash, evaluation_plots" in wrong.stderr
+    )

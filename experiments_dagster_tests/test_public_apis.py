@@ -13,16 +13,28 @@ from pathlib import Path
 from experiments_dagster.paths import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "experiments_dagster"
-WATCHED = ("dagster", "dagster_postgres", "dagster_celery", "dagster_mlflow", "mlflow", "sklearn", "optuna",
-           "skops", "xgboost", "celery")
+WATCHED = (
+    "dagster",
+    "dagster_postgres",
+    "dagster_celery",
+    "dagster_mlflow",
+    "mlflow",
+    "sklearn",
+    "optuna",
+    "skops",
+    "xgboost",
+    "celery",
+)
 
 # (file relative to the project, private name) -> why there is no public path.
 ALLOWED: dict[tuple[str, str], str] = {}
 
 
 def _private(dotted: str) -> bool:
-    return any(part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
-               for part in dotted.split("."))
+    return any(
+        part.startswith("_") and not (part.startswith("__") and part.endswith("__"))
+        for part in dotted.split(".")
+    )
 
 
 def private_uses(path: Path) -> list[str]:
@@ -62,8 +74,11 @@ def test_private_name_detector_finds_each_form(tmp_path: Path) -> None:
         "os._exit(0)\nmlflow.tracking._tracking_service.utils\nself_like = object()\nself_like._x\n"
     )
     assert private_uses(sample) == [
-        "dagster._core.storage", "sklearn.utils._safe", "mlflow.tracking._tracking_service",
-        "os._exit", "mlflow.tracking._tracking_service",
+        "dagster._core.storage",
+        "sklearn.utils._safe",
+        "mlflow.tracking._tracking_service",
+        "os._exit",
+        "mlflow.tracking._tracking_service",
     ]
 
 

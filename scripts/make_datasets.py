@@ -60,8 +60,15 @@ def iris() -> None:
     bunch = datasets.load_iris(as_frame=True)
     frame = _frame(bunch)
     frame["species"] = np.asarray(bunch.target_names)[frame.pop("target")]
-    _write_spec("iris", {"target": "species", "hyperparameters": {"n_estimators": 60, "max_depth": 3},
-                         "version": "v1.0", "stage": "candidate"})
+    _write_spec(
+        "iris",
+        {
+            "target": "species",
+            "hyperparameters": {"n_estimators": 60, "max_depth": 3},
+            "version": "v1.0",
+            "stage": "candidate",
+        },
+    )
     frame.to_csv(DATA / "iris" / "v1.csv", index=False)
 
 
@@ -73,9 +80,16 @@ def diabetes() -> None:
     frame["sex"] = np.where(frame["sex"] == 1, "female", "male")
     frame.loc[rng.random(len(frame)) < 0.03, "bmi"] = np.nan
     frame = frame.rename(columns={"target": "progression"})
-    _write_spec("diabetes", {"target": "progression", "task": "regression",
-                             "hyperparameters": {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.05},
-                             "version": "v1.0", "stage": "candidate"})
+    _write_spec(
+        "diabetes",
+        {
+            "target": "progression",
+            "task": "regression",
+            "hyperparameters": {"n_estimators": 150, "max_depth": 3, "learning_rate": 0.05},
+            "version": "v1.0",
+            "stage": "candidate",
+        },
+    )
     frame.to_csv(DATA / "diabetes" / "v1.csv", index=False)
 
 

@@ -43,14 +43,20 @@ def audit_result(tracker: Tracker, run_id: str, asset: str, check: str) -> dg.As
         "mlflow_run_id": run_id,
         "items_checked": len(audit.findings),
         "problems": len(audit.problems),
-        "missing_or_malformed": dg.MetadataValue.json([f"{f.kind} {f.name}: {f.status} {f.detail}".strip()
-                                                       for f in audit.problems]),
+        "missing_or_malformed": dg.MetadataValue.json(
+            [f"{f.kind} {f.name}: {f.status} {f.detail}".strip() for f in audit.problems]
+        ),
     }
     if audit.problems:
         metadata["detail"] = _problems_markdown(audit)
     if scope is None:
-        tracker.set_tags(run_id, {tags.AUDIT_STATUS: "complete" if audit.complete else "incomplete",
-                                  tags.AUDIT_PROBLEMS: len(audit.problems)})
+        tracker.set_tags(
+            run_id,
+            {
+                tags.AUDIT_STATUS: "complete" if audit.complete else "incomplete",
+                tags.AUDIT_PROBLEMS: len(audit.problems),
+            },
+        )
     if not audit.complete:
         summary = "; ".join(f"{f.kind} {f.name} {f.status}" for f in audit.problems[:20])
         tracker.mark_failed(run_id, check, IncompleteLogError(summary))
@@ -59,8 +65,11 @@ def audit_result(tracker: Tracker, run_id: str, asset: str, check: str) -> dg.As
 
 def _build_check(asset: str) -> dg.AssetChecksDefinition:
     name = "experiment_logged_completely" if CHECKED_ASSETS[asset] is None else f"{asset}_logged_completely"
-    what = "the whole parent run against the logging standard" if CHECKED_ASSETS[asset] is None else (
-        f"what `{asset}` must log, per the logging standard")
+    what = (
+        "the whole parent run against the logging standard"
+        if CHECKED_ASSETS[asset] is None
+        else (f"what `{asset}` must log, per the logging standard")
+    )
 
     @dg.asset_check(
         asset=asset,

@@ -1,6 +1,5 @@
 """Launchpad config for an experiment. Every field left unset comes from experiment.yaml."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -22,13 +21,16 @@ class ExperimentConfig(dg.Config):
     target: str | None = Field(default=None, description="Target column.")
     task: str | None = Field(default=None, description="binary, multiclass or regression; inferred if unset.")
     model: str | None = Field(
-        default=None, description="'xgboost' or an estimator import path, e.g. sklearn.ensemble.RandomForestClassifier."
+        default=None,
+        description="'xgboost' or an estimator import path, e.g. sklearn.ensemble.RandomForestClassifier.",
     )
     hyperparameters: dict[str, Any] | None = Field(default=None, description="Estimator keyword arguments.")
     cv_folds: int | None = Field(default=None, description="Number of CV folds (default 5).")
     test_size: float | None = Field(default=None, description="Held-out test share (default 0.2).")
     seed: int | None = Field(default=None, description="Seed for split, CV, model and numpy (default 42).")
-    thresholds: list[float] | None = Field(default=None, description="Decision thresholds swept for binary tasks.")
+    thresholds: list[float] | None = Field(
+        default=None, description="Decision thresholds swept for binary tasks."
+    )
     positive_class: str | None = Field(default=None, description="Positive class of a binary task.")
     business_values: BusinessValuesConfig | None = Field(
         default=None, description="USD per TP/FP/TN/FN, logged as revenue_impact_usd."
@@ -36,7 +38,9 @@ class ExperimentConfig(dg.Config):
     version: str | None = Field(default=None, description="`version` tag of the MLflow run.")
     stage: str | None = Field(default=None, description="`stage` tag of the MLflow run.")
     tags: dict[str, str] | None = Field(default=None, description="Extra MLflow tags.")
-    experiment_name: str | None = Field(default=None, description="MLflow experiment (default: dataset name).")
+    experiment_name: str | None = Field(
+        default=None, description="MLflow experiment (default: dataset name)."
+    )
 
     def overrides(self) -> dict[str, Any]:
         """The fields the user set, as spec overrides."""

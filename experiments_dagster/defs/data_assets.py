@@ -1,6 +1,5 @@
 """Assets that read and fingerprint a dataset version."""
 
-
 import dagster as dg
 import pandas as pd
 
@@ -36,13 +35,22 @@ def data_hash(
     found = version_file(data.path(), context.partition_key)
     digest = hash_file(found.path)
     fp = DataFingerprint(
-        dataset=found.dataset, version=found.version, path=str(found.path), sha256=digest.sha256,
-        size_bytes=digest.size_bytes, rows=len(raw_data), columns=raw_data.shape[1],
+        dataset=found.dataset,
+        version=found.version,
+        path=str(found.path),
+        sha256=digest.sha256,
+        size_bytes=digest.size_bytes,
+        rows=len(raw_data),
+        columns=raw_data.shape[1],
         schema={str(c): str(t) for c, t in raw_data.dtypes.items()},
     )
     return dg.Output(
         fp,
         data_version=dg.DataVersion(digest.sha256),
-        metadata={"sha256": digest.sha256, "size_bytes": digest.size_bytes, "dagster/row_count": fp.rows,
-                  "columns": fp.columns},
+        metadata={
+            "sha256": digest.sha256,
+            "size_bytes": digest.size_bytes,
+            "dagster/row_count": fp.rows,
+            "columns": fp.columns,
+        },
     )

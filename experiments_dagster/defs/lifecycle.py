@@ -59,7 +59,8 @@ def _verdict(run: Run, instance: dg.DagsterInstance) -> tuple[str, str] | None:
         if dead is False:  # alive on this host: a run of another Dagster instance on the same store
             return None
         return "FAILED", "its Dagster run does not exist in this instance" + (
-            f" and its process {run.data.tags['process.pid']} is gone" if dead else "")
+            f" and its process {run.data.tags['process.pid']} is gone" if dead else ""
+        )
     status = dagster_run.status
     if status == dg.DagsterRunStatus.CANCELED:
         return "KILLED", "its Dagster run was canceled"
@@ -69,7 +70,9 @@ def _verdict(run: Run, instance: dg.DagsterInstance) -> tuple[str, str] | None:
             return "FAILED", f"step {failed[0]} of its Dagster run failed: {failed[1]}"
         what = "failed" if status == dg.DagsterRunStatus.FAILURE else "ended"
         return "FAILED", f"its Dagster run {what} before the experiment's last asset logged"
-    if status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING) and process_is_dead(run.data.tags):
+    if status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING) and process_is_dead(
+        run.data.tags
+    ):
         return "FAILED", f"process {run.data.tags['process.pid']} died (killed or out of memory)"
     return None
 
@@ -95,9 +98,12 @@ def reconcile_runs(
             continue
         status, reason = verdict
         run_dagster_id = run.data.tags[tags.DAGSTER_RUN_ID]
-        new = {tags.RECONCILED_REASON: reason,
-               tags.ERROR_ASSET: run.data.tags.get(tags.DAGSTER_ASSET_KEY, "unknown"),
-               tags.ERROR_TYPE: "DagsterRunEnded", tags.ERROR_MESSAGE: reason}
+        new = {
+            tags.RECONCILED_REASON: reason,
+            tags.ERROR_ASSET: run.data.tags.get(tags.DAGSTER_ASSET_KEY, "unknown"),
+            tags.ERROR_TYPE: "DagsterRunEnded",
+            tags.ERROR_MESSAGE: reason,
+        }
         tracker.set_tags(run.info.run_id, new)
         tracker.end_run(run.info.run_id, status)
         if reason.startswith("process "):
@@ -105,8 +111,10 @@ def reconcile_runs(
         done.append(Reconciled(run.info.run_id, run_dagster_id, status, reason))
     for dead_id in dead_dagster_runs:
         dagster_run = instance.get_run_by_id(dead_id)
-        if dagster_run is not None and dagster_run.status in (dg.DagsterRunStatus.STARTED,
-                                                              dg.DagsterRunStatus.STARTING):
+        if dagster_run is not None and dagster_run.status in (
+            dg.DagsterRunStatus.STARTED,
+            dg.DagsterRunStatus.STARTING,
+        ):
             instance.report_run_failed(dagster_run, "Its process died (killed or out of memory).")
     return done
 
@@ -134,8 +142,12 @@ def mlflow_run_reconciler(context: dg.SensorEvaluationContext, mlflow: MlflowTra
     """Keeps MLflow run status truthful when a Dagster run ends without closing its runs."""
     done = reconcile_runs(mlflow.tracker(), context.instance)
     for r in done:
-        context.log.warning(f"MLflow run {r.mlflow_run_id} -> {r.status}: {r.reason} (Dagster run {r.dagster_run_id})")
-    return dg.SkipReason(f"Closed {len(done)} MLflow runs left RUNNING." if done else "No MLflow run left RUNNING.")
+        context.log.warning(
+            f"MLflow run {r.mlflow_run_id} -> {r.status}: {r.reason} (Dagster run {r.dagster_run_id})"
+        )
+    return dg.SkipReason(
+        f"Closed {len(done)} MLflow runs left RUNNING." if done else "No MLflow run left RUNNING."
+    )
 
 
 class CleanupConfig(dg.Config):
@@ -143,17 +155,24 @@ class CleanupConfig(dg.Config):
 
     older_than_days: float = Field(default=30.0, ge=0, description="Only runs that ended this long ago.")
     action: Literal["tag", "delete"] = Field(
-        default="tag", description="'tag' marks them cleanup.status=stale-failure; 'delete' soft-deletes them."
+        default="tag",
+        description="'tag' marks them cleanup.status=stale-failure; 'delete' soft-deletes them.",
     )
 
 
-def tag_or_delete_failed_runs(tracker: Tracker, older_than_days: float, action: str, now_ms: int | None = None) -> list[str]:
+def tag_or_delete_failed_runs(
+    tracker: Tracker, older_than_days: float, action: str, now_ms: int | None = None
+) -> list[str]:
     """FAILED/KILLED runs that ended over ``older_than_days`` ago: tag or soft-delete them."""
     cutoff = (now_ms or int(time.time() * 1000)) - int(older_than_days * 86_400_000)
     # MLflow's filter syntax has no OR: one search per status.
     runs = [r for status in ("FAILED", "KILLED") for r in _runs(tracker, f"attributes.status = '{status}'")]
-    stale = [r for r in runs if (r.info.end_time or r.info.start_time) <= cutoff
-             and (action == "delete" or r.data.tags.get(tags.CLEANUP_STATUS) != "stale-failure")]
+    stale = [
+        r
+        for r in runs
+        if (r.info.end_time or r.info.start_time) <= cutoff
+        and (action == "delete" or r.data.tags.get(tags.CLEANUP_STATUS) != "stale-failure")
+    ]
     for run in stale:
         if action == "delete":
             tracker.client.delete_run(run.info.run_id)
@@ -163,7 +182,9 @@ def tag_or_delete_failed_runs(tracker: Tracker, older_than_days: float, action: 
 
 
 @dg.op(description="Tag or delete FAILED/KILLED MLflow runs older than the configured age.")
-def clean_up_failed_runs(context: dg.OpExecutionContext, config: CleanupConfig, mlflow: MlflowTracking) -> list[str]:
+def clean_up_failed_runs(
+    context: dg.OpExecutionContext, config: CleanupConfig, mlflow: MlflowTracking
+) -> list[str]:
     """Clean up failed runs: tag or delete them."""
     ids = tag_or_delete_failed_runs(mlflow.tracker(), config.older_than_days, config.action)
     context.log.info(f"{config.action}: {len(ids)} failed runs older than {config.older_than_days} days")

@@ -11,7 +11,15 @@ import dagster as dg
 from experiments_dagster.tracking.run_facts import dagster_tags
 
 # Assets that log into the parent run, in dependency order.
-LOGGING_ORDER = ("splits", "search_trials", "fold_models", "cv_metrics", "final_model", "evaluation_plots", "repro_manifest")
+LOGGING_ORDER = (
+    "splits",
+    "search_trials",
+    "fold_models",
+    "cv_metrics",
+    "final_model",
+    "evaluation_plots",
+    "repro_manifest",
+)
 
 
 def run_end(context: dg.AssetExecutionContext, asset: str) -> dict[str, Any]:
@@ -46,7 +54,9 @@ def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
 def metrics_metadata(metrics: Mapping[str, float]) -> dict[str, dg.MetadataValue]:
     """Each metric as a float (plotted across materializations) and one markdown table."""
     rows = "\n".join(f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()))
-    out: dict[str, dg.MetadataValue] = {"metrics": dg.MetadataValue.md(f"| metric | value |\n|---|---|\n{rows}")}
+    out: dict[str, dg.MetadataValue] = {
+        "metrics": dg.MetadataValue.md(f"| metric | value |\n|---|---|\n{rows}")
+    }
     out |= {k: dg.MetadataValue.float(float(v)) for k, v in metrics.items()}
     return out
 

@@ -23,23 +23,35 @@ def model_promotion(
 ) -> dg.Output[Decision]:
     """Promote the challenger to `champion` if its log is complete and it beats the champion."""
     tracker = mlflow.tracker()
-    decision = decide_promotion(tracker, final_model.registered_name, final_model.registered_version,
-                                final_model.run.run_id, splits)
+    decision = decide_promotion(
+        tracker, final_model.registered_name, final_model.registered_version, final_model.run.run_id, splits
+    )
     apply_decision(tracker, decision, final_model.run.run_id)
-    context.log.info(f"{decision.model_name} v{decision.challenger_version}: "
-                     f"{'promoted' if decision.promoted else 'not promoted'}: {decision.reason}")
-    return dg.Output(decision, metadata={
-        "decision": "promoted" if decision.promoted else "not promoted",
-        "reason": decision.reason,
-        "registered_model": decision.model_name,
-        "challenger_version": decision.challenger_version,
-        "previous_champion_version": decision.champion_version or "none",
-        "metric": decision.metric,
-        "challenger_score": decision.challenger_score if decision.challenger_score is not None else float("nan"),
-        "champion_score": decision.champion_score if decision.champion_score is not None else float("nan"),
-        "baseline_score": decision.baseline_score if decision.baseline_score is not None else float("nan"),
-        "mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
-    })
+    context.log.info(
+        f"{decision.model_name} v{decision.challenger_version}: "
+        f"{'promoted' if decision.promoted else 'not promoted'}: {decision.reason}"
+    )
+    return dg.Output(
+        decision,
+        metadata={
+            "decision": "promoted" if decision.promoted else "not promoted",
+            "reason": decision.reason,
+            "registered_model": decision.model_name,
+            "challenger_version": decision.challenger_version,
+            "previous_champion_version": decision.champion_version or "none",
+            "metric": decision.metric,
+            "challenger_score": decision.challenger_score
+            if decision.challenger_score is not None
+            else float("nan"),
+            "champion_score": decision.champion_score
+            if decision.champion_score is not None
+            else float("nan"),
+            "baseline_score": decision.baseline_score
+            if decision.baseline_score is not None
+            else float("nan"),
+            "mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
+        },
+    )
 
 
 def _champion_check() -> dg.AssetChecksDefinition:
@@ -52,7 +64,9 @@ def _champion_check() -> dg.AssetChecksDefinition:
             partitions_def=dataset_versions,
             description="The champion alias agrees with the decision.",
         )
-        def champion_alias_matches_decision(mlflow: MlflowTracking, model_promotion: Decision) -> dg.AssetCheckResult:
+        def champion_alias_matches_decision(
+            mlflow: MlflowTracking, model_promotion: Decision
+        ) -> dg.AssetCheckResult:
             """Promoted: `champion` points at this version (or at a later version promoted since).
             Not promoted: it does not point at this version."""
             client = mlflow.tracker().client
@@ -63,12 +77,20 @@ def _champion_check() -> dg.AssetChecksDefinition:
             except Exception:  # no champion yet
                 current, champion = None, None
             is_this = champion == d.challenger_version
-            later = current is not None and int(current.version) > int(d.challenger_version) and \
-                current.tags.get("promotion.decision") == "promoted"
+            later = (
+                current is not None
+                and int(current.version) > int(d.challenger_version)
+                and current.tags.get("promotion.decision") == "promoted"
+            )
             ok = (is_this or later) if d.promoted else (not is_this or d.reason == "already the champion")
-            return dg.AssetCheckResult(passed=ok, metadata={"champion_version": champion or "none",
-                                                            "challenger_version": model_promotion.challenger_version,
-                                                            "reason": model_promotion.reason})
+            return dg.AssetCheckResult(
+                passed=ok,
+                metadata={
+                    "champion_version": champion or "none",
+                    "challenger_version": model_promotion.challenger_version,
+                    "reason": model_promotion.reason,
+                },
+            )
 
         return champion_alias_matches_decision
 

@@ -1,6 +1,5 @@
 """Assets that evaluate the final model and close the experiment with its manifest."""
 
-
 from typing import Any
 
 import dagster as dg
@@ -13,7 +12,12 @@ from experiments_dagster.tracking import asset_logging
 from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"matplotlib", "mlflow"})
+@dg.asset(
+    partitions_def=dataset_versions,
+    group_name=GROUP,
+    hooks={mlflow_runs_failed},
+    kinds={"matplotlib", "mlflow"},
+)
 def evaluation_plots(
     context: dg.AssetExecutionContext, mlflow: MlflowTracking, final_model: FinalModel, splits: Splits
 ) -> dg.Output[EvaluationPlots]:
@@ -21,10 +25,12 @@ def evaluation_plots(
     tracker = mlflow.tracker()
     with tracker.activity(final_model.run.run_id, "evaluation_plots", **run_end(context, "evaluation_plots")):
         value, pngs = asset_logging.log_evaluation_plots(tracker, splits, final_model)
-    metadata: dict[str, Any] = {"mlflow_run_url": dg.MetadataValue.url(value.run.url),
-                                "mlflow_run_id": value.run.run_id,
-                                "importance_method": value.importance_method,
-                                "artifacts": dg.MetadataValue.json(value.artifacts)}
+    metadata: dict[str, Any] = {
+        "mlflow_run_url": dg.MetadataValue.url(value.run.url),
+        "mlflow_run_id": value.run.run_id,
+        "importance_method": value.importance_method,
+        "artifacts": dg.MetadataValue.json(value.artifacts),
+    }
     metadata |= {name.removesuffix(".png"): png_markdown(png, name) for name, png in pngs.items()}
     return dg.Output(value, metadata=metadata)
 
@@ -44,11 +50,22 @@ def repro_manifest(
     run_id = final_model.run.run_id
     with tracker.activity(run_id, "repro_manifest", **run_end(context, "repro_manifest")):
         manifest = asset_logging.build_manifest(
-            data_hash, splits, cv_metrics, final_model, evaluation_plots, tags_for(context, "repro_manifest"), tracker
+            data_hash,
+            splits,
+            cv_metrics,
+            final_model,
+            evaluation_plots,
+            tags_for(context, "repro_manifest"),
+            tracker,
         )
         asset_logging.log_manifest(tracker, run_id, manifest)
     context.log.info(f"Experiment complete: {final_model.run.url}")
-    return dg.Output(manifest, metadata={"mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
-                                         "mlflow_run_id": run_id,
-                                         "git_commit": manifest["code"].get("git.commit", "unknown"),
-                                         "manifest": dg.MetadataValue.json(manifest)})
+    return dg.Output(
+        manifest,
+        metadata={
+            "mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
+            "mlflow_run_id": run_id,
+            "git_commit": manifest["code"].get("git.commit", "unknown"),
+            "manifest": dg.MetadataValue.json(manifest),
+        },
+    )

@@ -1,6 +1,5 @@
 """Resources: the MLflow tracking store and the data directory."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -18,7 +17,8 @@ class MlflowTracking(dg.ConfigurableResource):
         description="MLflow tracking URI; unset means $MLFLOW_TRACKING_URI, else SQLite under the data dir.",
     )
     ui_url: str | None = Field(
-        default=None, description="Base URL of the MLflow UI used in run links (default http://127.0.0.1:5000)."
+        default=None,
+        description="Base URL of the MLflow UI used in run links (default http://127.0.0.1:5000).",
     )
 
     def tracker(self) -> Tracker:

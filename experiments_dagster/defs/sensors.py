@@ -49,12 +49,17 @@ def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.Senso
             state["trained"][key] = trained = f.stamp  # trained before this sensor saw it
         if trained is not None:
             if trained != f.stamp and key not in state["changed"]:
-                message = (f"{f.version.path} changed after version {key} was trained (size/mtime "
-                           f"{trained} -> {f.stamp}). Raw data is immutable: restore the file, or save "
-                           "the new data as a new version file to train it.")
+                message = (
+                    f"{f.version.path} changed after version {key} was trained (size/mtime "
+                    f"{trained} -> {f.stamp}). Raw data is immutable: restore the file, or save "
+                    "the new data as a new version file to train it."
+                )
                 context.log.error(message)
-                events.append(dg.AssetObservation(asset_key="raw_data", partition=key,
-                                                  metadata={"changed_after_training": message}))
+                events.append(
+                    dg.AssetObservation(
+                        asset_key="raw_data", partition=key, metadata={"changed_after_training": message}
+                    )
+                )
                 state["changed"][key] = f.stamp
             elif trained == f.stamp:
                 state["changed"].pop(key, None)
@@ -67,8 +72,12 @@ def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.Senso
             pending[key] = f.stamp  # first sight, or still being written
     state["pending"] = pending
     partitions = [dg.AddDynamicPartitionsRequest(DATASET_VERSIONS, new_keys)] if new_keys else []
-    return dg.SensorResult(run_requests=requests, dynamic_partitions_requests=partitions,
-                           asset_events=events, cursor=json.dumps(state, sort_keys=True))
+    return dg.SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=partitions,
+        asset_events=events,
+        cursor=json.dumps(state, sort_keys=True),
+    )
 
 
 @dg.sensor(

@@ -1,6 +1,5 @@
 """Assets that split, cross-validate and fit, logging into the experiment's parent run."""
 
-
 from pathlib import Path
 
 import dagster as dg
@@ -36,7 +35,9 @@ def _run_metadata(ref) -> dict[str, dg.MetadataValue]:
     return {"mlflow_run_url": dg.MetadataValue.url(ref.url), "mlflow_run_id": ref.run_id}
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"sklearn", "mlflow"})
+@dg.asset(
+    partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"sklearn", "mlflow"}
+)
 def splits(
     context: dg.AssetExecutionContext,
     config: ExperimentConfig,
@@ -57,49 +58,82 @@ def splits(
     context.log.info(f"MLflow parent run {ref.run_id}: {ref.url}")
     return dg.Output(
         value,
-        metadata={**_run_metadata(ref), "task": prepared.task, "train_rows": len(prepared.split.y_train),
-                  "test_rows": len(prepared.split.y_test), "rows_dropped_missing_target": prepared.rows_dropped,
-                  "data_hash": data_hash.sha256},
+        metadata={
+            **_run_metadata(ref),
+            "task": prepared.task,
+            "train_rows": len(prepared.split.y_train),
+            "test_rows": len(prepared.split.y_test),
+            "rows_dropped_missing_target": prepared.rows_dropped,
+            "data_hash": data_hash.sha256,
+        },
     )
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"optuna", "mlflow"})
-def search_trials(context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits) -> dg.Output[SearchResult]:
+@dg.asset(
+    partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"optuna", "mlflow"}
+)
+def search_trials(
+    context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits
+) -> dg.Output[SearchResult]:
     """Optional hyperparameter search (config `search`): one nested MLflow run per trial."""
     tracker = mlflow.tracker()
     with tracker.activity(splits.run.run_id, "search_trials", **run_end(context, "search_trials")):
         value = log_search(tracker, splits, tags_for(context, "search_trials"))
     metadata: dict = {**_run_metadata(splits.run), "enabled": value.enabled}
     if value.enabled:
-        metadata |= {"trials": len(value.trials), "best_score": value.best_score, "metric": value.metric,
-                     "best_params": dg.MetadataValue.json(value.best_params),
-                     "optimization_history": png_markdown(value.history_png, "optimization history")}
+        metadata |= {
+            "trials": len(value.trials),
+            "best_score": value.best_score,
+            "metric": value.metric,
+            "best_params": dg.MetadataValue.json(value.best_params),
+            "optimization_history": png_markdown(value.history_png, "optimization history"),
+        }
     return dg.Output(value, metadata=metadata)
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"xgboost", "mlflow"})
+@dg.asset(
+    partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"xgboost", "mlflow"}
+)
 def fold_models(
     context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits, search_trials: SearchResult
 ) -> dg.Output[FoldModels]:
     """One pipeline per CV fold (search's best params if a search ran), each a nested MLflow run."""
     tracker = mlflow.tracker()
     with tracker.activity(splits.run.run_id, "fold_models", **run_end(context, "fold_models")):
-        value = asset_logging.log_fold_models(tracker, splits, search_trials, tags_for(context, "fold_models"))
-    return dg.Output(value, metadata={**_run_metadata(splits.run), "folds": len(value.folds),
-                                      "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids)})
+        value = asset_logging.log_fold_models(
+            tracker, splits, search_trials, tags_for(context, "fold_models")
+        )
+    return dg.Output(
+        value,
+        metadata={
+            **_run_metadata(splits.run),
+            "folds": len(value.folds),
+            "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids),
+        },
+    )
 
 
 @dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"mlflow"})
-def cv_metrics(context: dg.AssetExecutionContext, mlflow: MlflowTracking, fold_models: FoldModels) -> dg.Output[CvMetrics]:
+def cv_metrics(
+    context: dg.AssetExecutionContext, mlflow: MlflowTracking, fold_models: FoldModels
+) -> dg.Output[CvMetrics]:
     """Per-fold metric table with mean and std, logged on the parent run."""
     tracker = mlflow.tracker()
     with tracker.activity(fold_models.run.run_id, "cv_metrics", **run_end(context, "cv_metrics")):
         value = asset_logging.log_cv_metrics(tracker, fold_models)
-    return dg.Output(value, metadata={**_run_metadata(value.run), **metrics_metadata(value.summary),
-                                      "folds": frame_markdown(value.table)})
+    return dg.Output(
+        value,
+        metadata={
+            **_run_metadata(value.run),
+            **metrics_metadata(value.summary),
+            "folds": frame_markdown(value.table),
+        },
+    )
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"xgboost", "mlflow"})
+@dg.asset(
+    partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"xgboost", "mlflow"}
+)
 def final_model(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
@@ -112,6 +146,13 @@ def final_model(
     tracker = mlflow.tracker()
     with tracker.activity(splits.run.run_id, "final_model", **run_end(context, "final_model")):
         value = asset_logging.log_final_model(tracker, splits, search_trials, cv_metrics)
-    return dg.Output(value, metadata={**_run_metadata(value.run), **metrics_metadata(value.metrics),
-                                      "model_uri": value.model_uri, "pickle_sha256": value.pickle_sha256,
-                                      "registered_model": f"{value.registered_name} v{value.registered_version}"})
+    return dg.Output(
+        value,
+        metadata={
+            **_run_metadata(value.run),
+            **metrics_metadata(value.metrics),
+            "model_uri": value.model_uri,
+            "pickle_sha256": value.pickle_sha256,
+            "registered_model": f"{value.registered_name} v{value.registered_version}",
+        },
+    )

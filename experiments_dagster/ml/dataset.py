@@ -106,9 +106,7 @@ def load_table(path: Path) -> pd.DataFrame:
             f"(one of {', '.join(SUPPORTED_SUFFIXES)}) or remove the partition."
         )
     if path.suffix not in SUPPORTED_SUFFIXES:
-        raise ExperimentInputError(
-            f"Dataset file {path} has suffix {path.suffix!r}; use .csv or .parquet."
-        )
+        raise ExperimentInputError(f"Dataset file {path} has suffix {path.suffix!r}; use .csv or .parquet.")
     if path.stat().st_size == 0:
         raise ExperimentInputError(
             f"Dataset file {path} is empty (0 bytes). Write the data again, with a header row."
@@ -176,8 +174,7 @@ def check_target(y: pd.Series, task: str, cv_folds: int, path: Path, target: str
             )
         if len(y) < cv_folds * 2:
             raise ExperimentInputError(
-                f"{path} has {len(y)} rows, too few for {cv_folds} CV folds; add rows or "
-                "lower `cv_folds`."
+                f"{path} has {len(y)} rows, too few for {cv_folds} CV folds; add rows or lower `cv_folds`."
             )
         return
     counts = y.value_counts()

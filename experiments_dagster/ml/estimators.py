@@ -36,7 +36,10 @@ def usable_cpus() -> int:
     except AttributeError:  # not on Linux
         cpus = os.cpu_count() or 1
     cap = env_int(
-        CPUS_ENV, 0, 1, "a positive integer, the most CPUs one run's fits may use",
+        CPUS_ENV,
+        0,
+        1,
+        "a positive integer, the most CPUs one run's fits may use",
         f"or unset it for all the CPUs this process may run on ({cpus}).",
     )
     return min(cpus, cap) if cap else cpus
@@ -103,8 +106,7 @@ def build_estimator(
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise ExperimentInputError(
-            f"Hyperparameters {unknown} are not accepted by {cls.__name__}; "
-            f"it accepts {sorted(accepted)}."
+            f"Hyperparameters {unknown} are not accepted by {cls.__name__}; it accepts {sorted(accepted)}."
         )
     if "random_state" in accepted and "random_state" not in hyperparameters:
         params["random_state"] = random_state

@@ -84,7 +84,11 @@ METRIC_FUNCTIONS: dict[str, dict[str, Callable[[Scored], float]]] = {
         **{
             f"{name}_{avg}": _avg(fn, avg)
             for avg in ("macro", "weighted")
-            for name, fn in (("precision", skm.precision_score), ("recall", skm.recall_score), ("f1", skm.f1_score))
+            for name, fn in (
+                ("precision", skm.precision_score),
+                ("recall", skm.recall_score),
+                ("f1", skm.f1_score),
+            )
         },
         "roc_auc_ovr": lambda s: skm.roc_auc_score(
             s.y_true, s.preds.proba, multi_class="ovr", labels=s.preds.classes
@@ -105,8 +109,15 @@ METRIC_FUNCTIONS: dict[str, dict[str, Callable[[Scored], float]]] = {
 DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss"),
     "multiclass": (
-        "accuracy", "precision_macro", "recall_macro", "f1_macro",
-        "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc_ovr", "log_loss",
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
+        "roc_auc_ovr",
+        "log_loss",
     ),
     "regression": ("rmse", "mae", "r2", "mape"),
 }

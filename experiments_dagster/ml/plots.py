@@ -19,9 +19,7 @@ def plot_confusion_matrix(y_true: np.ndarray, preds: Predictions) -> Figure:
     """Confusion matrix of predicted against true labels."""
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
-    ConfusionMatrixDisplay.from_predictions(
-        y_true, preds.y_pred, labels=preds.classes, ax=ax, colorbar=False
-    )
+    ConfusionMatrixDisplay.from_predictions(y_true, preds.y_pred, labels=preds.classes, ax=ax, colorbar=False)
     ax.set_title("Confusion matrix (test)")
     fig.tight_layout()
     return fig
@@ -47,10 +45,7 @@ def _one_vs_rest(y_true: np.ndarray, preds: Predictions, positive_class: str | N
         pos = positive_label(classes, positive_class)
         idx = int(np.flatnonzero(classes == pos)[0])
         return [(str(pos), (np.asarray(y_true) == pos).astype(int), preds.proba[:, idx])]
-    return [
-        (str(c), (np.asarray(y_true) == c).astype(int), preds.proba[:, i])
-        for i, c in enumerate(classes)
-    ]
+    return [(str(c), (np.asarray(y_true) == c).astype(int), preds.proba[:, i]) for i, c in enumerate(classes)]
 
 
 def plot_roc_curve(y_true: np.ndarray, preds: Predictions, positive_class: str | None) -> Figure:
@@ -118,7 +113,10 @@ def plot_optimization_history(outcome, metric: str, direction: str) -> Figure:
         ax.legend(loc="best")
     pruned = sum(t.state == "PRUNED" for t in outcome.trials)
     failed = sum(t.state == "FAIL" for t in outcome.trials)
-    ax.set(xlabel="trial", ylabel=f"CV {metric} ({direction})",
-           title=f"Optimization history ({len(done)} complete, {pruned} pruned, {failed} failed)")
+    ax.set(
+        xlabel="trial",
+        ylabel=f"CV {metric} ({direction})",
+        title=f"Optimization history ({len(done)} complete, {pruned} pruned, {failed} failed)",
+    )
     fig.tight_layout()
     return fig

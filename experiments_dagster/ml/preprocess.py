@@ -44,9 +44,7 @@ def build_preprocessor(X: pd.DataFrame) -> ColumnTransformer:
     Boolean columns (never missing: pandas makes a column with gaps object) are one-hot encoded.
     """
     numeric, categorical, boolean = column_kinds(X)
-    numeric_steps = Pipeline(
-        [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
-    )
+    numeric_steps = Pipeline([("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())])
     categorical_steps = Pipeline(
         [
             ("impute", SimpleImputer(strategy="constant", fill_value="missing")),
@@ -69,7 +67,6 @@ def build_preprocessor(X: pd.DataFrame) -> ColumnTransformer:
         ],
         remainder="drop",
     )
-
 
 
 # A categorical column whose values are nearly all distinct, or long, is probably free text or

@@ -108,8 +108,19 @@ def run_search(
                 raise optuna.TrialPruned()
 
         try:
-            cross_validate(X, y, task, model, params, folds, cv_seed, model_seed, positive_class=positive_class,
-                           metric_names=(metric,), on_done=report)
+            cross_validate(
+                X,
+                y,
+                task,
+                model,
+                params,
+                folds,
+                cv_seed,
+                model_seed,
+                positive_class=positive_class,
+                metric_names=(metric,),
+                on_done=report,
+            )
         except optuna.TrialPruned:
             raise
         except Exception as exc:
@@ -120,10 +131,14 @@ def run_search(
     study = optuna.create_study(
         direction=direction,
         sampler=optuna.samplers.TPESampler(seed=seed),
-        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1) if pruning else optuna.pruners.NopPruner(),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
+        if pruning
+        else optuna.pruners.NopPruner(),
     )
     callbacks = [lambda _study, frozen: on_trial(_result(frozen))] if on_trial else []
-    study.optimize(objective, n_trials=n_trials, timeout=timeout_seconds, catch=(Exception,), callbacks=callbacks)
+    study.optimize(
+        objective, n_trials=n_trials, timeout=timeout_seconds, catch=(Exception,), callbacks=callbacks
+    )
     trials = [_result(t) for t in study.trials]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     if not complete:

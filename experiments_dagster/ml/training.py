@@ -36,9 +36,7 @@ class Split:
     y_test: pd.Series
 
 
-def split_dataset(
-    frame: pd.DataFrame, target: str, task: str, test_size: float, seed: int
-) -> Split:
+def split_dataset(frame: pd.DataFrame, target: str, task: str, test_size: float, seed: int) -> Split:
     """Hold out a test set, stratified by class for classification."""
     X = frame.drop(columns=[target])
     y = frame[target]
@@ -105,7 +103,6 @@ class FoldResult:
     timing: Timed = field(default_factory=Timed)
 
 
-
 @dataclass
 class FinalFit:
     """The final pipeline fitted on the train split, and its scores on the test split."""
@@ -116,7 +113,10 @@ class FinalFit:
 
 
 def final_metrics(
-    spec: ExperimentSpec, task: str, y_true: np.ndarray, preds: Predictions,
+    spec: ExperimentSpec,
+    task: str,
+    y_true: np.ndarray,
+    preds: Predictions,
     metric_names: tuple[str, ...] | None = None,
 ) -> dict[str, float]:
     """Test metrics, plus threshold sweep and business value for binary tasks."""
@@ -131,7 +131,10 @@ def final_metrics(
 
 
 def fit_final_model(
-    split: Split, task: str, spec: ExperimentSpec, hyperparameters: dict[str, Any],
+    split: Split,
+    task: str,
+    spec: ExperimentSpec,
+    hyperparameters: dict[str, Any],
     metric_names: tuple[str, ...] | None = None,
 ) -> FinalFit:
     """Fit the pipeline on the train split (alone, with all usable CPUs) and score it on the test split."""

@@ -52,12 +52,20 @@ def open_parent_run(
     return RunRef(run_id, experiment_id, tracker.run_url(run_id, experiment_id))
 
 
-def log_splits(tracker: Tracker, ref: RunRef, spec: ExperimentSpec, prepared: Prepared, fp: DataFingerprint) -> Splits:
+def log_splits(
+    tracker: Tracker, ref: RunRef, spec: ExperimentSpec, prepared: Prepared, fp: DataFingerprint
+) -> Splits:
     """Dataset facts, split sizes and seeds as params; the dataset as an MLflow input."""
-    tracker.log_params(ref.run_id, split_params(spec, prepared.task, fp, prepared.split, prepared.rows_dropped))
+    tracker.log_params(
+        ref.run_id, split_params(spec, prepared.task, fp, prepared.split, prepared.rows_dropped)
+    )
     tracker.log_dataset(
-        ref.run_id, prepared.frame, name=f"{fp.dataset}@{fp.version}", digest=fp.sha256,
-        source=fp.path, target=spec.target,
+        ref.run_id,
+        prepared.frame,
+        name=f"{fp.dataset}@{fp.version}",
+        digest=fp.sha256,
+        source=fp.path,
+        target=spec.target,
     )
     return Splits(ref, spec, prepared.task, prepared.split, prepared.rows_dropped, fp)
 
@@ -67,7 +75,9 @@ def model_hyperparameters(splits: Splits, search: SearchResult) -> dict[str, Any
     return {**splits.spec.hyperparameters, **search.best_params}
 
 
-def log_fold_models(tracker: Tracker, splits: Splits, search: SearchResult, tags: Mapping[str, str]) -> FoldModels:
+def log_fold_models(
+    tracker: Tracker, splits: Splits, search: SearchResult, tags: Mapping[str, str]
+) -> FoldModels:
     """Train the CV folds (several at once, see ``ml.cv.cross_validate``), each in its own nested run.
 
     A fold's run opens when its training starts and closes when it is logged. If a fold fails,
@@ -82,14 +92,28 @@ def log_fold_models(tracker: Tracker, splits: Splits, search: SearchResult, tags
     run_ids: list[str] = []
 
     def start(i: int) -> None:
-        run_ids.append(tracker.start_run(
-            splits.run.experiment_id, f"fold-{i}", {**tags, "cv.fold": str(i)}, parent_run_id=splits.run.run_id,
-        ))
+        run_ids.append(
+            tracker.start_run(
+                splits.run.experiment_id,
+                f"fold-{i}",
+                {**tags, "cv.fold": str(i)},
+                parent_run_id=splits.run.run_id,
+            )
+        )
 
     folds = cross_validate(
-        s.X_train, s.y_train, splits.task, spec.model, model_hyperparameters(splits, search), spec.cv_folds,
-        seeds.cv, seeds.model, positive_class=spec.positive_class, metric_names=standard.metric_names(splits.task),
-        workers=workers, on_start=start,
+        s.X_train,
+        s.y_train,
+        splits.task,
+        spec.model,
+        model_hyperparameters(splits, search),
+        spec.cv_folds,
+        seeds.cv,
+        seeds.model,
+        positive_class=spec.positive_class,
+        metric_names=standard.metric_names(splits.task),
+        workers=workers,
+        on_start=start,
         on_done=lambda fold: log_fold(tracker, run_ids[fold.fold], fold, seeds, workers),
         on_error=lambda i, exc: tracker.mark_failed(run_ids[i], "fold_models", exc, "FAILED"),
         on_abandon=lambda i, exc: tracker.mark_failed(run_ids[i], "fold_models", exc, "KILLED"),
@@ -102,13 +126,24 @@ def log_fold(tracker: Tracker, run_id: str, fold: FoldResult, seeds: Any, worker
     with tracker.activity(run_id, "fold_models", finish=True):
         tracker.log_params(
             run_id,
-            {"fold": fold.fold, "fold.train_rows": fold.n_train, "fold.validation_rows": fold.n_validation,
-             "model_type": model_type(estimator_of(fold.pipeline)), "seed.cv": seeds.cv,
-             "seed.model": seeds.model, "cv.workers": workers, **hyperparameters(estimator_of(fold.pipeline))},
+            {
+                "fold": fold.fold,
+                "fold.train_rows": fold.n_train,
+                "fold.validation_rows": fold.n_validation,
+                "model_type": model_type(estimator_of(fold.pipeline)),
+                "seed.cv": seeds.cv,
+                "seed.model": seeds.model,
+                "cv.workers": workers,
+                **hyperparameters(estimator_of(fold.pipeline)),
+            },
         )
         tracker.log_metrics(
-            run_id, {**fold.metrics, "fit_time_seconds": fold.timing.fit_seconds,
-                     "predict_time_seconds": fold.timing.predict_seconds},
+            run_id,
+            {
+                **fold.metrics,
+                "fit_time_seconds": fold.timing.fit_seconds,
+                "predict_time_seconds": fold.timing.predict_seconds,
+            },
         )
 
 
@@ -137,14 +172,19 @@ def log_final_model(tracker: Tracker, splits: Splits, search: SearchResult, cv: 
     """Fit on the train split; log hyperparameters, test metrics, the pyfunc model and a pickle;
     register the model as the `challenger` version of the dataset's registered model."""
     spec, s, ref = splits.spec, splits.split, splits.run
-    fit = fit_final_model(s, splits.task, spec, model_hyperparameters(splits, search), standard.metric_names(splits.task))
+    fit = fit_final_model(
+        s, splits.task, spec, model_hyperparameters(splits, search), standard.metric_names(splits.task)
+    )
     pipeline, metrics = fit.pipeline, fit.metrics | {"fit_time_seconds": fit.fit_seconds}
     estimator = estimator_of(pipeline)
     hp = hyperparameters(estimator)
     tracker.log_params(ref.run_id, {"model_type": model_type(estimator), **hp})
     tracker.log_metrics(ref.run_id, metrics)
     model_id = tracker.log_pyfunc_model(
-        ref.run_id, pipeline, s.X_test, params={k: str(v) for k, v in hp.items()},
+        ref.run_id,
+        pipeline,
+        s.X_test,
+        params={k: str(v) for k, v in hp.items()},
         tags={"dataset": splits.fingerprint.dataset, "data.hash": splits.fingerprint.sha256},
         model_type=model_type(estimator),
     )
@@ -153,16 +193,35 @@ def log_final_model(tracker: Tracker, splits: Splits, search: SearchResult, cv: 
         sha = dump_pickle(pipeline, path)
         tracker.log_file(ref.run_id, path, str(Path(PICKLE_ARTIFACT).parent))
     uri = f"models:/{model_id}"
-    tracker.set_tags(ref.run_id, {run_tags.MODEL_ID: model_id, "model.uri": uri, "model.pickle_sha256": sha,
-                                  "model.pickle_path": PICKLE_ARTIFACT})
+    tracker.set_tags(
+        ref.run_id,
+        {
+            run_tags.MODEL_ID: model_id,
+            "model.uri": uri,
+            "model.pickle_sha256": sha,
+            "model.pickle_path": PICKLE_ARTIFACT,
+        },
+    )
     fp = splits.fingerprint
-    version = register_challenger(tracker, spec.model_name, model_id, ref.run_id, {
-        "version": spec.version, "stage": spec.stage, "data.hash": fp.sha256, "dataset.version": fp.version,
-        "git.commit": tracker.client.get_run(ref.run_id).data.tags.get("git.commit", "unknown"),
-        "mlflow.run_url": ref.url, "mlflow.run_id": ref.run_id,
-    })
-    tracker.set_tags(ref.run_id, {"registry.model_name": spec.model_name, "registry.version": version,
-                                  "registry.alias": CHALLENGER})
+    version = register_challenger(
+        tracker,
+        spec.model_name,
+        model_id,
+        ref.run_id,
+        {
+            "version": spec.version,
+            "stage": spec.stage,
+            "data.hash": fp.sha256,
+            "dataset.version": fp.version,
+            "git.commit": tracker.client.get_run(ref.run_id).data.tags.get("git.commit", "unknown"),
+            "mlflow.run_url": ref.url,
+            "mlflow.run_id": ref.run_id,
+        },
+    )
+    tracker.set_tags(
+        ref.run_id,
+        {"registry.model_name": spec.model_name, "registry.version": version, "registry.alias": CHALLENGER},
+    )
     return FinalModel(ref, pipeline, model_id, uri, sha, metrics, hp, spec.model_name, version)
 
 
@@ -184,7 +243,9 @@ def plot_set(splits: Splits, final: FinalModel, seed: int) -> tuple[dict[str, An
     return figures, importance, method
 
 
-def log_evaluation_plots(tracker: Tracker, splits: Splits, final: FinalModel) -> tuple[EvaluationPlots, dict[str, bytes]]:
+def log_evaluation_plots(
+    tracker: Tracker, splits: Splits, final: FinalModel
+) -> tuple[EvaluationPlots, dict[str, bytes]]:
     """Log every figure as a PNG (and the importance table); return the PNG bytes too."""
     figures, importance, method = plot_set(splits, final, splits.spec.resolved_seeds.numpy)
     pngs = {name: tracker.log_figure(final.run.run_id, fig, name) for name, fig in figures.items()}
@@ -196,23 +257,40 @@ def log_evaluation_plots(tracker: Tracker, splits: Splits, final: FinalModel) ->
 
 
 def build_manifest(
-    fp: DataFingerprint, splits: Splits, cv: CvMetrics, final: FinalModel, plots_: EvaluationPlots,
-    tags: Mapping[str, str], tracker: Tracker,
+    fp: DataFingerprint,
+    splits: Splits,
+    cv: CvMetrics,
+    final: FinalModel,
+    plots_: EvaluationPlots,
+    tags: Mapping[str, str],
+    tracker: Tracker,
 ) -> dict[str, Any]:
     """Everything needed to reproduce the experiment, as one JSON-able document."""
     run = tracker.client.get_run(final.run.run_id)
     return {
-        "mlflow": {"run_id": final.run.run_id, "experiment_id": final.run.experiment_id,
-                   "run_url": final.run.url, "tracking_uri": tracker.tracking_uri},
+        "mlflow": {
+            "run_id": final.run.run_id,
+            "experiment_id": final.run.experiment_id,
+            "run_url": final.run.url,
+            "tracking_uri": tracker.tracking_uri,
+        },
         "dagster": dict(tags),
         "dataset": fp.__dict__,
         "spec": json.loads(splits.spec.model_dump_json()),
         "task": splits.task,
         "seeds": splits.spec.resolved_seeds.model_dump(),
-        "split": {"train_rows": len(splits.split.y_train), "test_rows": len(splits.split.y_test),
-                  "rows_dropped_missing_target": splits.rows_dropped},
-        "model": {"model_id": final.model_id, "uri": final.model_uri, "pickle_sha256": final.pickle_sha256,
-                  "pickle_artifact": PICKLE_ARTIFACT, "hyperparameters": {k: str(v) for k, v in final.hyperparameters.items()}},
+        "split": {
+            "train_rows": len(splits.split.y_train),
+            "test_rows": len(splits.split.y_test),
+            "rows_dropped_missing_target": splits.rows_dropped,
+        },
+        "model": {
+            "model_id": final.model_id,
+            "uri": final.model_uri,
+            "pickle_sha256": final.pickle_sha256,
+            "pickle_artifact": PICKLE_ARTIFACT,
+            "hyperparameters": {k: str(v) for k, v in final.hyperparameters.items()},
+        },
         "metrics": {"test": final.metrics, "cv": cv.summary},
         "artifacts": plots_.artifacts,
         "code": {k: v for k, v in run.data.tags.items() if k.startswith(("git.", "python.", "os."))},

@@ -35,7 +35,9 @@ def local_artifact_root(artifact_uri: str | None) -> Path | None:
     parsed = urllib.parse.urlparse(artifact_uri)
     if parsed.scheme == "file":
         return Path(urllib.request.url2pathname(parsed.path))
-    if parsed.scheme == "" or (len(parsed.scheme) == 1 and artifact_uri[1:3] in (":\\", ":/")):  # posix or C:\
+    if parsed.scheme == "" or (
+        len(parsed.scheme) == 1 and artifact_uri[1:3] in (":\\", ":/")
+    ):  # posix or C:\
         return Path(artifact_uri)
     return None
 
@@ -100,7 +102,10 @@ class RunAudit:
 
     def to_dict(self) -> dict:
         return {
-            "run_id": self.run_id, "run_name": self.run_name, "task": self.task, "complete": self.complete,
+            "run_id": self.run_id,
+            "run_name": self.run_name,
+            "task": self.task,
+            "complete": self.complete,
             "findings": [f.__dict__ for f in self.findings],
         }
 
@@ -142,7 +147,9 @@ class Auditor:
             self._artifacts = self._list_artifacts(run_id)
             for req in requirements(task, assets):
                 if req.dagster_only and not from_dagster:
-                    result.findings.append(Finding(req.kind, req.name, req.asset, "n/a", "run not logged by Dagster"))
+                    result.findings.append(
+                        Finding(req.kind, req.name, req.asset, "n/a", "run not logged by Dagster")
+                    )
                     continue
                 result.findings.extend(getattr(self, f"_check_{req.kind}")(run, req, task))
         return result
@@ -205,9 +212,15 @@ class Auditor:
         try:
             thresholds = [f"{float(t):g}" for t in raw.split(",")] if raw else list(DEFAULT_THRESHOLDS)
         except ValueError:
-            return [self._found(req, "malformed", f"param thresholds={raw!r} is not a comma-separated list of numbers")]
+            return [
+                self._found(
+                    req, "malformed", f"param thresholds={raw!r} is not a comma-separated list of numbers"
+                )
+            ]
         return [
-            self._metric(run, req, f"{m}_threshold_{t}") for t in thresholds for m in ("f1", "precision", "recall")
+            self._metric(run, req, f"{m}_threshold_{t}")
+            for t in thresholds
+            for m in ("f1", "precision", "recall")
         ]
 
     def _check_hyperparameters(self, run: Run, req: Requirement, task: str) -> list[Finding]:
@@ -283,7 +296,11 @@ class Auditor:
             if example is not None:
                 model.predict(example)
         except Exception as exc:  # a broken model raises many types
-            return [self._found(req, "malformed", f"{uri} does not load/predict: {type(exc).__name__}: {exc}"[:500])]
+            return [
+                self._found(
+                    req, "malformed", f"{uri} does not load/predict: {type(exc).__name__}: {exc}"[:500]
+                )
+            ]
         if model.metadata.signature is None:
             return [self._found(req, "malformed", f"{uri} has no signature")]
         return [self._found(req, "present", uri + unverified)]
@@ -294,9 +311,16 @@ class Auditor:
         expected = run.data.tags.get("model.pickle_sha256")
         actual = hashlib.sha256(self._download(run.info.run_id, req.name).read_bytes()).hexdigest()
         if expected and expected != actual:
-            return [self._found(req, "malformed", f"sha256 {actual[:12]}… does not match tag {expected[:12]}…")]
-        return [self._found(req, "present" if expected else "malformed",
-                            "" if expected else "no model.pickle_sha256 tag to verify it")]
+            return [
+                self._found(req, "malformed", f"sha256 {actual[:12]}… does not match tag {expected[:12]}…")
+            ]
+        return [
+            self._found(
+                req,
+                "present" if expected else "malformed",
+                "" if expected else "no model.pickle_sha256 tag to verify it",
+            )
+        ]
 
     def _check_dataset_input(self, run: Run, req: Requirement, task: str) -> list[Finding]:
         inputs = run.inputs.dataset_inputs if run.inputs else []
@@ -330,7 +354,6 @@ class Auditor:
             return [self._found(req, "malformed", "; ".join(problems))]
         return [self._found(req, "present", f"{len(folds)} folds")]
 
-
     def _check_search(self, run: Run, req: Requirement, task: str) -> list[Finding]:
         params = run.data.params
         if params.get("search.enabled") != "true":
@@ -344,7 +367,8 @@ class Auditor:
                 problems.append(f"{name} missing")
         trials = self.client.search_runs(
             [run.info.experiment_id],
-            f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.`trial.number` != ''", max_results=10_000,
+            f"tags.mlflow.parentRunId = '{run.info.run_id}' and tags.`trial.number` != ''",
+            max_results=10_000,
         )
         expected = params.get("search.trials_run")
         if expected is None or not expected.isdigit() or len(trials) != int(expected):

@@ -17,7 +17,13 @@ from experiments_dagster.paths import PROJECT_ROOT
 # importlib.metadata.packages_distributions() scans every installed file (~1.7 s here).
 # skops loads the preprocessor, which every model has.
 MODEL_DISTRIBUTIONS = (
-    ("mlflow",), ("scikit-learn",), ("skops",), ("xgboost-cpu", "xgboost"), ("pandas",), ("numpy",), ("scipy",),
+    ("mlflow",),
+    ("scikit-learn",),
+    ("skops",),
+    ("xgboost-cpu", "xgboost"),
+    ("pandas",),
+    ("numpy",),
+    ("scipy",),
 )
 
 

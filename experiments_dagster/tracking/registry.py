@@ -32,8 +32,9 @@ def register_challenger(tracker: Tracker, name: str, model_id: str, run_id: str,
     # The logged model's own location as source, and run_id given: MLflow's registry store would
     # otherwise resolve ``models:/<id>`` through the process-global tracking URI, not this client's.
     source = client.get_logged_model(model_id).artifact_location
-    version = client.create_model_version(name, source=source, run_id=run_id, model_id=model_id,
-                                          tags={**tags, MODEL_ID: model_id})
+    version = client.create_model_version(
+        name, source=source, run_id=run_id, model_id=model_id, tags={**tags, MODEL_ID: model_id}
+    )
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
 
@@ -121,32 +122,68 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
     current = None if champion is None else str(champion.version)
     challenger_score = score_model(client, f"models:/{name}/{version}", splits, metric)
     if current == version:
-        return Decision(False, "already the champion", name, version, version, metric, challenger_score,
-                        challenger_score, baseline)
+        return Decision(
+            False,
+            "already the champion",
+            name,
+            version,
+            version,
+            metric,
+            challenger_score,
+            challenger_score,
+            baseline,
+        )
     if not beats(challenger_score, baseline, metric):
-        reason = (f"challenger {metric}={challenger_score:.6g} does not beat the baseline {baseline_name} "
-                  f"{metric}={baseline:.6g} {where}")
-        return Decision(False, reason, name, version, current, metric, challenger_score, baseline_score=baseline)
+        reason = (
+            f"challenger {metric}={challenger_score:.6g} does not beat the baseline {baseline_name} "
+            f"{metric}={baseline:.6g} {where}"
+        )
+        return Decision(
+            False, reason, name, version, current, metric, challenger_score, baseline_score=baseline
+        )
     if champion is None:
-        return Decision(True, f"first complete model of {name}", name, version, None, metric, challenger_score,
-                        baseline_score=baseline)
+        return Decision(
+            True,
+            f"first complete model of {name}",
+            name,
+            version,
+            None,
+            metric,
+            challenger_score,
+            baseline_score=baseline,
+        )
     try:
         champion_score = score_model(client, f"models:/{name}/{champion.version}", splits, metric)
     except Exception as exc:  # e.g. the champion expects other columns: recorded as the reason
-        return Decision(False, f"champion v{champion.version} cannot score this test split: {exc}"[:500],
-                        name, version, current, metric, challenger_score, baseline_score=baseline)
+        return Decision(
+            False,
+            f"champion v{champion.version} cannot score this test split: {exc}"[:500],
+            name,
+            version,
+            current,
+            metric,
+            challenger_score,
+            baseline_score=baseline,
+        )
     better = beats(challenger_score, champion_score, metric)
     verdict = "beats" if better else "does not beat"
-    reason = (f"challenger {metric}={challenger_score:.6g} {verdict} champion v{champion.version} "
-              f"{metric}={champion_score:.6g} {where}")
-    return Decision(better, reason, name, version, current, metric, challenger_score, champion_score, baseline)
+    reason = (
+        f"challenger {metric}={challenger_score:.6g} {verdict} champion v{champion.version} "
+        f"{metric}={champion_score:.6g} {where}"
+    )
+    return Decision(
+        better, reason, name, version, current, metric, challenger_score, champion_score, baseline
+    )
 
 
 def apply_decision(tracker: Tracker, decision: Decision, run_id: str) -> None:
     """Record the decision on the version; on promotion move the alias and the `stage` tags."""
     client = tracker.client
-    tags: dict[str, Any] = {"promotion.decision": "promoted" if decision.promoted else "not promoted",
-                            "promotion.reason": decision.reason, "promotion.metric": decision.metric}
+    tags: dict[str, Any] = {
+        "promotion.decision": "promoted" if decision.promoted else "not promoted",
+        "promotion.reason": decision.reason,
+        "promotion.metric": decision.metric,
+    }
     if decision.baseline_score is not None:
         tags["promotion.baseline_score"] = f"{decision.baseline_score:.6g}"
     for key, value in tags.items():

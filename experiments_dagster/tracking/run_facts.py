@@ -22,7 +22,11 @@ SOURCE_NAME = "experiments_dagster"
 def process_identity(pid: int | None = None) -> dict[str, str]:
     """Host, pid and the pid's start time: enough to tell later whether this process is alive."""
     pid = pid or os.getpid()
-    return {"process.host": socket.gethostname(), "process.pid": str(pid), "process.start": process_start(pid)}
+    return {
+        "process.host": socket.gethostname(),
+        "process.pid": str(pid),
+        "process.start": process_start(pid),
+    }
 
 
 def process_start(pid: int) -> str:
@@ -95,7 +99,9 @@ def split_params(
     if task == "binary":
         params |= {
             "thresholds": ",".join(f"{t:g}" for t in spec.thresholds),
-            "positive_class": spec.positive_class if spec.positive_class is not None else "(last sorted class)",
+            "positive_class": spec.positive_class
+            if spec.positive_class is not None
+            else "(last sorted class)",
             **{f"business.{k}_value_usd": v for k, v in spec.business_values.model_dump().items()},
         }
     return params

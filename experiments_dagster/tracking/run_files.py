@@ -66,11 +66,14 @@ class RunFiles:
 
         sampled = infer_signature(frame.head(DATASET_SCHEMA_SAMPLE_ROWS).drop(columns=[target])).inputs
         missing = {str(c): bool(v) for c, v in frame.isna().any().items()}  # no copy of the frame itself
-        schema = Schema([
-            ColSpec(spec.type, spec.name, required=not missing.get(str(spec.name), False))
-            if isinstance(spec, ColSpec) else spec
-            for spec in sampled.inputs
-        ])
+        schema = Schema(
+            [
+                ColSpec(spec.type, spec.name, required=not missing.get(str(spec.name), False))
+                if isinstance(spec, ColSpec)
+                else spec
+                for spec in sampled.inputs
+            ]
+        )
         dataset = Dataset(
             name=name,
             digest=digest[:36],
@@ -78,7 +81,12 @@ class RunFiles:
             source=json.dumps({"uri": Path(source).resolve().as_uri()}),
             schema=json.dumps({"mlflow_colspec": schema.to_dict()}),
             profile=json.dumps(
-                {"num_rows": int(len(frame)), "num_elements": int(frame.size), "sha256": digest, "targets": target}
+                {
+                    "num_rows": int(len(frame)),
+                    "num_elements": int(frame.size),
+                    "sha256": digest,
+                    "targets": target,
+                }
             ),
         )
         self.client.log_inputs(

@@ -19,8 +19,20 @@ BINARY = frozenset({"binary"})
 REGRESSION = frozenset({"regression"})
 
 Kind = Literal[
-    "status", "param", "metric", "cv_metric", "threshold_metrics", "artifact", "png", "tag",
-    "hyperparameters", "model", "pickle", "dataset_input", "nested_runs", "search",
+    "status",
+    "param",
+    "metric",
+    "cv_metric",
+    "threshold_metrics",
+    "artifact",
+    "png",
+    "tag",
+    "hyperparameters",
+    "model",
+    "pickle",
+    "dataset_input",
+    "nested_runs",
+    "search",
 ]
 
 
@@ -53,15 +65,52 @@ def _metrics(task: str, *names: str) -> tuple[Requirement, ...]:
 STANDARD: tuple[Requirement, ...] = (
     Requirement("status", "FINISHED", "repro_manifest"),
     # splits: dataset identity, split, seeds, evaluation settings; the dataset input.
-    *_params("splits", "dataset.name", "dataset.version", "data.hash", "dataset.rows", "dataset.columns",
-             "dataset.size_bytes", "dataset.rows_dropped_missing_target", "target", "task",
-             "split.test_size", "split.train_rows", "split.test_rows", "cv.folds",
-             "seed.split", "seed.cv", "seed.model", "seed.numpy"),
-    *_params("splits", "thresholds", "positive_class", "business.tp_value_usd", "business.fp_value_usd",
-             "business.tn_value_usd", "business.fn_value_usd", tasks=BINARY),
-    *_tags("splits", "version", "stage", "dataset.name", "dataset.version", "data.hash", "git.commit",
-           "mlflow.source.git.commit", "git.dirty", "python.version", "os.platform"),
-    *_tags("splits", tags.DAGSTER_RUN_ID, tags.DAGSTER_PARTITION_KEY, tags.DAGSTER_ASSET_KEY, dagster_only=True),
+    *_params(
+        "splits",
+        "dataset.name",
+        "dataset.version",
+        "data.hash",
+        "dataset.rows",
+        "dataset.columns",
+        "dataset.size_bytes",
+        "dataset.rows_dropped_missing_target",
+        "target",
+        "task",
+        "split.test_size",
+        "split.train_rows",
+        "split.test_rows",
+        "cv.folds",
+        "seed.split",
+        "seed.cv",
+        "seed.model",
+        "seed.numpy",
+    ),
+    *_params(
+        "splits",
+        "thresholds",
+        "positive_class",
+        "business.tp_value_usd",
+        "business.fp_value_usd",
+        "business.tn_value_usd",
+        "business.fn_value_usd",
+        tasks=BINARY,
+    ),
+    *_tags(
+        "splits",
+        "version",
+        "stage",
+        "dataset.name",
+        "dataset.version",
+        "data.hash",
+        "git.commit",
+        "mlflow.source.git.commit",
+        "git.dirty",
+        "python.version",
+        "os.platform",
+    ),
+    *_tags(
+        "splits", tags.DAGSTER_RUN_ID, tags.DAGSTER_PARTITION_KEY, tags.DAGSTER_ASSET_KEY, dagster_only=True
+    ),
     Requirement("dataset_input", "training", "splits"),
     # search_trials: whether a search ran; if so, every trial as a nested run and the best on the parent.
     Requirement("param", "search.enabled", "search_trials"),
@@ -72,8 +121,18 @@ STANDARD: tuple[Requirement, ...] = (
     Requirement("param", "model_type", "final_model"),
     Requirement("hyperparameters", "model_type", "final_model"),
     *_metrics("binary", "accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss"),
-    *_metrics("multiclass", "accuracy", "precision_macro", "recall_macro", "f1_macro",
-              "precision_weighted", "recall_weighted", "f1_weighted", "roc_auc_ovr", "log_loss"),
+    *_metrics(
+        "multiclass",
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
+        "roc_auc_ovr",
+        "log_loss",
+    ),
     *_metrics("regression", "rmse", "mae", "r2", "mape"),
     Requirement("threshold_metrics", "thresholds", "final_model", BINARY),
     Requirement("metric", "revenue_impact_usd", "final_model", BINARY),
@@ -100,12 +159,17 @@ STANDARD: tuple[Requirement, ...] = (
 def requirements(task: str | None = None, assets: set[str] | None = None) -> list[Requirement]:
     """The standard's items for a task (all tasks if None), optionally of some assets only."""
     return [
-        r for r in STANDARD
-        if (task is None or task in r.tasks) and (assets is None or r.asset in assets)
+        r for r in STANDARD if (task is None or task in r.tasks) and (assets is None or r.asset in assets)
     ]
 
 
 def metric_names(task: str) -> tuple[str, ...]:
     """The test metrics a task must log; CV logs the same names per fold."""
-    return tuple(r.name for r in STANDARD if r.kind == "metric" and r.asset == "final_model"
-                 and task in r.tasks and r.name != "revenue_impact_usd")
+    return tuple(
+        r.name
+        for r in STANDARD
+        if r.kind == "metric"
+        and r.asset == "final_model"
+        and task in r.tasks
+        and r.name != "revenue_impact_usd"
+    )

@@ -25,8 +25,6 @@ from experiments_dagster.tracking.sqlite_store import open_sqlite_client
 log = logging.getLogger(__name__)
 
 
-
-
 class IncompleteAttempt(Exception):
     """Recorded on a parent run whose Dagster run ended before the experiment's last asset."""
 
@@ -62,7 +60,8 @@ def download_model(client: MlflowClient, uri: str, dst: Path) -> Path:
     import mlflow.artifacts
 
     local = mlflow.artifacts.download_artifacts(
-        artifact_uri=model_artifact_location(client, uri), dst_path=str(dst),
+        artifact_uri=model_artifact_location(client, uri),
+        dst_path=str(dst),
         tracking_uri=client.tracking_uri,
     )
     return Path(local)
@@ -94,9 +93,7 @@ class Tracker(RunValues, RunFiles):
             return exp.experiment_id
         root = artifact_root_for(self.tracking_uri)
         try:
-            return self.client.create_experiment(
-                name, artifact_location=f"{root}/{name}" if root else None
-            )
+            return self.client.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
         except MlflowException:
             # Another run created it between our lookup and create.
             exp = self.client.get_experiment_by_name(name)
@@ -139,11 +136,14 @@ class Tracker(RunValues, RunFiles):
         if previous in ("FAILED", "KILLED"):
             tags = run.data.tags
             errors = {k: v for k, v in tags.items() if k.startswith("error.")}
-            self.set_tags(run_id, {
-                **{f"retry.previous_{k}": v for k, v in errors.items()},
-                "retry.previous_status": previous,
-                "retry.count": int(tags.get("retry.count", "0")) + 1,
-            })
+            self.set_tags(
+                run_id,
+                {
+                    **{f"retry.previous_{k}": v for k, v in errors.items()},
+                    "retry.previous_status": previous,
+                    "retry.count": int(tags.get("retry.count", "0")) + 1,
+                },
+            )
             for key in errors:
                 self.client.delete_tag(run_id, key)
         if previous != "RUNNING":
@@ -170,10 +170,14 @@ class Tracker(RunValues, RunFiles):
         if finish or previous == "FINISHED":
             self.end_run(run_id, "FINISHED")
         elif unfinished:
-            self.mark_failed(run_id, asset, IncompleteAttempt(
-                f"this Dagster run ended after {asset}; not materialized: {', '.join(unfinished)}. "
-                "Materialize them (or the whole experiment) to complete the run."
-            ))
+            self.mark_failed(
+                run_id,
+                asset,
+                IncompleteAttempt(
+                    f"this Dagster run ended after {asset}; not materialized: {', '.join(unfinished)}. "
+                    "Materialize them (or the whole experiment) to complete the run."
+                ),
+            )
 
     def mark_failed(self, run_id: str, asset: str, exc: BaseException, status: str = "FAILED") -> None:
         """End a run with ``status`` and record which asset failed, with what."""
@@ -193,4 +197,3 @@ class Tracker(RunValues, RunFiles):
             self.tracking_uri if self.tracking_uri.startswith("http") else "http://127.0.0.1:5000"
         )
         return f"{base.rstrip('/')}/#/experiments/{experiment_id}/runs/{run_id}"
-

@@ -46,8 +46,12 @@ def backfill_env(tmp_path: Path, data_dir: Path, monkeypatch: pytest.MonkeyPatch
     frame = pd.read_csv(data_dir / "iris" / "v1.csv")
     for i, version in enumerate(VERSIONS):
         frame.sample(frac=0.9, random_state=i).to_csv(data / "iris" / f"{version}.csv", index=False)
-    env = {**os.environ, "DAGSTER_HOME": str(home), "EXPERIMENTS_DATA_DIR": str(data),
-           "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'fresh-store' / 'mlflow.db'}"}  # not created yet
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "EXPERIMENTS_DATA_DIR": str(data),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'fresh-store' / 'mlflow.db'}",
+    }  # not created yet
     return env, home
 
 
@@ -56,12 +60,34 @@ def test_backfill_of_six_versions_three_at_a_time(backfill_env):
     keys = [f"iris/{v}" for v in VERSIONS]
     with dg.DagsterInstance.from_ref(dg._core.instance.InstanceRef.from_dir(str(home))) as instance:
         instance.add_dynamic_partitions(DATASET_VERSIONS, keys)
-        daemon = subprocess.Popen([str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"], cwd=PROJECT_ROOT,
-                                  env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        daemon = subprocess.Popen(
+            [str(BIN / "dagster-daemon"), "run", "-w", "workspace.yaml"],
+            cwd=PROJECT_ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         try:
-            subprocess.run([str(BIN / "dagster"), "job", "backfill", "-w", "workspace.yaml", "-j", "experiment_job",
-                            "--partitions", ",".join(keys), "--noprompt"], cwd=PROJECT_ROOT, env=env, check=True,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
+            subprocess.run(
+                [
+                    str(BIN / "dagster"),
+                    "job",
+                    "backfill",
+                    "-w",
+                    "workspace.yaml",
+                    "-j",
+                    "experiment_job",
+                    "--partitions",
+                    ",".join(keys),
+                    "--noprompt",
+                ],
+                cwd=PROJECT_ROOT,
+                env=env,
+                check=True,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                timeout=300,
+            )
             deadline = time.monotonic() + 1200
             while time.monotonic() < deadline:
                 records = instance.get_run_records(dg.RunsFilter(job_name="experiment_job"))
@@ -76,7 +102,8 @@ def test_backfill_of_six_versions_three_at_a_time(backfill_env):
         failures = "\n".join(
             f"{r.dagster_run.tags['dagster/partition']}: {e.message} "
             f"{getattr(getattr(e.dagster_event.event_specific_data, 'error', None), 'message', '')}"
-            for r in records if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS
+            for r in records
+            if r.dagster_run.status != dg.DagsterRunStatus.SUCCESS
             for e in instance.all_logs(r.dagster_run.run_id)
             if e.dagster_event and e.dagster_event.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")
         )
@@ -86,7 +113,9 @@ def test_backfill_of_six_versions_three_at_a_time(backfill_env):
         evaluations = [
             e.dagster_event.event_specific_data
             for r in records
-            for e in instance.all_logs(r.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION)
+            for e in instance.all_logs(
+                r.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+            )
         ]
         checks_per_run = len(defs.resolve_asset_graph().asset_check_keys)
         assert len(evaluations) == 6 * checks_per_run and all(e.passed for e in evaluations)

@@ -21,15 +21,25 @@ from experiments_dagster.tracking.store import Tracker
 pytestmark = pytest.mark.slow
 KEY = "iris/v1"
 CHECK_NAMES = {
-    "splits_logged_completely", "search_trials_logged_completely", "fold_models_logged_completely", "cv_metrics_logged_completely",
-    "final_model_logged_completely", "evaluation_plots_logged_completely", "experiment_logged_completely",
+    "splits_logged_completely",
+    "search_trials_logged_completely",
+    "fold_models_logged_completely",
+    "cv_metrics_logged_completely",
+    "final_model_logged_completely",
+    "evaluation_plots_logged_completely",
+    "experiment_logged_completely",
 }
 
 
 def run_graph(instance, resources, key=KEY):
     instance.add_dynamic_partitions(DATASET_VERSIONS, [key])
-    return dg.materialize([*ASSETS, *LOGGING_CHECKS], instance=instance, resources=resources,
-                          partition_key=key, raise_on_error=False)
+    return dg.materialize(
+        [*ASSETS, *LOGGING_CHECKS],
+        instance=instance,
+        resources=resources,
+        partition_key=key,
+        raise_on_error=False,
+    )
 
 
 def parent_of(client: MlflowClient):
@@ -71,7 +81,9 @@ def test_complete_experiment_has_every_check_green(experiment):
 
 def test_deleted_fold_run_fails_fold_models_check_and_marks_the_run(experiment):
     instance, tracker, parent, _ = experiment
-    folds = tracker.client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    folds = tracker.client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     tracker.client.delete_run(folds[0].info.run_id)
     result = check(instance, tracker, "fold_models", "fold_models_logged_completely")
     assert not result.passed
@@ -90,11 +102,14 @@ def test_nan_metric_is_malformed(experiment):
     assert problems(result) == ["metric accuracy: malformed value is nan"]
 
 
-@pytest.mark.parametrize(("damage", "expected"), [
-    (lambda p: p.write_bytes(p.read_bytes()[:200]), "does not decode: OSError: Truncated File Read"),
-    (lambda p: p.write_bytes(b""), "not a PNG (0 bytes)"),
-    (lambda p: p.unlink(), "png confusion_matrix.png: missing"),
-])
+@pytest.mark.parametrize(
+    ("damage", "expected"),
+    [
+        (lambda p: p.write_bytes(p.read_bytes()[:200]), "does not decode: OSError: Truncated File Read"),
+        (lambda p: p.write_bytes(b""), "not a PNG (0 bytes)"),
+        (lambda p: p.unlink(), "png confusion_matrix.png: missing"),
+    ],
+)
 def test_broken_plot_fails_evaluation_plots_check(experiment, damage, expected):
     instance, tracker, parent, _ = experiment
     damage(local_path(parent.info.artifact_uri) / "confusion_matrix.png")
@@ -122,7 +137,10 @@ def test_pickle_with_wrong_sha256_fails_final_model_check(experiment):
     result = check(instance, tracker, "final_model", "final_model_logged_completely")
     assert not result.passed
     (problem,) = problems(result)
-    assert problem.startswith("pickle pickle/pipeline.joblib: malformed sha256") and "does not match tag" in problem
+    assert (
+        problem.startswith("pickle pickle/pipeline.joblib: malformed sha256")
+        and "does not match tag" in problem
+    )
 
 
 def test_missing_manifest_fails_whole_experiment_check(experiment):
@@ -138,7 +156,9 @@ def test_missing_manifest_fails_whole_experiment_check(experiment):
 
 def test_missing_param_blocks_downstream_and_fails_the_run(instance, resources, tracking_uri, monkeypatch):
     original = asset_logging.split_params
-    monkeypatch.setattr(asset_logging, "split_params", lambda *a: {k: v for k, v in original(*a).items() if k != "seed.cv"})
+    monkeypatch.setattr(
+        asset_logging, "split_params", lambda *a: {k: v for k, v in original(*a).items() if k != "seed.cv"}
+    )
     result = run_graph(instance, resources)
     assert not result.success
     (evaluation,) = result.get_asset_check_evaluations()
@@ -152,7 +172,11 @@ def test_missing_param_blocks_downstream_and_fails_the_run(instance, resources, 
 
 def test_missing_cv_std_blocks_final_model(instance, resources, tracking_uri, monkeypatch):
     original = asset_logging.summarize_folds
-    monkeypatch.setattr(asset_logging, "summarize_folds", lambda m: {k: v for k, v in original(m).items() if k != "cv_f1_macro_std"})
+    monkeypatch.setattr(
+        asset_logging,
+        "summarize_folds",
+        lambda m: {k: v for k, v in original(m).items() if k != "cv_f1_macro_std"},
+    )
     result = run_graph(instance, resources)
     failed = [e for e in result.get_asset_check_evaluations() if not e.passed]
     assert [e.check_name for e in failed] == ["cv_metrics_logged_completely"]
@@ -161,25 +185,42 @@ def test_missing_cv_std_blocks_final_model(instance, resources, tracking_uri, mo
     assert "final_model" not in materialized
 
 
-def test_one_line_standard_change_is_enforced_everywhere(instance, resources, tracking_uri, monkeypatch, capsys):
+def test_one_line_standard_change_is_enforced_everywhere(
+    instance, resources, tracking_uri, monkeypatch, capsys
+):
     """A new metric is computed, logged per fold and aggregated; a new artifact fails check and audit."""
-    monkeypatch.setattr(standard, "STANDARD", (
-        *standard.STANDARD,
-        Requirement("metric", "balanced_accuracy", "final_model", frozenset({"multiclass"})),
-        Requirement("png", "calibration.png", "evaluation_plots"),
-    ))
+    monkeypatch.setattr(
+        standard,
+        "STANDARD",
+        (
+            *standard.STANDARD,
+            Requirement("metric", "balanced_accuracy", "final_model", frozenset({"multiclass"})),
+            Requirement("png", "calibration.png", "evaluation_plots"),
+        ),
+    )
     result = run_graph(instance, resources)
     client = MlflowClient(tracking_uri)
     parent = parent_of(client)
     assert 0.0 < parent.data.metrics["balanced_accuracy"] <= 1.0
-    assert "cv_balanced_accuracy_mean" in parent.data.metrics and "cv_balanced_accuracy_std" in parent.data.metrics
-    folds = client.search_runs([parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
+    assert (
+        "cv_balanced_accuracy_mean" in parent.data.metrics
+        and "cv_balanced_accuracy_std" in parent.data.metrics
+    )
+    folds = client.search_runs(
+        [parent.info.experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'"
+    )
     assert all("balanced_accuracy" in f.data.metrics for f in folds)
     verdicts = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert verdicts["final_model_logged_completely"].passed and verdicts["cv_metrics_logged_completely"].passed
+    assert (
+        verdicts["final_model_logged_completely"].passed and verdicts["cv_metrics_logged_completely"].passed
+    )
     plots = verdicts["evaluation_plots_logged_completely"]
-    assert not plots.passed and plots.metadata["missing_or_malformed"].value == ["png calibration.png: missing"]
-    assert "repro_manifest" not in {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert not plots.passed and plots.metadata["missing_or_malformed"].value == [
+        "png calibration.png: missing"
+    ]
+    assert "repro_manifest" not in {
+        e.asset_key.to_user_string() for e in result.get_asset_materialization_events()
+    }
     code = cli_main(["audit", "--experiment", "iris", "--tracking-uri", tracking_uri])
     out = capsys.readouterr().out
     assert code == 1

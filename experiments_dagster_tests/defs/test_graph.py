@@ -27,14 +27,37 @@ from experiments_dagster.tracking.model_io import load_verified_model
 pytestmark = pytest.mark.slow
 
 COMMON_PARAMS = {
-    "model_type", "dataset.name", "dataset.version", "data.hash", "dataset.rows", "dataset.columns",
-    "dataset.size_bytes", "dataset.rows_dropped_missing_target", "split.train_rows", "split.test_rows",
-    "split.test_size", "cv.folds", "seed.split", "seed.cv", "seed.model", "seed.numpy", "task", "target",
+    "model_type",
+    "dataset.name",
+    "dataset.version",
+    "data.hash",
+    "dataset.rows",
+    "dataset.columns",
+    "dataset.size_bytes",
+    "dataset.rows_dropped_missing_target",
+    "split.train_rows",
+    "split.test_rows",
+    "split.test_size",
+    "cv.folds",
+    "seed.split",
+    "seed.cv",
+    "seed.model",
+    "seed.numpy",
+    "task",
+    "target",
 }
 TASK_METRICS = {
     "binary": {"accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss"},
-    "multiclass": {"accuracy", "precision_macro", "recall_macro", "f1_macro", "precision_weighted",
-                   "recall_weighted", "f1_weighted", "roc_auc_ovr"},
+    "multiclass": {
+        "accuracy",
+        "precision_macro",
+        "recall_macro",
+        "f1_macro",
+        "precision_weighted",
+        "recall_weighted",
+        "f1_weighted",
+        "roc_auc_ovr",
+    },
     "regression": {"rmse", "mae", "r2", "mape"},
 }
 TASK_PLOTS = {
@@ -49,8 +72,13 @@ def materialize(instance, resources, key, selection=None, run_config=None, raise
     if key not in instance.get_dynamic_partitions(DATASET_VERSIONS):
         instance.add_dynamic_partitions(DATASET_VERSIONS, [key])
     return dg.materialize(
-        ASSETS, instance=instance, resources=resources, partition_key=key, selection=selection,
-        run_config=run_config, raise_on_error=raise_on_error,
+        ASSETS,
+        instance=instance,
+        resources=resources,
+        partition_key=key,
+        selection=selection,
+        run_config=run_config,
+        raise_on_error=raise_on_error,
     )
 
 
@@ -147,17 +175,27 @@ def test_graph_logs_complete_experiment(instance, resources, tracking_uri, data_
         png = Path(client.download_artifacts(parent.info.run_id, name, str(tmp_path)))
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
     assert hashlib.sha256(Path(pickle_path).read_bytes()).hexdigest() == tags["model.pickle_sha256"]
-    reqs_txt = Path(client.download_artifacts(parent.info.run_id, "requirements.txt", str(tmp_path))).read_text()
+    reqs_txt = Path(
+        client.download_artifacts(parent.info.run_id, "requirements.txt", str(tmp_path))
+    ).read_text()
     assert f"mlflow=={mlflow.__version__}" in reqs_txt and "dagster==1.13.27" in reqs_txt
-    manifest = json.loads(Path(client.download_artifacts(parent.info.run_id, "manifest.json", str(tmp_path))).read_text())
+    manifest = json.loads(
+        Path(client.download_artifacts(parent.info.run_id, "manifest.json", str(tmp_path))).read_text()
+    )
     assert manifest["dataset"]["sha256"] == sha and manifest["mlflow"]["run_id"] == parent.info.run_id
 
     # Tags: version/stage, dataset identity, git from the project's repo, platform, Dagster.
-    head = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True)
+    head = subprocess.run(
+        ["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True
+    )
     expected_commit = head.stdout.strip() or "unknown"
     assert tags["version"] == spec["version"]
     # `stage` starts from config and follows promotion: the first complete model becomes champion.
-    assert spec["stage"] == "candidate" and tags["stage"] == "production" and tags["registry.alias"] == "champion"
+    assert (
+        spec["stage"] == "candidate"
+        and tags["stage"] == "production"
+        and tags["registry.alias"] == "champion"
+    )
     registered = client.get_model_version(f"{dataset}_model", tags["registry.version"])
     assert registered.tags["promotion.decision"] == "promoted" and registered.tags["data.hash"] == sha
     assert tags["dataset.name"] == dataset and tags["dataset.version"] == version and tags["data.hash"] == sha
@@ -198,11 +236,21 @@ def test_downstream_alone_logs_into_the_run_of_its_input(instance, resources, tr
     assert len(runs_of(client)) == 6  # one parent, five folds: nothing new
 
 
-def test_exception_in_an_asset_marks_runs_failed_with_the_error(instance, resources, tracking_uri, monkeypatch):
+def test_exception_in_an_asset_marks_runs_failed_with_the_error(
+    instance, resources, tracking_uri, monkeypatch
+):
     # splits' sample fit would refuse this solver before any run: skip it to fail inside fold_models.
     monkeypatch.setattr("experiments_dagster.ml.prepare.check_model_trains", lambda *args: None)
-    config = {"ops": {"splits": {"config": {
-        "model": "sklearn.linear_model.LogisticRegression", "hyperparameters": {"solver": "no-such-solver"}}}}}
+    config = {
+        "ops": {
+            "splits": {
+                "config": {
+                    "model": "sklearn.linear_model.LogisticRegression",
+                    "hyperparameters": {"solver": "no-such-solver"},
+                }
+            }
+        }
+    }
     result = materialize(instance, resources, "iris/v1", run_config=config, raise_on_error=False)
     assert not result.success
     client = MlflowClient(tracking_uri)
@@ -215,7 +263,10 @@ def test_exception_in_an_asset_marks_runs_failed_with_the_error(instance, resour
     # Only the folds that started together (as many as train at once) exist: the first failure
     # FAILED its run; a sibling either failed the same way or was KILLED still training.
     assert 1 <= len(folds) <= fold_workers(5)
-    assert "FAILED" in {r.info.status for r in folds} and {r.info.status for r in folds} <= {"FAILED", "KILLED"}
+    assert "FAILED" in {r.info.status for r in folds} and {r.info.status for r in folds} <= {
+        "FAILED",
+        "KILLED",
+    }
     assert all(r.data.tags["error.type"] == "InvalidParameterError" for r in folds)
     assert {r.info.status for r in runs_of(client)} <= {"FAILED", "KILLED"}
 

@@ -25,7 +25,9 @@ def runs(client: MlflowClient) -> list:
 
 
 @pytest.mark.parametrize("failing_step", ["log_final_model", "log_fold_models"])
-def test_reexecution_from_failure_supersedes_the_failed_attempt(instance, data_dir, monkeypatch, failing_step):
+def test_reexecution_from_failure_supersedes_the_failed_attempt(
+    instance, data_dir, monkeypatch, failing_step
+):
     # Resources read MLFLOW_TRACKING_URI and EXPERIMENTS_DATA_DIR (set to tmp by conftest).
     monkeypatch.setenv("EXPERIMENTS_DATA_DIR", str(data_dir))
     client = MlflowClient()
@@ -45,7 +47,9 @@ def test_reexecution_from_failure_supersedes_the_failed_attempt(instance, data_d
     monkeypatch.setattr(asset_logging, failing_step, original)
     options = dg.ReexecutionOptions.from_failure(first.run_id, instance)
     # As the UI does, the re-execution keeps the partition tag of the failed run.
-    with dg.execute_job(recon, instance, reexecution_options=options, tags={"dagster/partition": KEY}) as retry:
+    with dg.execute_job(
+        recon, instance, reexecution_options=options, tags={"dagster/partition": KEY}
+    ) as retry:
         assert retry.success
     parents = [r for r in runs(client) if "mlflow.parentRunId" not in r.data.tags]
     assert [p.info.run_id for p in parents] == [parent.info.run_id]  # reused, no second parent

@@ -34,13 +34,20 @@ class DiskFullOnWrite(dg.ConfigurableIOManager):
 
 
 def runs_by_name(client: MlflowClient) -> dict[str, Any]:
-    return {r.info.run_name: r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    return {
+        r.info.run_name: r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+    }
 
 
 def test_a_failed_write_between_steps_ends_the_parent_failed(instance, resources, tracking_uri):
     instance.add_dynamic_partitions(DATASET_VERSIONS, [KEY])
-    result = dg.materialize([*ASSETS, *LOGGING_CHECKS], instance=instance, partition_key=KEY, raise_on_error=False,
-                            resources={**resources, "io_manager": DiskFullOnWrite(fail_asset="fold_models")})
+    result = dg.materialize(
+        [*ASSETS, *LOGGING_CHECKS],
+        instance=instance,
+        partition_key=KEY,
+        raise_on_error=False,
+        resources={**resources, "io_manager": DiskFullOnWrite(fail_asset="fold_models")},
+    )
     assert not result.success
     runs = runs_by_name(MlflowClient(tracking_uri))
     parent = runs["iris@v1"]

@@ -23,22 +23,32 @@ from experiments_dagster.tracking.store import Tracker
 
 pytestmark = pytest.mark.slow
 KEY = "iris/v1"
-SPACE = {"max_depth": {"type": "int", "low": 2, "high": 5},
-         "learning_rate": {"type": "float", "low": 0.02, "high": 0.3, "log": True}}
+SPACE = {
+    "max_depth": {"type": "int", "low": 2, "high": 5},
+    "learning_rate": {"type": "float", "low": 0.02, "high": 0.3, "log": True},
+}
 
 
 def materialize(instance, resources, run_config=None):
     if KEY not in instance.get_dynamic_partitions(DATASET_VERSIONS):
         instance.add_dynamic_partitions(DATASET_VERSIONS, [KEY])
-    return dg.materialize([*ASSETS, *LOGGING_CHECKS, champion_alias_matches_decision], instance=instance,
-                          resources=resources, partition_key=KEY, run_config=run_config, raise_on_error=False)
+    return dg.materialize(
+        [*ASSETS, *LOGGING_CHECKS, champion_alias_matches_decision],
+        instance=instance,
+        resources=resources,
+        partition_key=KEY,
+        run_config=run_config,
+        raise_on_error=False,
+    )
 
 
 def splits_config(**overrides) -> dict:
     return {"ops": {"splits": {"config": overrides}}}
 
 
-def test_search_logs_every_trial_and_the_final_model_uses_the_best(instance, resources, data_dir, tracking_uri):
+def test_search_logs_every_trial_and_the_final_model_uses_the_best(
+    instance, resources, data_dir, tracking_uri
+):
     spec_path = data_dir / "iris" / "experiment.yaml"
     spec = yaml.safe_load(spec_path.read_text())
     spec["search"] = {"enabled": True, "n_trials": 4, "seed": 3, "cv_folds": 3, "space": SPACE}
@@ -49,7 +59,9 @@ def test_search_logs_every_trial_and_the_final_model_uses_the_best(instance, res
     client = MlflowClient(tracking_uri)
     runs = client.search_runs([client.get_experiment_by_name("iris").experiment_id], max_results=100)
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    trials = sorted((r for r in runs if "trial.number" in r.data.tags), key=lambda r: int(r.data.tags["trial.number"]))
+    trials = sorted(
+        (r for r in runs if "trial.number" in r.data.tags), key=lambda r: int(r.data.tags["trial.number"])
+    )
     assert [r.info.run_name for r in trials] == ["trial-0", "trial-1", "trial-2", "trial-3"]
     assert all(r.data.tags["mlflow.parentRunId"] == parent.info.run_id for r in trials)
     status = {"COMPLETE": "FINISHED", "PRUNED": "KILLED", "FAIL": "FAILED"}
@@ -77,20 +89,39 @@ def _search(seed: int):
     data = load_iris(as_frame=True)
     X, y = data.data, pd.Series(np.asarray(data.target_names)[data.target])
     space = {k: ParamSpace(**v) for k, v in SPACE.items()}
-    return run_search(X, y, task="multiclass", model="xgboost", base_hyperparameters={"n_estimators": 20},
-                      space=space, metric="f1_macro", direction="maximize", n_trials=5, timeout_seconds=None,
-                      seed=seed, folds=3, cv_seed=1, model_seed=1)
+    return run_search(
+        X,
+        y,
+        task="multiclass",
+        model="xgboost",
+        base_hyperparameters={"n_estimators": 20},
+        space=space,
+        metric="f1_macro",
+        direction="maximize",
+        n_trials=5,
+        timeout_seconds=None,
+        seed=seed,
+        folds=3,
+        cv_seed=1,
+        model_seed=1,
+    )
 
 
 def test_same_seed_reproduces_the_trial_sequence():
     first, again, other = _search(7), _search(7), _search(8)
-    assert [(t.params, t.state, t.score) for t in first.trials] == [(t.params, t.state, t.score) for t in again.trials]
+    assert [(t.params, t.state, t.score) for t in first.trials] == [
+        (t.params, t.state, t.score) for t in again.trials
+    ]
     assert [t.params for t in first.trials] != [t.params for t in other.trials]
     assert first.best_params == again.best_params
 
 
 def _decision(result: dg.ExecuteInProcessResult) -> dict:
-    (event,) = [e for e in result.get_asset_materialization_events() if e.asset_key.to_user_string() == "model_promotion"]
+    (event,) = [
+        e
+        for e in result.get_asset_materialization_events()
+        if e.asset_key.to_user_string() == "model_promotion"
+    ]
     return {k: v.value for k, v in event.materialization.metadata.items()}
 
 
@@ -108,9 +139,15 @@ def test_promotion_needs_completeness_and_a_better_score(instance, resources, tr
 
     # v2: a strong model whose log is incomplete is never promoted, whatever its score.
     with monkeypatch.context() as m:
-        m.setattr(standard, "STANDARD", (*standard.STANDARD, Requirement("png", "calibration.png", "evaluation_plots")))
+        m.setattr(
+            standard,
+            "STANDARD",
+            (*standard.STANDARD, Requirement("png", "calibration.png", "evaluation_plots")),
+        )
         incomplete = materialize(instance, resources)
-    assert "model_promotion" not in {e.asset_key.to_user_string() for e in incomplete.get_asset_materialization_events()}
+    assert "model_promotion" not in {
+        e.asset_key.to_user_string() for e in incomplete.get_asset_materialization_events()
+    }
     assert str(client.get_model_version_by_alias(name, "champion").version) == "1"
     assert str(client.get_model_version_by_alias(name, "challenger").version) == "2"
     v2_run = client.get_model_version(name, "2").run_id
@@ -131,7 +168,9 @@ def test_promotion_needs_completeness_and_a_better_score(instance, resources, tr
     assert v4.tags["promotion.decision"] == "not promoted" and v4.tags["stage"] == "candidate"
 
     # Asked directly, the decision for the incomplete v2 says why it is not promoted.
-    decision = decide_promotion(Tracker(tracking_uri), name, "2", v2_run, incomplete.output_for_node("splits"))
+    decision = decide_promotion(
+        Tracker(tracking_uri), name, "2", v2_run, incomplete.output_for_node("splits")
+    )
     assert not decision.promoted
     assert decision.reason.startswith("challenger run is incomplete (status FINISHED")
     assert "artifact manifest.json" in decision.reason

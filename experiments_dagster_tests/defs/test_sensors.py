@@ -30,8 +30,11 @@ class Ticker:
         self.instance, self.data, self.cursor = instance, data, None
 
     def tick(self) -> dg.SensorResult:
-        with dg.build_sensor_context(instance=self.instance, cursor=self.cursor,
-                                     resources={"data": ExperimentData(data_dir=str(self.data))}) as context:
+        with dg.build_sensor_context(
+            instance=self.instance,
+            cursor=self.cursor,
+            resources={"data": ExperimentData(data_dir=str(self.data))},
+        ) as context:
             result = dataset_version_sensor(context)
         self.cursor = result.cursor
         for request in result.dynamic_partitions_requests or []:
@@ -128,8 +131,13 @@ def test_many_versions_tick_reads_no_file(instance, data, monkeypatch):
     import builtins
 
     real_open = builtins.open
-    monkeypatch.setattr(builtins, "open", lambda f, *a, **k: pytest.fail(f"tick opened {f}")
-                        if str(f).endswith(".csv") else real_open(f, *a, **k))
+    monkeypatch.setattr(
+        builtins,
+        "open",
+        lambda f, *a, **k: (
+            pytest.fail(f"tick opened {f}") if str(f).endswith(".csv") else real_open(f, *a, **k)
+        ),
+    )
     ticker = Ticker(instance, data)
     ticker.tick()
     assert len(keys(ticker.tick())) == 50

@@ -38,14 +38,22 @@ def slow_experiment(tmp_path: Path, data_dir: Path, tracking_uri: str):
     spec_path.write_text(yaml.safe_dump(spec))
     home = tmp_path / "dagster_home"
     home.mkdir()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "MLFLOW_TRACKING_URI": tracking_uri,
-           "EXPERIMENTS_DATA_DIR": str(data)}
+    env = {
+        **os.environ,
+        "DAGSTER_HOME": str(home),
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "EXPERIMENTS_DATA_DIR": str(data),
+    }
     return env, home
 
 
 def start_run_and_wait_for_a_fold(env: dict, tracking_uri: str) -> tuple[subprocess.Popen, MlflowClient]:
-    proc = subprocess.Popen([str(CLI), "run", "--dataset", "breast_cancer", "--version", "v1"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [str(CLI), "run", "--dataset", "breast_cancer", "--version", "v1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     client = MlflowClient(tracking_uri)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
@@ -63,7 +71,9 @@ def start_run_and_wait_for_a_fold(env: dict, tracking_uri: str) -> tuple[subproc
 
 
 def all_runs(client: MlflowClient) -> dict[str, object]:
-    return {r.info.run_name: r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+    return {
+        r.info.run_name: r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])
+    }
 
 
 def folds_in_flight(runs: dict[str, object]) -> list[str]:
@@ -74,7 +84,7 @@ def folds_in_flight(runs: dict[str, object]) -> list[str]:
     folds = sorted((name for name in runs if name.startswith("fold-")), key=lambda n: int(n.split("-")[1]))
     unfinished = [name for name in folds if runs[name].info.status != "FINISHED"]
     assert unfinished, "no fold was training when the fault hit"
-    assert unfinished == folds[-len(unfinished):]  # everything before them finished
+    assert unfinished == folds[-len(unfinished) :]  # everything before them finished
     assert len(unfinished) <= fold_workers(5)
     return unfinished
 
@@ -86,7 +96,9 @@ def test_sigkill_leaves_running_runs_that_the_reconciler_marks_failed(slow_exper
     proc.wait(timeout=30)
     runs = all_runs(client)
     in_flight = folds_in_flight(runs)
-    assert {runs[name].info.status for name in ["breast_cancer@v1", *in_flight]} == {"RUNNING"}  # left dangling
+    assert {runs[name].info.status for name in ["breast_cancer@v1", *in_flight]} == {
+        "RUNNING"
+    }  # left dangling
 
     with dg.DagsterInstance.from_ref(dg._core.instance.InstanceRef.from_dir(str(home))) as instance:
         dagster_run_id = runs["breast_cancer@v1"].data.tags["dagster.run_id"]
@@ -122,7 +134,13 @@ def test_cancellation_marks_runs_killed(slow_experiment, tracking_uri):
             assert run.info.status == "KILLED", (name, run.info.status)
             assert run.data.tags["error.asset"] == "fold_models"
             assert run.data.tags["error.type"] in {"KeyboardInterrupt", "DagsterExecutionInterruptedError"}
-        assert {runs[name].info.status for name in in_flight} == {"KILLED"}  # nothing started after the interrupt
+        assert {runs[name].info.status for name in in_flight} == {
+            "KILLED"
+        }  # nothing started after the interrupt
         status = instance.get_run_by_id(dagster_run_id).status
-        assert status in {dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE, dg.DagsterRunStatus.CANCELING}
+        assert status in {
+            dg.DagsterRunStatus.CANCELED,
+            dg.DagsterRunStatus.FAILURE,
+            dg.DagsterRunStatus.CANCELING,
+        }
         assert reconcile_runs(Tracker(tracking_uri), instance) == []  # nothing left RUNNING

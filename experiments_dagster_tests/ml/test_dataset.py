@@ -68,8 +68,9 @@ def test_hash_file_streams_files_larger_than_one_chunk(
             self._fh.close()
 
     # Shadow ``open`` in the module only, so the chunk reads can be counted.
-    monkeypatch.setattr(dataset, "open", lambda p, mode="r", **kw: CountingFile(real_open(p, mode, **kw)),
-                        raising=False)
+    monkeypatch.setattr(
+        dataset, "open", lambda p, mode="r", **kw: CountingFile(real_open(p, mode, **kw)), raising=False
+    )
     digest = hash_file(path)
 
     assert digest.sha256 == hashlib.sha256(payload).hexdigest()
@@ -342,7 +343,9 @@ def test_load_table_refuses_a_parquet_schema_repeating_a_column(tmp_path: Path) 
 
     path = tmp_path / "v1.parquet"
     pq.write_table(pa.Table.from_arrays([pa.array([1, 2]), pa.array([3, 4])], names=["a", "a"]), path)
-    with pytest.raises(ExperimentInputError, match=re.escape(f"{path} repeats column names ['a'] in its header")):
+    with pytest.raises(
+        ExperimentInputError, match=re.escape(f"{path} repeats column names ['a'] in its header")
+    ):
         load_table(path)
 
 

@@ -133,7 +133,9 @@ def test_usable_cpus_is_the_affinity_capped_by_the_env(eight_cpus, monkeypatch: 
     assert usable_cpus() == 8
     for bad in ("0", "-2", "all", "2.5"):
         monkeypatch.setenv(CPUS_ENV, bad)
-        with pytest.raises(ExperimentInputError, match=f"EXPERIMENTS_CPUS='{bad}' is not valid.*positive integer"):
+        with pytest.raises(
+            ExperimentInputError, match=f"EXPERIMENTS_CPUS='{bad}' is not valid.*positive integer"
+        ):
             usable_cpus()
 
 
@@ -163,7 +165,9 @@ def test_sklearn_n_jobs_is_capped_only_when_the_spec_sets_it(eight_cpus) -> None
     forest = "sklearn.ensemble.RandomForestClassifier"
     assert build_estimator(forest, "binary", {}, 0, fits_at_once=2).get_params()["n_jobs"] is None
     assert build_estimator(forest, "binary", {"n_jobs": -1}, 0, fits_at_once=2).get_params()["n_jobs"] == 4
-    assert "n_jobs" not in build_estimator("sklearn.tree.DecisionTreeClassifier", "binary", {}, 0).get_params()
+    assert (
+        "n_jobs" not in build_estimator("sklearn.tree.DecisionTreeClassifier", "binary", {}, 0).get_params()
+    )
 
 
 # --- EncodedTargetClassifier -------------------------------------------------------------

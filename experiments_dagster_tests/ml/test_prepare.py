@@ -118,11 +118,15 @@ def test_prepare_rejects_train_split_smaller_than_cv_folds() -> None:
 
 def _wide_frame(n: int = 300, seed: int = 0) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
-    return pd.DataFrame({"x": rng.normal(size=n), "plan": rng.choice(["a", "b"], n), "churn": rng.choice(["p", "q"], n)})
+    return pd.DataFrame(
+        {"x": rng.normal(size=n), "plan": rng.choice(["a", "b"], n), "churn": rng.choice(["p", "q"], n)}
+    )
 
 
 @pytest.mark.parametrize("n_estimators", [-1, 0])
-def test_prepare_refuses_xgboost_that_trains_no_trees(monkeypatch: pytest.MonkeyPatch, n_estimators: int) -> None:
+def test_prepare_refuses_xgboost_that_trains_no_trees(
+    monkeypatch: pytest.MonkeyPatch, n_estimators: int
+) -> None:
     monkeypatch.setattr(prepare, "split_dataset", lambda *a, **k: pytest.fail("split after a refused model"))
     spec = ExperimentSpec(dataset="churn", target="churn", hyperparameters={"n_estimators": n_estimators})
     with pytest.raises(ExperimentInputError) as info:
@@ -136,8 +140,16 @@ def test_prepare_refuses_xgboost_that_trains_no_trees(monkeypatch: pytest.Monkey
 @pytest.mark.parametrize(
     ("model", "hyperparameters", "named"),
     [
-        ("xgboost", {"max_depth": "deep"}, "Invalid Parameter format for max_depth expect int but value='deep'"),
-        ("xgboost", {"learning_rate": -1}, "value -1 for Parameter learning_rate should be greater equal to 0"),
+        (
+            "xgboost",
+            {"max_depth": "deep"},
+            "Invalid Parameter format for max_depth expect int but value='deep'",
+        ),
+        (
+            "xgboost",
+            {"learning_rate": -1},
+            "value -1 for Parameter learning_rate should be greater equal to 0",
+        ),
         ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": -1}, "The 'n_estimators' parameter"),
     ],
 )
@@ -165,10 +177,18 @@ def test_prepare_sample_fit_sees_every_class() -> None:
 @pytest.mark.parametrize(
     ("column", "values", "message"),
     [
-        ("when", pd.date_range("2024-01-01", periods=300), "Column 'when' of data/churn/v7.csv holds dates or times (datetime64[ns])"),
+        (
+            "when",
+            pd.date_range("2024-01-01", periods=300),
+            "Column 'when' of data/churn/v7.csv holds dates or times (datetime64[ns])",
+        ),
         ("tags", [[1, 2]] * 300, "Column 'tags' of data/churn/v7.csv holds list values (e.g. row 0)"),
         ("info", [{"a": 1}] * 300, "Column 'info' of data/churn/v7.csv holds dict values (e.g. row 0)"),
-        ("code", [1 if i % 2 else "A1" for i in range(300)], "Column 'code' of data/churn/v7.csv mixes number and text values (number at row 1, text at row 0)"),
+        (
+            "code",
+            [1 if i % 2 else "A1" for i in range(300)],
+            "Column 'code' of data/churn/v7.csv mixes number and text values (number at row 1, text at row 0)",
+        ),
     ],
 )
 def test_prepare_refuses_columns_it_cannot_encode(column: str, values, message: str) -> None:
@@ -196,14 +216,19 @@ def test_prepare_warns_about_free_text_and_identifier_columns() -> None:
         "it is one-hot encoded into at most 30 columns, the rarer values grouped as one. Drop it from the file if "
         "it carries no signal.",
     )
-    assert prepare_experiment(_wide_frame(), ExperimentSpec(dataset="churn", target="churn"), PATH).warnings == ()
+    assert (
+        prepare_experiment(_wide_frame(), ExperimentSpec(dataset="churn", target="churn"), PATH).warnings
+        == ()
+    )
 
 
 def test_prepare_validates_a_big_ensemble_on_a_few_members() -> None:
     """20,000 trees would make the sample fit as slow as the real one (40 s on breast_cancer)."""
     import time
 
-    spec = ExperimentSpec(dataset="churn", target="churn", hyperparameters={"n_estimators": 20000, "max_depth": 8})
+    spec = ExperimentSpec(
+        dataset="churn", target="churn", hyperparameters={"n_estimators": 20000, "max_depth": 8}
+    )
     start = time.perf_counter()
     prepared = prepare_experiment(_wide_frame(), spec, PATH)
     assert time.perf_counter() - start < 5

@@ -239,7 +239,9 @@ def test_feature_importance_permutation_for_knn() -> None:
 # --- the final model ----------------------------------------------------------------------
 
 
-def test_fit_final_model_fits_the_train_split_and_scores_the_test_split(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fit_final_model_fits_the_train_split_and_scores_the_test_split(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("EXPERIMENTS_CPUS", raising=False)
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2})
     X, y = _mixed_frame(40)
@@ -250,12 +252,16 @@ def test_fit_final_model_fits_the_train_split_and_scores_the_test_split(monkeypa
 
     assert estimator_of(fit.pipeline).get_params()["n_jobs"] == 3  # alone: every usable CPU
     assert estimator_of(fit.pipeline).get_params()["random_state"] == 7
-    direct = make_pipeline(split.X_train, "binary", "xgboost", {"n_estimators": 5, "max_depth": 2, "n_jobs": 3}, 7)
+    direct = make_pipeline(
+        split.X_train, "binary", "xgboost", {"n_estimators": 5, "max_depth": 2, "n_jobs": 3}, 7
+    )
     direct.fit(split.X_train, split.y_train)
     preds = predict(direct, split.X_test, "binary")
     expected = final_metrics(spec, "binary", split.y_test.to_numpy(), preds, ("accuracy", "roc_auc"))
     assert fit.metrics == expected
-    assert {"accuracy", "roc_auc", "precision_threshold_0.4", "test_tp", "revenue_impact_usd"} <= set(fit.metrics)
+    assert {"accuracy", "roc_auc", "precision_threshold_0.4", "test_tp", "revenue_impact_usd"} <= set(
+        fit.metrics
+    )
     assert not {"f1", "log_loss"} & set(fit.metrics)  # only the metrics asked for, plus the binary extras
     assert fit.fit_seconds > 0
     tp = int(((preds.y_pred == "high") & (split.y_test.to_numpy() == "high")).sum())
@@ -270,5 +276,7 @@ def test_final_metrics_for_regression_are_the_task_metrics_only() -> None:
     fit = fit_final_model(split, "regression", spec, {"n_estimators": 5, "n_jobs": 1})
     assert set(fit.metrics) == {"rmse", "mae", "r2", "mape"}
     assert fit.metrics["r2"] == pytest.approx(
-        task_metrics("regression", split.y_test.to_numpy(), predict(fit.pipeline, split.X_test, "regression"))["r2"]
+        task_metrics(
+            "regression", split.y_test.to_numpy(), predict(fit.pipeline, split.X_test, "regression")
+        )["r2"]
     )

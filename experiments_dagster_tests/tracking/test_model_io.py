@@ -143,9 +143,16 @@ def test_registered_versions_and_aliases_load_verified(tracker: Tracker, logged_
     model_id, pipeline, test = logged_rf
     client = tracker.client
     client.create_registered_model("m")
-    logged = client.get_logged_model(model_id)  # its location and run: nothing resolved through MLflow's global
-    version = client.create_model_version("m", source=logged.artifact_location, run_id=logged.source_run_id,
-                                          model_id=model_id, tags={"model.id": model_id}).version
+    logged = client.get_logged_model(
+        model_id
+    )  # its location and run: nothing resolved through MLflow's global
+    version = client.create_model_version(
+        "m",
+        source=logged.artifact_location,
+        run_id=logged.source_run_id,
+        model_id=model_id,
+        tags={"model.id": model_id},
+    ).version
     client.set_registered_model_alias("m", "champion", version)
     for uri in (f"models:/m/{version}", "models:/m@champion"):
         np.testing.assert_array_equal(load_verified_model(client, uri).predict(test), pipeline.predict(test))

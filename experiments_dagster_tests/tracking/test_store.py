@@ -13,7 +13,9 @@ def _run(tracker: Tracker, name: str = "r") -> str:
     return tracker.start_run(tracker.experiment_id("exp"), name, {"dagster.run_id": "d1"})
 
 
-def test_experiment_is_created_once_with_artifacts_beside_the_sqlite_store(tracker: Tracker, tracking_uri: str):
+def test_experiment_is_created_once_with_artifacts_beside_the_sqlite_store(
+    tracker: Tracker, tracking_uri: str
+):
     first = tracker.experiment_id("exp")
     assert tracker.experiment_id("exp") == first
     location = tracker.client.get_experiment(first).artifact_location
@@ -100,8 +102,9 @@ def test_registration_uses_the_trackers_store_not_mlflows_global(tracker: Tracke
     elsewhere = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)
     run_id = _run(tracker, "parent")
-    model = tracker.client.create_logged_model(tracker.client.get_run(run_id).info.experiment_id, name="m",
-                                               source_run_id=run_id)
+    model = tracker.client.create_logged_model(
+        tracker.client.get_run(run_id).info.experiment_id, name="m", source_run_id=run_id
+    )
     tracker.client.finalize_logged_model(model.model_id, LoggedModelStatus.READY)
 
     version = register_challenger(tracker, "reg_model", model.model_id, run_id, {"k": "v"})
@@ -120,8 +123,14 @@ def test_dataset_input_schema_types_from_a_sample_and_gaps_from_every_row(tracke
     import pandas as pd
 
     n = 3000
-    frame = pd.DataFrame({"x": np.arange(n, dtype=float), "c": ["a", "b", "c"] * (n // 3),
-                          "full": np.ones(n), "target": [0, 1] * (n // 2)})
+    frame = pd.DataFrame(
+        {
+            "x": np.arange(n, dtype=float),
+            "c": ["a", "b", "c"] * (n // 3),
+            "full": np.ones(n),
+            "target": [0, 1] * (n // 2),
+        }
+    )
     frame.loc[2500, "x"] = np.nan  # beyond the schema sample: only a whole-frame check sees it
     frame.loc[10, "c"] = None
     experiment_id = tracker.experiment_id("schema")
