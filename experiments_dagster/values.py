@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from experiments_dagster.ml.training import FoldResult, Split
+from experiments_dagster.ml.training import FoldResult, TrainTestSplit
 from experiments_dagster.spec import ExperimentSpec
 
 
@@ -42,7 +42,7 @@ class Splits:
     run: RunRef
     spec: ExperimentSpec
     task: str
-    split: Split
+    split: TrainTestSplit
     rows_dropped: int
     fingerprint: DataFingerprint
 

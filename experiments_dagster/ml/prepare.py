@@ -15,7 +15,7 @@ from experiments_dagster.ml.dataset import check_target, drop_missing_target, in
 from experiments_dagster.ml.estimators import build_estimator
 from experiments_dagster.ml.metrics import predict
 from experiments_dagster.ml.preprocess import MAX_CATEGORIES, text_like_columns
-from experiments_dagster.ml.training import Split, estimator_of, make_pipeline, split_dataset
+from experiments_dagster.ml.training import TrainTestSplit, estimator_of, make_pipeline, split_dataset
 from experiments_dagster.spec import ExperimentSpec
 
 # The configured pipeline is fitted once on this many rows before anything is logged, so a bad
@@ -32,7 +32,7 @@ class Prepared:
     for the run's log (e.g. columns that look like free text)."""
 
     task: str
-    split: Split
+    split: TrainTestSplit
     rows_dropped: int
     frame: pd.DataFrame
     warnings: tuple[str, ...] = ()

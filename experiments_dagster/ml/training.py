@@ -27,7 +27,7 @@ from experiments_dagster.spec import ExperimentSpec
 
 
 @dataclass(frozen=True)
-class Split:
+class TrainTestSplit:
     """Train/test frames of one dataset version."""
 
     X_train: pd.DataFrame
@@ -36,7 +36,11 @@ class Split:
     y_test: pd.Series
 
 
-def split_dataset(frame: pd.DataFrame, target: str, task: str, test_size: float, seed: int) -> Split:
+# The name pickled asset values stored before the rename refer to: they still load.
+Split = TrainTestSplit
+
+
+def split_dataset(frame: pd.DataFrame, target: str, task: str, test_size: float, seed: int) -> TrainTestSplit:
     """Hold out a test set, stratified by class for classification."""
     X = frame.drop(columns=[target])
     y = frame[target]
@@ -47,7 +51,7 @@ def split_dataset(frame: pd.DataFrame, target: str, task: str, test_size: float,
         random_state=seed,
         stratify=None if task == "regression" else y,
     )
-    return Split(
+    return TrainTestSplit(
         X_train.reset_index(drop=True),
         X_test.reset_index(drop=True),
         y_train.reset_index(drop=True),
@@ -131,7 +135,7 @@ def final_metrics(
 
 
 def fit_final_model(
-    split: Split,
+    split: TrainTestSplit,
     task: str,
     spec: ExperimentSpec,
     hyperparameters: dict[str, Any],

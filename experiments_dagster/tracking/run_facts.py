@@ -10,7 +10,7 @@ from typing import Any
 
 from sklearn.base import BaseEstimator
 
-from experiments_dagster.ml.training import Split
+from experiments_dagster.ml.training import TrainTestSplit
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.environment import git_state, platform_facts
@@ -72,7 +72,7 @@ def parent_run_tags(spec: ExperimentSpec, task: str, fp: DataFingerprint) -> dic
 
 
 def split_params(
-    spec: ExperimentSpec, task: str, fp: DataFingerprint, split: Split, rows_dropped: int
+    spec: ExperimentSpec, task: str, fp: DataFingerprint, split: TrainTestSplit, rows_dropped: int
 ) -> dict[str, Any]:
     """Dataset facts, split sizes, seeds and evaluation settings, as params."""
     seeds = spec.resolved_seeds

@@ -12,7 +12,7 @@ from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
-from experiments_dagster.ml.training import Split
+from experiments_dagster.ml.training import TrainTestSplit
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking.registry import baseline_score, beats
 from experiments_dagster.values import DataFingerprint, RunRef, Splits
@@ -23,7 +23,7 @@ def _splits(task: str, y_train: list, y_test: list, **spec) -> Splits:
         pd.DataFrame({"x": np.arange(len(y_train))}),
         pd.DataFrame({"x": np.arange(len(y_test))}),
     )
-    split = Split(X_train, X_test, pd.Series(y_train), pd.Series(y_test))
+    split = TrainTestSplit(X_train, X_test, pd.Series(y_train), pd.Series(y_test))
     fp = DataFingerprint("d", "v1", "d/v1.csv", "0" * 64, 1, len(y_train) + len(y_test), 2, {})
     return Splits(RunRef("r", "0", "u"), ExperimentSpec(dataset="d", target="y", **spec), task, split, 0, fp)
 
