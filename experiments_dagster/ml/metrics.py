@@ -105,7 +105,8 @@ METRIC_FUNCTIONS: dict[str, dict[str, Callable[[Scored], float]]] = {
     },
 }
 
-# What task_metrics computes when not told which names: the standard's own list.
+# The test metrics of each task: what task_metrics computes when not told which names, and what
+# the logging standard (tracking/standard.py) requires. Defined once, here.
 DEFAULT_METRICS: dict[str, tuple[str, ...]] = {
     "binary": ("accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss"),
     "multiclass": (

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from experiments_dagster.ml.dataset import TASKS
+from experiments_dagster.ml.metrics import DEFAULT_METRICS
 from experiments_dagster.tracking import tags
 
 ALL = frozenset(TASKS)
@@ -120,20 +121,8 @@ STANDARD: tuple[Requirement, ...] = (
     # final_model: hyperparameters, test metrics, threshold sweep, business value, model, pickle.
     Requirement("param", "model_type", "final_model"),
     Requirement("hyperparameters", "model_type", "final_model"),
-    *_metrics("binary", "accuracy", "precision", "recall", "f1", "roc_auc", "pr_auc", "log_loss"),
-    *_metrics(
-        "multiclass",
-        "accuracy",
-        "precision_macro",
-        "recall_macro",
-        "f1_macro",
-        "precision_weighted",
-        "recall_weighted",
-        "f1_weighted",
-        "roc_auc_ovr",
-        "log_loss",
-    ),
-    *_metrics("regression", "rmse", "mae", "r2", "mape"),
+    # The test metrics of each task: the names ml.metrics computes (one list, defined there).
+    *(req for task, names in DEFAULT_METRICS.items() for req in _metrics(task, *names)),
     Requirement("threshold_metrics", "thresholds", "final_model", BINARY),
     Requirement("metric", "revenue_impact_usd", "final_model", BINARY),
     Requirement("model", "model", "final_model"),
