@@ -160,3 +160,27 @@ def test_a_full_disk_under_dagster_home_gives_one_clear_line(
     assert "RUNNING" not in {r.info.status for r in runs}  # whatever was opened was closed
     for parent in [r for r in runs if "mlflow.parentRunId" not in r.data.tags]:
         assert parent.info.status == "FAILED" and parent.data.tags["error.message"]
+
+
+def test_a_full_artifact_disk_fails_the_run_with_the_path(tmp_path: Path, data_dir: Path, small_disk: Path):
+    """The store's database has room, its artifact folder does not: the step fails, its MLflow runs
+    end FAILED with the error, and the row names the full path."""
+    data = tmp_path / "run-data"
+    shutil.copytree(data_dir / "iris", data / "iris")
+    home = tmp_path / "home"
+    env, uri = cli_env(tmp_path, data, home)
+    client = Tracker(uri).client
+    client.create_experiment("iris", artifact_location=(small_disk / "artifacts").as_uri())
+    (small_disk / "filler").write_bytes(bytes(4 * 1024 * 1024 - 64 * 1024))  # ~64 KB left
+    done = subprocess.run(
+        [str(CLI), "run"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 1, out[-3000:]
+    row = re.search(r"iris/v1\s+FAILURE\s+(.*)", done.stdout)
+    assert row and "No space left on device" in row.group(1) and str(small_disk) in row.group(1), out[-3000:]
+    runs = [r for r in client.search_runs([client.get_experiment_by_name("iris").experiment_id])]
+    assert runs and "RUNNING" not in {r.info.status for r in runs}
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status == "FAILED" and "No space left on device" in parent.data.tags["error.message"]
+    assert parent.data.params["dataset.name"] == "iris"  # logged before the disk filled: kept

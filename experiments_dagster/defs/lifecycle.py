@@ -46,6 +46,8 @@ def step_failure(instance: dg.DagsterInstance, dagster_run_id: str) -> tuple[str
         return None
     event = records[0].event_log_entry.dagster_event
     error = event.step_failure_data.error if event.step_failure_data else None
+    while error is not None and error.cause is not None:  # Dagster's wrapper -> the user's error
+        error = error.cause
     message = error.message.strip().splitlines()[0] if error and error.message.strip() else "step failed"
     return event.step_key or "unknown", message
 
