@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
 from experiments_dagster.tracking.store import Tracker
@@ -41,6 +42,13 @@ def test_two_run_processes_on_the_same_versions_never_share_an_attempt(tmp_path:
     data = tmp_path / "run-data"
     for name in ("iris", "diabetes"):
         shutil.copytree(data_dir / name, data / name)
+        # Long enough (tens of seconds a version) that the two processes overlap on every version
+        # even when one starts seconds after the other; run one after the other, each would train
+        # its own attempt, which is not what this test is about.
+        path = data / name / "experiment.yaml"
+        spec = yaml.safe_load(path.read_text())
+        spec["hyperparameters"] = {**spec.get("hyperparameters", {}), "n_estimators": 1500}
+        path.write_text(yaml.safe_dump(spec))
     home = tmp_path / "home"  # fresh: both processes create the instance at once
     env, uri = cli_env(tmp_path, data, home)
     procs = [
