@@ -93,12 +93,13 @@ def cmd_run(args: argparse.Namespace) -> int:
             rows.append((v.partition_key, "BUSY", str(exc)))
             continue
         except Exception as exc:  # the instance itself failed (disk full, I/O error): one line, runs closed
-            print(
-                f"experiments-dagster run: {v.partition_key}: {storage_failure(exc, home)}", file=sys.stderr
-            )
             for run in runs_left_running(tracker, run_id):
                 tracker.mark_failed(run.info.run_id, "dagster", exc)
-            rows.append((v.partition_key, "FAILURE", storage_failure(exc, home)))
+            why = storage_failure(exc, home)
+            if why is None:
+                raise  # not a storage failure: a bug, with its whole traceback
+            print(f"experiments-dagster run: {v.partition_key}: {why}", file=sys.stderr)
+            rows.append((v.partition_key, "FAILURE", why))
             continue
         if result.success:
             materialized = [e.materialization.metadata for e in result.get_asset_materialization_events()]
@@ -147,8 +148,9 @@ def report_reconciled(done: Sequence[Any], when: str) -> None:
         )
 
 
-def storage_failure(exc: BaseException, home: Path) -> str:
-    """One line naming what could not be written, for errors of the Dagster instance itself."""
+def storage_failure(exc: BaseException, home: Path) -> str | None:
+    """One line naming what could not be written, for errors of the Dagster instance itself
+    (None for any other error)."""
     import errno
     import sqlite3
 
@@ -160,7 +162,7 @@ def storage_failure(exc: BaseException, home: Path) -> str:
                 f"the Dagster instance under {home} could not be written (SQLite: {e}); check free "
                 "space on that disk or set DAGSTER_HOME to another one."
             )
-    return f"{type(exc).__name__}: {exc}".splitlines()[0]
+    return None
 
 
 def cmd_paths(args: argparse.Namespace) -> int:
