@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 # Quiet MLflow's per-file progress bars in logs.
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 
-.PHONY: venv run test lint dagster-ui mlflow-ui lock clean-stores
+.PHONY: venv run test lint dagster-ui mlflow-ui lock clean-stores stack-up stack-down stack-wipe stack-status test-stack
 
 $(STAMP): pyproject.toml requirements.lock requirements-services.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -31,13 +31,37 @@ test: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 
-## Dagster UI on http://127.0.0.1:3000 (persistent DAGSTER_HOME, daemon included).
+## Dagster UI on http://127.0.0.1:3000 (persistent DAGSTER_HOME, daemon included). After `. .stack/env`
+## (production profile) only the webserver starts: the stack's daemon already serves its instance.
 dagster-ui: $(STAMP)
-	$(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+	@if [ "$$EXPERIMENTS_PROFILE" = production ]; then \
+	  $(BIN)/dagster-webserver -w workspace.yaml -h 127.0.0.1 -p 3000; \
+	else \
+	  $(BIN)/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000; \
+	fi
 
-## MLflow UI on http://127.0.0.1:5000, on the same store the assets log to.
+## MLflow UI on http://127.0.0.1:5000, on the same store the assets log to (production: the server's own UI).
 mlflow-ui: $(STAMP)
-	$(BIN)/mlflow server --backend-store-uri "$$($(BIN)/experiments-dagster paths --tracking-uri)" --host 127.0.0.1 --port 5000
+	@if [ "$$EXPERIMENTS_PROFILE" = production ]; then \
+	  echo "The production profile's MLflow UI is the tracking server: $$MLFLOW_TRACKING_URI"; \
+	else \
+	  $(BIN)/mlflow server --backend-store-uri "$$($(BIN)/experiments-dagster paths --tracking-uri)" --host 127.0.0.1 --port 5000; \
+	fi
+
+## The production profile's local stack (README "Production profile"): PostgreSQL, SeaweedFS (S3),
+## MLflow's server with basic auth, Dagster's daemon and webserver; state, logs and credentials in .stack/.
+stack-up: $(STAMP)
+	$(BIN)/python -m experiments_dagster.stack up
+stack-down: $(STAMP)
+	$(BIN)/python -m experiments_dagster.stack down
+stack-wipe: $(STAMP)
+	$(BIN)/python -m experiments_dagster.stack wipe
+stack-status: $(STAMP)
+	$(BIN)/python -m experiments_dagster.stack status
+
+## Only the tests that start a real stack of their own (pytest -m stack).
+test-stack: $(STAMP)
+	$(BIN)/pytest -m stack
 
 ## Re-pin requirements.lock from the current .venv.
 lock: $(STAMP)

@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from experiments_dagster import paths
+from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.profile import Profile, load_profile
 
 # Step events at INFO; DEBUG repeats every IO-manager call.
+PROFILE = Profile("embedded")  # set by main() from EXPERIMENTS_PROFILE
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
 def _use_embedded_defaults() -> None:
-    """Persistent DAGSTER_HOME in the project unless the user set one; quiet progress bars."""
+    """Persistent DAGSTER_HOME in the project unless the user set one (embedded profile only: the
+    production profile's DAGSTER_HOME is checked by ``load_profile``); quiet progress bars."""
+    if PROFILE.production:
+        return
     home = paths.default_dagster_home()
     home.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("DAGSTER_HOME", str(home))
@@ -65,11 +71,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         selection = [dg.AssetKey(name) for name in args.select]
     from experiments_dagster.attempts import AttemptInProgress, open_instance, partition_attempt
     from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
+    from experiments_dagster.tracking.server import check_server, server_problem
     from experiments_dagster.tracking.store import Tracker
 
     home = Path(os.environ["DAGSTER_HOME"])
     instance = open_instance(home)
     tracker = Tracker()
+    check_server(tracker.client)  # a tracking server that is down or refuses the user: one line, exit 2
     report_reconciled(reconcile_runs(tracker, instance), "before this run")
     known = set(instance.get_dynamic_partitions(DATASET_VERSIONS))
     new = [v.partition_key for v in versions if v.partition_key not in known]
@@ -106,7 +114,20 @@ def cmd_run(args: argparse.Namespace) -> int:
             urls = [meta["mlflow_run_url"].value for meta in materialized if "mlflow_run_url" in meta]
             rows.append((v.partition_key, "SUCCESS", urls[-1] if urls else result.run_id))
             continue
-        report_reconciled(reconcile_runs(tracker, instance, result.run_id), "after its step failed")
+        try:
+            report_reconciled(reconcile_runs(tracker, instance, result.run_id), "after its step failed")
+        except (
+            Exception
+        ) as exc:  # the tracking server went away with the step: the reconciler closes them later
+            problem = server_problem(exc, tracker.tracking_uri)
+            if problem is None:
+                raise
+            print(
+                f"experiments-dagster run: {v.partition_key}: its MLflow runs cannot be closed now ({problem}) "
+                "The reconciler marks them FAILED once the server answers (the daemon's "
+                "mlflow_run_reconciler, or the next `run` or `audit`).",
+                file=sys.stderr,
+            )
         failed = step_failure(instance, result.run_id)
         why = f"{failed[0]}: {failed[1]}" if failed else "the run failed"
         rows.append((v.partition_key, "FAILURE", f"{why} (Dagster run {result.run_id})"))
@@ -116,10 +137,15 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"  {key:<{width}}  {status:<7}  {where}")
     print(f"\nMLflow store:   {paths.default_tracking_uri()}")
     print(f"Dagster home:   {os.environ['DAGSTER_HOME']}")
-    print(
-        "Open the MLflow UI with `make mlflow-ui` (http://127.0.0.1:5000) and Dagster's with "
-        "`make dagster-ui` (http://127.0.0.1:3000)."
-    )
+    if PROFILE.production:
+        print(f"MLflow UI:      {PROFILE.tracking_uri}")
+        if PROFILE.dagster_url:
+            print(f"Dagster UI:     {PROFILE.dagster_url}")
+    else:
+        print(
+            "Open the MLflow UI with `make mlflow-ui` (http://127.0.0.1:5000) and Dagster's with "
+            "`make dagster-ui` (http://127.0.0.1:3000)."
+        )
     if refused:
         print(f"\n{len(refused)} entries of the data directory were refused (listed on stderr).")
     return 0 if not refused and all(status == "SUCCESS" for _, status, _ in rows) else 1
@@ -198,7 +224,12 @@ def _audit_client(tracking_uri: str | None):
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # connection errors surface as many types
-        raise UsageError(f"MLflow store {uri} is unreachable: {type(exc).__name__}: {exc}") from exc
+        from experiments_dagster.tracking.server import server_problem
+
+        problem = server_problem(exc, uri)
+        raise UsageError(
+            problem or f"MLflow store {uri} is unreachable: {type(exc).__name__}: {exc}"
+        ) from exc
     return client
 
 
@@ -276,11 +307,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    global PROFILE
     args = build_parser().parse_args(argv)
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     try:
+        PROFILE = load_profile()  # EXPERIMENTS_PROFILE: a bad name or missing setting exits 2
         return args.func(args)
-    except UsageError as exc:
+    except (UsageError, ExperimentInputError) as exc:
         print(f"experiments-dagster {args.command}: {exc}", file=sys.stderr)
         return 2
 

@@ -6,6 +6,7 @@ import dagster as dg
 from pydantic import Field
 
 from experiments_dagster.paths import data_dir
+from experiments_dagster.tracking.server import check_server
 from experiments_dagster.tracking.store import Tracker
 
 
@@ -24,6 +25,11 @@ class MlflowTracking(dg.ConfigurableResource):
     def tracker(self) -> Tracker:
         """A tracker bound to this store."""
         return Tracker(self.tracking_uri, self.ui_url)
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        """At run start, one request to a tracking server: a wrong URL or password fails the run
+        here, with one line naming the URL and the user, before any step logs."""
+        check_server(self.tracker().client)
 
 
 class ExperimentData(dg.ConfigurableResource):

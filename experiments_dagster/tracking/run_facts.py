@@ -5,7 +5,6 @@ from __future__ import annotations
 import getpass
 import os
 import socket
-from pathlib import Path
 from typing import Any
 
 from sklearn.base import BaseEstimator
@@ -14,6 +13,7 @@ from experiments_dagster.ml.training import TrainTestSplit
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.environment import git_state, platform_facts
+from experiments_dagster.tracking.liveness import process_start
 from experiments_dagster.values import DataFingerprint
 
 SOURCE_NAME = "experiments_dagster"
@@ -27,15 +27,6 @@ def process_identity(pid: int | None = None) -> dict[str, str]:
         "process.pid": str(pid),
         "process.start": process_start(pid),
     }
-
-
-def process_start(pid: int) -> str:
-    """The process's start time in clock ticks since boot (Linux), so a reused pid is not mistaken."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return ""
-    return stat.rsplit(")", 1)[1].split()[19]
 
 
 def dagster_tags(run_id: str, partition_key: str, asset: str) -> dict[str, str]:

@@ -1,0 +1,109 @@
+"""Deployment profiles: one setting, ``EXPERIMENTS_PROFILE``, chooses where runs, values and logs go.
+
+- ``embedded`` (the default when unset): SQLite MLflow store and artifacts beside the data
+  directory, Dagster's SQLite instance in ``DAGSTER_HOME`` (``<project>/dagster_home``), asset
+  values in the instance's storage folder. Nothing here is read or checked for it, so the default
+  costs nothing.
+- ``production``: the services a team shares, named by environment variables (the contract of
+  deployment scripts; ``make stack-up`` writes them to ``.stack/env``):
+
+  ``MLFLOW_TRACKING_URI``
+      ``http(s)://`` URL of MLflow's tracking server (``mlflow server --app-name basic-auth
+      --serve-artifacts``); artifacts go through it to its object store.
+  ``MLFLOW_TRACKING_USERNAME`` / ``MLFLOW_TRACKING_PASSWORD``
+      the user MLflow's basic-auth app knows (MLflow's own variables).
+  ``DAGSTER_HOME``
+      a folder holding the ``dagster.yaml`` of the PostgreSQL instance (``deploy/dagster.yaml``,
+      which reads ``EXPERIMENTS_DAGSTER_PG_URL``, a ``postgresql+psycopg2://`` URL).
+  ``EXPERIMENTS_S3_URL``
+      ``s3://<bucket>/<prefix>`` for asset values, through s3fs with the standard AWS variables
+      (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for a non-AWS store).
+  ``EXPERIMENTS_DAGSTER_URL`` (optional)
+      the Dagster webserver's URL; MLflow runs then carry a ``dagster.run_url`` tag.
+
+  HTTP calls to the tracking server get saner defaults than MLflow's (7 retries with backoff, 120 s
+  timeout: minutes per call against a server that is gone): ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=1``
+  and ``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` unless set, so a run against an unreachable server fails
+  in seconds, naming the URL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlparse
+
+from experiments_dagster.errors import ExperimentInputError
+
+PROFILE_ENV = "EXPERIMENTS_PROFILE"
+S3_URL_ENV = "EXPERIMENTS_S3_URL"
+DAGSTER_URL_ENV = "EXPERIMENTS_DAGSTER_URL"
+PG_URL_ENV = "EXPERIMENTS_DAGSTER_PG_URL"
+EMBEDDED = "embedded"
+PRODUCTION = "production"
+PROFILES = (EMBEDDED, PRODUCTION)
+
+# MLflow's HTTP client settings (mlflow.environment_variables), defaults for the production profile.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What a profile resolves to; None fields keep the embedded defaults (paths.py)."""
+
+    name: str
+    tracking_uri: str | None = None
+    values_url: str | None = None  # the IO manager's base_dir
+    dagster_url: str | None = None
+
+    @property
+    def production(self) -> bool:
+        return self.name == PRODUCTION
+
+
+def profile_name() -> str:
+    """``$EXPERIMENTS_PROFILE`` (unset or blank: embedded); an unknown name lists the valid ones."""
+    raw = os.environ.get(PROFILE_ENV, "").strip()
+    name = raw.lower() or EMBEDDED
+    if name not in PROFILES:
+        raise ExperimentInputError(
+            f"${PROFILE_ENV}={raw!r} is not a profile; valid profiles: {', '.join(PROFILES)} "
+            f"(unset means {EMBEDDED})."
+        )
+    return name
+
+
+def load_profile() -> Profile:
+    """The active profile. For production, checks its settings and applies the HTTP defaults."""
+    name = profile_name()
+    if name == EMBEDDED:
+        return Profile(EMBEDDED)
+    problems = []
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    if urlparse(uri).scheme not in ("http", "https"):
+        problems.append(
+            f"MLFLOW_TRACKING_URI must be the tracking server's http(s):// URL (is {uri or 'unset'!r})"
+        )
+    home = os.environ.get("DAGSTER_HOME", "").strip()
+    if not home or not (Path(home) / "dagster.yaml").is_file():
+        problems.append(
+            f"DAGSTER_HOME must be a folder with the PostgreSQL instance's dagster.yaml "
+            f"(deploy/dagster.yaml; is {home or 'unset'!r})"
+        )
+    values = os.environ.get(S3_URL_ENV, "").strip().rstrip("/")
+    parsed = urlparse(values)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        problems.append(
+            f"{S3_URL_ENV} must be s3://<bucket>/<prefix> for asset values (is {values or 'unset'!r})"
+        )
+    if problems:
+        raise ExperimentInputError(
+            f"{PROFILE_ENV}=production is missing settings: "
+            + "; ".join(problems)
+            + ". For the local stack: `make stack-up`, then `. .stack/env`."
+        )
+    for key, value in HTTP_DEFAULTS.items():
+        os.environ.setdefault(key, value)
+    dagster_url = os.environ.get(DAGSTER_URL_ENV, "").strip().rstrip("/") or None
+    return Profile(PRODUCTION, tracking_uri=uri, values_url=values, dagster_url=dagster_url)
