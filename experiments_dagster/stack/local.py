@@ -80,10 +80,12 @@ class Settings:
     flask_secret: str
 
     @classmethod
-    def generate(cls) -> Settings:
+    def generate(cls, preferred_ports: bool = True) -> Settings:
+        """New secrets; the preferred ports where free (else any free port), or only free ports."""
+
         def port(name: str) -> int:
             preferred = PREFERRED_PORTS[name]
-            return preferred if _port_free(preferred) else seaweed.free_port()
+            return preferred if preferred_ports and _port_free(preferred) else seaweed.free_port()
 
         return cls(
             ports={name: port(name) for name in PREFERRED_PORTS},
@@ -111,8 +113,15 @@ def _port_free(port: int) -> bool:
 class LocalStack:
     """The stack rooted at ``root``; ``data_dir`` is the data directory the daemon's sensor watches."""
 
-    def __init__(self, root: Path, data_dir: Path | None = None, project: Path = PROJECT_ROOT) -> None:
+    def __init__(
+        self,
+        root: Path,
+        data_dir: Path | None = None,
+        project: Path = PROJECT_ROOT,
+        preferred_ports: bool = True,
+    ) -> None:
         self.root = root.resolve()
+        self.preferred_ports = preferred_ports
         self.project = project
         self.data_dir = data_dir
         self.bin = Path(sys.executable).parent
@@ -127,7 +136,7 @@ class LocalStack:
         if self.credentials_path.is_file():
             return Settings(**json.loads(self.credentials_path.read_text()))
         self.root.mkdir(parents=True, exist_ok=True)
-        settings = Settings.generate()
+        settings = Settings.generate(self.preferred_ports)
         fd = os.open(self.credentials_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(settings.__dict__, out, indent=2)

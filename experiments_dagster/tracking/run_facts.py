@@ -10,6 +10,7 @@ from typing import Any
 from sklearn.base import BaseEstimator
 
 from experiments_dagster.ml.training import TrainTestSplit
+from experiments_dagster.profile import DAGSTER_URL_ENV
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.environment import git_state, platform_facts
@@ -31,12 +32,16 @@ def process_identity(pid: int | None = None) -> dict[str, str]:
 
 def dagster_tags(run_id: str, partition_key: str, asset: str) -> dict[str, str]:
     """Tags tying an MLflow run to the Dagster run, partition, asset and process that opened it."""
-    return {
+    out = {
         tags.DAGSTER_RUN_ID: run_id,
         tags.DAGSTER_PARTITION_KEY: partition_key,
         tags.DAGSTER_ASSET_KEY: asset,
         **process_identity(),
     }
+    webserver = os.environ.get(DAGSTER_URL_ENV, "").strip().rstrip("/")
+    if webserver:  # a link back from the MLflow UI to the Dagster run
+        out[tags.DAGSTER_RUN_URL] = f"{webserver}/runs/{run_id}"
+    return out
 
 
 def parent_run_tags(spec: ExperimentSpec, task: str, fp: DataFingerprint) -> dict[str, str]:
