@@ -1,6 +1,6 @@
 """One real local stack for the production-profile tests: PostgreSQL, SeaweedFS, MLflow's server with
 basic auth, the Dagster daemon and webserver, on free ports under a temporary folder, stopped by
-PID (and deleted) when the session ends. The daemon's sensor watches its own data folder
+PID (and deleted) when this package's tests end. The daemon's sensor watches its own data folder
 (``daemon_data``), empty until a test puts versions there, so it never races the tests' CLI runs.
 """
 
@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 SHIPPED = PROJECT_ROOT / "data"
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack() -> Iterator[LocalStack]:
     try:
         pg_program("initdb")
