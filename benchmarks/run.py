@@ -546,6 +546,23 @@ def summarize(workloads: list[dict], extras: dict) -> tuple[list[dict], dict]:
                     "verdict": verdict(worst is not None and worst <= SENSOR_TARGET_S),
                 }
             )
+    stack = extras.get("stack")
+    if stack is not None:
+        times = stack.get("times") or {}
+        emb, prod = med(times.get("embedded", [])), med(times.get("stack", []))
+        rows.append(
+            {
+                "workload": "stack",
+                "measure": "small, `experiments-dagster run`: embedded default (baseline column) vs the "
+                f"production profile on a local stack (ours column), wall s median of {len(times.get('stack', []))}"
+                f"; stack start {stack.get('stack_start_seconds', 0):.0f} s, not counted",
+                "baseline": fmt_s(times.get("embedded", [])) if emb is not None else "error",
+                "ours": fmt_s(times.get("stack", [])) if prod is not None else "error",
+                "ratio": f"{prod / emb:.2f}x" if emb and prod else "-",
+                "target": "- (what the server costs)",
+                "verdict": "-" if emb and prod else "MISS",
+            }
+        )
     return rows, summary
 
 
@@ -605,6 +622,11 @@ def main() -> int:
     parser.add_argument("--workdir", type=Path, help="where data and stores go (default: a new tmp dir)")
     parser.add_argument("--keep", action="store_true", help="keep data, stores and logs after the run")
     parser.add_argument("--skip-sensor", action="store_true")
+    parser.add_argument(
+        "--skip-stack",
+        action="store_true",
+        help="skip the 'stack' row (small on the embedded default vs a local production stack)",
+    )
     parser.add_argument(
         "--wait-idle",
         type=float,
@@ -721,6 +743,36 @@ def main() -> int:
             )
         else:
             print(f"sensor: failed:\n{tail(sdir / 'sensor.log')}", flush=True)
+
+    if not args.skip_stack and "small" in names:
+        stdir = root / "stack"
+        stdir.mkdir(parents=True, exist_ok=True)
+        g = generated["small"]
+        print(
+            f"[{datetime.now():%H:%M:%S}] stack: small on the embedded default and on a local stack ...",
+            flush=True,
+        )
+        m = measure(
+            [
+                PYTHON,
+                str(BENCH / "stack_row.py"),
+                "--data-dir",
+                str(data_dir),
+                "--dataset",
+                g["dataset"],
+                "--version",
+                g["version"],
+                "--repeats",
+                str(args.repeats),
+            ],
+            clean_env(),
+            stdir / "stack.log",
+            args.timeout,
+        )
+        extras["stack"] = {**last_json(stdir / "stack.log"), "process": m}
+        if m["returncode"] != 0:
+            extras["stack"]["error"] = tail(stdir / "stack.log")
+            print(f"stack: failed:\n{extras['stack']['error']}", flush=True)
 
     results = []
     for w in names:
