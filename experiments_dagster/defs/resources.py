@@ -5,8 +5,8 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from experiments_dagster.paths import data_dir
-from experiments_dagster.tracking.server import check_server
+from experiments_dagster.paths import data_dir, default_tracking_uri
+from experiments_dagster.tracking.server import check_server, is_server
 from experiments_dagster.tracking.store import Tracker
 
 
@@ -29,7 +29,9 @@ class MlflowTracking(dg.ConfigurableResource):
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         """At run start, one request to a tracking server: a wrong URL or password fails the run
         here, with one line naming the URL and the user, before any step logs."""
-        check_server(self.tracker().client)
+        # Local stores are opened (and created) only when a step logs, not here.
+        if is_server(self.tracking_uri or default_tracking_uri()):
+            check_server(self.tracker().client)
 
 
 class ExperimentData(dg.ConfigurableResource):
