@@ -226,10 +226,10 @@ def _audit_client(tracking_uri: str | None):
     except Exception as exc:  # connection errors surface as many types
         from experiments_dagster.tracking.server import server_problem
 
-        problem = server_problem(exc, uri)
-        raise UsageError(
-            problem or f"MLflow store {uri} is unreachable: {type(exc).__name__}: {exc}"
-        ) from exc
+        problem = server_problem(exc, uri)  # refused credentials or permission: one line
+        if problem is None or " is unreachable " in problem:
+            problem = f"MLflow store {uri} is unreachable: {type(exc).__name__}: {exc}"
+        raise UsageError(problem) from exc
     return client
 
 
