@@ -43,6 +43,13 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def _materialize_versions(args: argparse.Namespace) -> int:
     """``cmd_run``'s work; it turns the garbage collector back on at the end of the start-up."""
+    if not args.select:
+        # A full run saves its model with skops and loads it back (checks, promotion). At import,
+        # skops.io looks up the module of each of ~840 numpy/scipy functions by scanning
+        # sys.modules, so the import costs more the more is loaded: imported first it adds ~0.4 s
+        # of CPU to the start-up, imported inside final_model (3,500 modules loaded by then,
+        # collector on) 0.9-1.6 s. A run of selected assets imports it when it needs it.
+        import skops.io  # noqa: F401
     import dagster as dg
 
     from experiments_dagster.catalog import scan_versions
