@@ -63,7 +63,7 @@ def trusted_types() -> frozenset[str]:
 
 def _skops_dump(obj: Any, path: Path, part: str) -> None:
     """Dump with skops; refuse an object holding a type that the loader would not trust."""
-    import skops.io as sio  # its import enumerates every scikit-learn estimator: seconds, so lazily
+    import skops.io as sio  # seconds to import, so lazily (a full `run` imports it first: cli.py)
 
     sio.dump(obj, path)
     untrusted = sorted(set(sio.get_untrusted_types(file=path)) - trusted_types())
