@@ -20,10 +20,9 @@ import tempfile
 import time
 from pathlib import Path
 
-PROJECT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(PROJECT))
+from experiments_dagster.stack.local import LocalStack
 
-from experiments_dagster.stack.local import LocalStack  # noqa: E402
+PROJECT = Path(__file__).resolve().parent.parent
 
 CLI = str(Path(sys.executable).with_name("experiments-dagster"))
 

@@ -141,9 +141,8 @@ def _materialize_versions(args: argparse.Namespace) -> int:
             continue
         try:
             report_reconciled(reconcile_runs(tracker, instance, result.run_id), "after its step failed")
-        except (
-            Exception
-        ) as exc:  # the tracking server went away with the step: the reconciler closes them later
+        except Exception as exc:
+            # The tracking server went away with the step: the reconciler closes the runs later.
             problem = server_problem(exc, tracker.tracking_uri)
             if problem is None:
                 raise
@@ -249,12 +248,12 @@ def _audit_client(tracking_uri: str | None):
     try:
         client.search_experiments(max_results=1)
     except Exception as exc:  # connection errors surface as many types
-        from experiments_dagster.tracking.server import server_problem
+        from experiments_dagster.tracking.server import refusal
 
-        problem = server_problem(exc, uri)  # refused credentials or permission: one line
-        if problem is None or " is unreachable " in problem:
-            problem = f"MLflow store {uri} is unreachable: {type(exc).__name__}: {exc}"
-        raise UsageError(problem) from exc
+        problem = refusal(exc, uri)  # refused credentials or permission: the server's one line
+        raise UsageError(
+            problem or f"MLflow store {uri} is unreachable: {type(exc).__name__}: {exc}"
+        ) from exc
     return client
 
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.profile import DAGSTER_URL_ENV, PG_URL_ENV, PRODUCTION, PROFILE_ENV, S3_URL_ENV
 from experiments_dagster.stack import seaweed
 from experiments_dagster.tracking.liveness import process_start
 
@@ -125,6 +126,7 @@ class LocalStack:
         self.project = project
         self.data_dir = data_dir
         self.bin = Path(sys.executable).parent
+        self._settings: Settings | None = None
 
     # --- settings and environment ---------------------------------------------------------
     @property
@@ -132,14 +134,18 @@ class LocalStack:
         return self.root / "credentials.json"
 
     def settings(self) -> Settings:
-        """The stack's settings, generated (mode 0600) on first use."""
+        """The stack's settings, generated (mode 0600) on first use, read once per object."""
+        if self._settings is not None:
+            return self._settings
         if self.credentials_path.is_file():
-            return Settings(**json.loads(self.credentials_path.read_text()))
+            self._settings = Settings(**json.loads(self.credentials_path.read_text()))
+            return self._settings
         self.root.mkdir(parents=True, exist_ok=True)
         settings = Settings.generate(self.preferred_ports)
         fd = os.open(self.credentials_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as out:
             json.dump(settings.__dict__, out, indent=2)
+        self._settings = settings
         return settings
 
     def pg_url(self, database: str) -> str:
@@ -160,14 +166,14 @@ class LocalStack:
         s = self.settings()
         urls = self.urls()
         return {
-            "EXPERIMENTS_PROFILE": "production",
+            PROFILE_ENV: PRODUCTION,
             "DAGSTER_HOME": str(self.root / "dagster_home"),
-            "EXPERIMENTS_DAGSTER_PG_URL": self.pg_url("dagster"),
-            "EXPERIMENTS_DAGSTER_URL": urls["dagster"],
+            PG_URL_ENV: self.pg_url("dagster"),
+            DAGSTER_URL_ENV: urls["dagster"],
             "MLFLOW_TRACKING_URI": urls["mlflow"],
             "MLFLOW_TRACKING_USERNAME": CLIENT_USER,
             "MLFLOW_TRACKING_PASSWORD": s.client_password,
-            "EXPERIMENTS_S3_URL": f"s3://{BUCKET}/values",
+            S3_URL_ENV: f"s3://{BUCKET}/values",
             "AWS_ACCESS_KEY_ID": s.s3_access_key,
             "AWS_SECRET_ACCESS_KEY": s.s3_secret_key,
             "AWS_ENDPOINT_URL": urls["s3"],
@@ -552,6 +558,7 @@ class LocalStack:
     def wipe(self, out=print) -> None:
         """Stop the stack and delete its data, logs and credentials."""
         self.down(out)
+        self._settings = None
         if self.root.exists():
             shutil.rmtree(self.root)
             out(f"Deleted {self.root}.")

@@ -36,16 +36,15 @@ def is_server(uri: str) -> bool:
     return uri.startswith(("http://", "https://"))
 
 
-def server_problem(exc: BaseException, uri: str) -> str | None:
-    """One line for an authentication, permission or connection failure of ``uri``; else None."""
+def refusal(exc: BaseException, uri: str) -> str | None:
+    """One line for a server at ``uri`` that answered and refused (credentials, permission, not
+    an MLflow server); else None."""
     if not is_server(uri):
         return None
     user = os.environ.get("MLFLOW_TRACKING_USERNAME")
     who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is unset)"
     for e in _chain(exc):
         if not isinstance(e, MlflowException):
-            if isinstance(e, ConnectionError | TimeoutError):
-                return _unreachable(uri, e)
             continue
         code = e.error_code
         if code in ("UNAUTHENTICATED", "CUSTOMER_UNAUTHORIZED"):
@@ -64,7 +63,18 @@ def server_problem(exc: BaseException, uri: str) -> str | None:
                 f"{uri} answered, but not as an MLflow tracking server ({_first_line(e)}): fix "
                 "MLFLOW_TRACKING_URI."
             )
-        if any(hint in str(e) for hint in UNREACHABLE_HINTS):
+    return None
+
+
+def server_problem(exc: BaseException, uri: str) -> str | None:
+    """One line for a refusal (``refusal``) or a connection failure of the server at ``uri``; else None."""
+    found = refusal(exc, uri)
+    if found is not None or not is_server(uri):
+        return found
+    for e in _chain(exc):
+        if isinstance(e, ConnectionError | TimeoutError) or (
+            isinstance(e, MlflowException) and any(hint in str(e) for hint in UNREACHABLE_HINTS)
+        ):
             return _unreachable(uri, e)
     return None
 

@@ -19,6 +19,7 @@ from experiments_dagster.defs import defs
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.tracking.audit import Auditor
+from experiments_dagster_tests.backfill import launch_backfill
 
 pytestmark = pytest.mark.slow
 BIN = Path(sys.executable).parent
@@ -68,26 +69,7 @@ def test_backfill_of_six_versions_three_at_a_time(backfill_env):
             stderr=subprocess.DEVNULL,
         )
         try:
-            subprocess.run(
-                [
-                    str(BIN / "dagster"),
-                    "job",
-                    "backfill",
-                    "-w",
-                    "workspace.yaml",
-                    "-j",
-                    "experiment_job",
-                    "--partitions",
-                    ",".join(keys),
-                    "--noprompt",
-                ],
-                cwd=PROJECT_ROOT,
-                env=env,
-                check=True,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                timeout=300,
-            )
+            launch_backfill(keys, env)
             deadline = time.monotonic() + 1200
             while time.monotonic() < deadline:
                 records = instance.get_run_records(dg.RunsFilter(job_name="experiment_job"))

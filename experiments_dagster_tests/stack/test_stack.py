@@ -23,6 +23,7 @@ from mlflow.server import get_app_client
 from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.stack.local import LocalStack
 from experiments_dagster.tracking.server import server_problem
+from experiments_dagster_tests.backfill import launch_backfill
 from experiments_dagster_tests.stack.conftest import BIN, client_for, copy_dataset, run_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -310,25 +311,7 @@ def test_backfill_of_six_versions_three_at_a_time_on_the_stack(
         from experiments_dagster.defs.partitions import DATASET_VERSIONS
 
         instance.add_dynamic_partitions(DATASET_VERSIONS, keys)
-        subprocess.run(
-            [
-                str(BIN / "dagster"),
-                "job",
-                "backfill",
-                "-w",
-                "workspace.yaml",
-                "-j",
-                "experiment_job",
-                "--partitions",
-                ",".join(keys),
-                "--noprompt",
-            ],
-            cwd=PROJECT_ROOT,
-            env=env,
-            check=True,
-            capture_output=True,
-            timeout=300,
-        )
+        launch_backfill(keys, env)
         deadline = time.monotonic() + 1200
         while time.monotonic() < deadline:
             records = [
