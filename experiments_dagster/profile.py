@@ -20,6 +20,15 @@
       (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL`` for a non-AWS store).
   ``EXPERIMENTS_DAGSTER_URL`` (optional)
       the Dagster webserver's URL; MLflow runs then carry a ``dagster.run_url`` tag.
+  ``EXPERIMENTS_EXECUTOR`` (optional)
+      ``in_process`` (the default: every step in the run's process) or ``celery``: steps go to
+      Celery workers (``dagster-celery``) through ``EXPERIMENTS_CELERY_BROKER_URL`` (a
+      ``redis://`` URL; ``EXPERIMENTS_CELERY_BACKEND_URL`` for results, default the broker).
+  ``EXPERIMENTS_LOCK_URL`` (optional)
+      PostgreSQL URL for the locks that keep promotions apart across workers (locks.py);
+      default ``EXPERIMENTS_DAGSTER_PG_URL``. The Celery executor needs one of them.
+  ``EXPERIMENTS_OPTUNA_STORAGE`` (optional)
+      SQLAlchemy URL of the Optuna storage that searches with ``search.workers`` > 1 share.
 
   HTTP calls to the tracking server get saner defaults than MLflow's (7 retries with backoff, 120 s
   timeout: minutes per call against a server that is gone): ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=1``
@@ -40,6 +49,14 @@ PROFILE_ENV = "EXPERIMENTS_PROFILE"
 S3_URL_ENV = "EXPERIMENTS_S3_URL"
 DAGSTER_URL_ENV = "EXPERIMENTS_DAGSTER_URL"
 PG_URL_ENV = "EXPERIMENTS_DAGSTER_PG_URL"
+EXECUTOR_ENV = "EXPERIMENTS_EXECUTOR"
+BROKER_ENV = "EXPERIMENTS_CELERY_BROKER_URL"
+BACKEND_ENV = "EXPERIMENTS_CELERY_BACKEND_URL"
+LOCK_URL_ENV = "EXPERIMENTS_LOCK_URL"
+OPTUNA_STORAGE_ENV = "EXPERIMENTS_OPTUNA_STORAGE"
+IN_PROCESS = "in_process"
+CELERY = "celery"
+EXECUTORS = (IN_PROCESS, CELERY)
 EMBEDDED = "embedded"
 PRODUCTION = "production"
 PROFILES = (EMBEDDED, PRODUCTION)
@@ -56,6 +73,11 @@ class Profile:
     tracking_uri: str | None = None
     values_url: str | None = None  # the IO manager's base_dir
     dagster_url: str | None = None
+    executor: str = IN_PROCESS
+    celery_broker: str | None = None
+    celery_backend: str | None = None
+    lock_url: str | None = None  # PostgreSQL, for locks.NamedLock; None: locks within one process
+    optuna_storage: str | None = None  # shared Optuna study storage; None: in-memory studies
 
     @property
     def production(self) -> bool:
@@ -77,7 +99,18 @@ def profile_name() -> str:
 def load_profile() -> Profile:
     """The active profile. For production, checks its settings and applies the HTTP defaults."""
     name = profile_name()
+    executor = os.environ.get(EXECUTOR_ENV, "").strip().lower() or IN_PROCESS
+    if executor not in EXECUTORS:
+        raise ExperimentInputError(
+            f"${EXECUTOR_ENV}={executor!r} is not an executor; valid: {', '.join(EXECUTORS)} "
+            f"(unset means {IN_PROCESS})."
+        )
     if name == EMBEDDED:
+        if executor != IN_PROCESS:
+            raise ExperimentInputError(
+                f"${EXECUTOR_ENV}={executor} needs {PROFILE_ENV}=production: Celery workers share "
+                "the PostgreSQL instance and the object store, which the embedded default has not."
+            )
         return Profile(EMBEDDED)
     problems = []
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
@@ -97,6 +130,16 @@ def load_profile() -> Profile:
         problems.append(
             f"{S3_URL_ENV} must be s3://<bucket>/<prefix> for asset values (is {values or 'unset'!r})"
         )
+    broker = os.environ.get(BROKER_ENV, "").strip() or None
+    lock_url = os.environ.get(LOCK_URL_ENV, "").strip() or os.environ.get(PG_URL_ENV, "").strip() or None
+    if executor == CELERY:
+        if urlparse(broker or "").scheme not in ("redis", "rediss"):
+            problems.append(f"{EXECUTOR_ENV}=celery needs {BROKER_ENV}=redis://host:port/db (is {broker!r})")
+        if not lock_url:
+            problems.append(
+                f"{EXECUTOR_ENV}=celery needs {LOCK_URL_ENV} or {PG_URL_ENV} (a PostgreSQL URL): "
+                "Celery ignores Dagster's pools, so promotions are kept apart by a PostgreSQL lock"
+            )
     if problems:
         raise ExperimentInputError(
             f"{PROFILE_ENV}=production is missing settings: "
@@ -106,4 +149,14 @@ def load_profile() -> Profile:
     for key, value in HTTP_DEFAULTS.items():
         os.environ.setdefault(key, value)
     dagster_url = os.environ.get(DAGSTER_URL_ENV, "").strip().rstrip("/") or None
-    return Profile(PRODUCTION, tracking_uri=uri, values_url=values, dagster_url=dagster_url)
+    return Profile(
+        PRODUCTION,
+        tracking_uri=uri,
+        values_url=values,
+        dagster_url=dagster_url,
+        executor=executor,
+        celery_broker=broker if executor == CELERY else None,
+        celery_backend=(os.environ.get(BACKEND_ENV, "").strip() or broker) if executor == CELERY else None,
+        lock_url=lock_url,
+        optuna_storage=os.environ.get(OPTUNA_STORAGE_ENV, "").strip() or None,
+    )

@@ -11,7 +11,7 @@ import mlflow
 import pytest
 
 from experiments_dagster.defs.io_manager import ExperimentIOManager
-from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
+from experiments_dagster.defs.resources import Coordination, ExperimentData, MlflowTracking
 from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.tracking.store import Tracker
 
@@ -66,4 +66,5 @@ def resources(tracking_uri: str, data_dir: Path) -> dict[str, object]:
         "mlflow": MlflowTracking(tracking_uri=tracking_uri),
         "data": ExperimentData(data_dir=str(data_dir)),
         "io_manager": ExperimentIOManager(),
+        "coordination": Coordination(),
     }

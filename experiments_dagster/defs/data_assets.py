@@ -7,6 +7,7 @@ from experiments_dagster.catalog import version_file
 from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData
 from experiments_dagster.ml.dataset import hash_file, load_table
+from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.values import DataFingerprint
 
 
@@ -20,6 +21,7 @@ def raw_data(context: dg.AssetExecutionContext, data: ExperimentData) -> dg.Outp
         frame,
         metadata={
             "path": dg.MetadataValue.path(str(found.path)),
+            "worker": worker_id(),
             "dagster/row_count": len(frame),
             "columns": frame.shape[1],
             "dagster/column_schema": schema,
@@ -49,6 +51,7 @@ def data_hash(
         data_version=dg.DataVersion(digest.sha256),
         metadata={
             "sha256": digest.sha256,
+            "worker": worker_id(),
             "size_bytes": digest.size_bytes,
             "dagster/row_count": fp.rows,
             "columns": fp.columns,

@@ -1,5 +1,7 @@
 """The Definitions object of the code location."""
 
+import os
+
 import dagster as dg
 
 from experiments_dagster.defs import data_assets, registry_assets, report_assets, training_assets
@@ -7,13 +9,37 @@ from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.lifecycle import failed_run_cleanup_job, mlflow_run_reconciler
-from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
+from experiments_dagster.defs.resources import Coordination, ExperimentData, MlflowTracking
 from experiments_dagster.defs.sensors import dataset_version_sensor
-from experiments_dagster.profile import load_profile
+from experiments_dagster.profile import BACKEND_ENV, BROKER_ENV, CELERY, Profile, load_profile
 
 ASSETS = [
     *dg.load_assets_from_modules([data_assets, training_assets, report_assets, registry_assets]),
 ]
+
+
+def executor_for(profile: Profile) -> dg.ExecutorDefinition:
+    """The in-process executor, or (``EXPERIMENTS_EXECUTOR=celery``) dagster-celery's, whose
+    broker and backend come from the environment, as the workers' ``deploy/celery.yaml`` does.
+
+    The run launcher stays Dagster's default: the run's own process orchestrates and its steps
+    go to the workers (``CeleryRunLauncher`` with ``celery_executor`` deadlocks on
+    ``result.get()`` inside a task: dagster #29660, #32915).
+    """
+    if profile.executor != CELERY:
+        # One process per run: a spawned process per step would re-import for seconds each.
+        return dg.in_process_executor
+    from dagster_celery import celery_executor
+
+    return celery_executor.configured(
+        {
+            "broker": {"env": BROKER_ENV},
+            "backend": {"env": BACKEND_ENV if os.environ.get(BACKEND_ENV) else BROKER_ENV},
+            "config_source": {"worker_prefetch_multiplier": 1, "task_acks_late": False},
+        },
+        name="celery_executor",
+    )
+
 
 # EXPERIMENTS_PROFILE (profile.py): embedded (default) or production; same assets either way.
 PROFILE = load_profile()
@@ -27,7 +53,7 @@ defs = dg.Definitions(
         "mlflow": MlflowTracking(tracking_uri=PROFILE.tracking_uri),
         "data": ExperimentData(),
         "io_manager": ExperimentIOManager(base_dir=PROFILE.values_url),
+        "coordination": Coordination(),
     },
-    # One process per run: a spawned process per step would re-import for seconds each.
-    executor=dg.in_process_executor,
+    executor=executor_for(PROFILE),
 )

@@ -1,32 +1,48 @@
 """Champion/challenger promotion in the MLflow Model Registry."""
 
+import time
 import warnings
 from typing import Any
 
 import dagster as dg
 
 from experiments_dagster.defs.partitions import GROUP, dataset_versions
-from experiments_dagster.defs.resources import MlflowTracking
+from experiments_dagster.defs.resources import Coordination, MlflowTracking
+from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.tracking.registry import CHAMPION, Decision, apply_decision, decide_promotion
 from experiments_dagster.values import FinalModel, Splits
 
 
-# One promotion at a time (pool limit 1 in dagster.yaml): deciding and moving the alias is
-# then atomic with respect to other runs' promotions.
+# One promotion of a registered model at a time, so no two decide from the same champion:
+# - in process: Dagster's `model_registry` pool (limit 1 in dagster.yaml) queues the steps;
+# - on Celery, which ignores pools (open PRs dagster #30256, #32411): a PostgreSQL advisory
+#   lock per registered model (locks.py) around reading the champion and moving the alias.
 @dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"mlflow"}, pool="model_registry")
 def model_promotion(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,
+    coordination: Coordination,
     final_model: FinalModel,
     splits: Splits,
     repro_manifest: dict[str, Any],
 ) -> dg.Output[Decision]:
     """Promote the challenger to `champion` if its log is complete and it beats the champion."""
     tracker = mlflow.tracker()
-    decision = decide_promotion(
-        tracker, final_model.registered_name, final_model.registered_version, final_model.run.run_id, splits
-    )
-    apply_decision(tracker, decision, final_model.run.run_id)
+    lock = coordination.lock(f"promotion:{final_model.registered_name}")
+    waited = lock.acquire()
+    try:
+        locked_at = time.time()
+        decision = decide_promotion(
+            tracker,
+            final_model.registered_name,
+            final_model.registered_version,
+            final_model.run.run_id,
+            splits,
+        )
+        apply_decision(tracker, decision, final_model.run.run_id)
+        unlocked_at = time.time()
+    finally:
+        lock.release()
     context.log.info(
         f"{decision.model_name} v{decision.challenger_version}: "
         f"{'promoted' if decision.promoted else 'not promoted'}: {decision.reason}"
@@ -35,6 +51,12 @@ def model_promotion(
         decision,
         metadata={
             "decision": "promoted" if decision.promoted else "not promoted",
+            "worker": worker_id(),
+            # The critical section, for anyone checking that promotions never overlapped.
+            "lock": f"promotion:{final_model.registered_name}",
+            "lock_wait_seconds": round(waited, 3),
+            "lock_held_from": locked_at,
+            "lock_held_until": unlocked_at,
             "reason": decision.reason,
             "registered_model": decision.model_name,
             "challenger_version": decision.challenger_version,

@@ -9,6 +9,7 @@ from experiments_dagster.defs.metadata import png_markdown, run_end, tags_for
 from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking import asset_logging
+from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
 
 
@@ -28,6 +29,7 @@ def evaluation_plots(
     metadata: dict[str, Any] = {
         "mlflow_run_url": dg.MetadataValue.url(value.run.url),
         "mlflow_run_id": value.run.run_id,
+        "worker": worker_id(),
         "importance_method": value.importance_method,
         "artifacts": dg.MetadataValue.json(value.artifacts),
     }
@@ -65,6 +67,7 @@ def repro_manifest(
         metadata={
             "mlflow_run_url": dg.MetadataValue.url(final_model.run.url),
             "mlflow_run_id": run_id,
+            "worker": worker_id(),
             "git_commit": manifest["code"].get("git.commit", "unknown"),
             "manifest": dg.MetadataValue.json(manifest),
         },

@@ -1,11 +1,13 @@
-"""Resources: the MLflow tracking store and the data directory."""
+"""Resources: the MLflow tracking store, the data directory, locks and shared study storage."""
 
 from pathlib import Path
 
 import dagster as dg
 from pydantic import Field
 
+from experiments_dagster.locks import NamedLock
 from experiments_dagster.paths import data_dir, default_tracking_uri
+from experiments_dagster.profile import load_profile
 from experiments_dagster.tracking.server import check_server, is_server
 from experiments_dagster.tracking.store import Tracker
 
@@ -42,3 +44,25 @@ class ExperimentData(dg.ConfigurableResource):
     def path(self) -> Path:
         """The data directory, absolute."""
         return Path(self.data_dir).resolve() if self.data_dir else data_dir()
+
+
+class Coordination(dg.ConfigurableResource):
+    """What steps on different workers share beyond MLflow: named locks (PostgreSQL advisory
+    locks on the production profile, ``$EXPERIMENTS_LOCK_URL`` or ``$EXPERIMENTS_DAGSTER_PG_URL``)
+    and the Optuna storage of searches spread over workers (``$EXPERIMENTS_OPTUNA_STORAGE``).
+
+    The URLs hold passwords, so they are read from the environment when used (profile.py), never
+    stored in this resource's config, which Dagster's UI displays.
+    """
+
+    lock_timeout_seconds: float = Field(
+        default=600.0, description="How long a step waits for a lock another worker holds before failing."
+    )
+
+    def lock(self, name: str) -> NamedLock:
+        """A lock shared by every worker of the deployment (one process's on the embedded default)."""
+        return NamedLock(load_profile().lock_url, name, timeout_s=self.lock_timeout_seconds)
+
+    def study_storage(self) -> str | None:
+        """The shared Optuna storage URL, or None (in-memory studies, one search step)."""
+        return load_profile().optuna_storage

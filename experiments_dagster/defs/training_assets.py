@@ -20,6 +20,7 @@ from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 from experiments_dagster.ml.prepare import prepare_experiment
 from experiments_dagster.spec import resolve_spec
 from experiments_dagster.tracking import asset_logging
+from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.tracking.search_log import log_search
 from experiments_dagster.values import (
     CvMetrics,
@@ -32,7 +33,12 @@ from experiments_dagster.values import (
 
 
 def _run_metadata(ref) -> dict[str, dg.MetadataValue]:
-    return {"mlflow_run_url": dg.MetadataValue.url(ref.url), "mlflow_run_id": ref.run_id}
+    """The MLflow run's link and id, and the worker that ran the step (``<hostname>:<pid>``)."""
+    return {
+        "mlflow_run_url": dg.MetadataValue.url(ref.url),
+        "mlflow_run_id": ref.run_id,
+        "worker": worker_id(),
+    }
 
 
 @dg.asset(

@@ -1,4 +1,4 @@
-"""The local stack: five services from installed programs, under one folder, stopped by PID.
+"""The local stack: services from installed programs, under one folder, stopped by PID.
 
 Layout of the folder (``.stack/`` by default, git-ignored):
 
@@ -8,9 +8,11 @@ Layout of the folder (``.stack/`` by default, git-ignored):
 - ``logs/<service>.log``; ``pg/`` (PostgreSQL cluster), ``s3/`` (SeaweedFS), ``mlflow/``
   (basic-auth config), ``dagster_home/`` (``deploy/dagster.yaml``).
 
-Services, in start order: ``postgres`` (databases ``dagster``, ``mlflow``, ``mlflow_auth``), ``s3``
-(bucket ``experiments``: MLflow artifacts under ``mlflow/``, asset values under ``values/``),
-``mlflow`` (``mlflow server --app-name basic-auth --serve-artifacts``, one worker),
+Services, in start order: ``postgres`` (databases ``dagster``, ``mlflow``, ``mlflow_auth``,
+``optuna``), ``redis`` (Celery's broker and result backend), ``s3`` (bucket ``experiments``: MLflow
+artifacts under ``mlflow/``, asset values under ``values/``), ``mlflow`` (``mlflow server --app-name
+basic-auth --serve-artifacts``, one worker), ``celery-worker-1`` .. ``celery-worker-N``
+(``dagster-celery worker start``, one step at a time each; N is ``$EXPERIMENTS_WORKERS``, default 2),
 ``dagster-daemon`` and ``dagster-webserver``. Each runs in its own session (process group) and is
 stopped by its recorded PID: SIGTERM to the group (SIGINT, a fast shutdown, to PostgreSQL's
 postmaster), SIGKILL after a grace period.
@@ -34,7 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from experiments_dagster.paths import PROJECT_ROOT
-from experiments_dagster.profile import DAGSTER_URL_ENV, PG_URL_ENV, PRODUCTION, PROFILE_ENV, S3_URL_ENV
+from experiments_dagster.profile import (
+    BACKEND_ENV,
+    BROKER_ENV,
+    CELERY,
+    DAGSTER_URL_ENV,
+    EXECUTOR_ENV,
+    OPTUNA_STORAGE_ENV,
+    PG_URL_ENV,
+    PRODUCTION,
+    PROFILE_ENV,
+    S3_URL_ENV,
+)
 from experiments_dagster.stack import seaweed
 from experiments_dagster.tracking.liveness import process_start
 
@@ -42,8 +55,12 @@ BUCKET = "experiments"
 PG_USER = "experiments"
 CLIENT_USER = "experiments"  # the MLflow user clients log as; `admin` is the basic-auth admin
 ADMIN_USER = "admin"
-SERVICES = ("postgres", "s3", "mlflow", "dagster-daemon", "dagster-webserver")
-PREFERRED_PORTS = {"postgres": 15432, "s3": 18333, "mlflow": 15000, "dagster": 13000}
+CORE_SERVICES = ("postgres", "redis", "s3", "mlflow")
+DAGSTER_SERVICES = ("dagster-daemon", "dagster-webserver")
+WORKERS_ENV = "EXPERIMENTS_WORKERS"
+DEFAULT_WORKERS = 2
+DATABASES = ("dagster", "mlflow", "mlflow_auth", "optuna")
+PREFERRED_PORTS = {"postgres": 15432, "redis": 16379, "s3": 18333, "mlflow": 15000, "dagster": 13000}
 READY_TIMEOUT_S = 120.0
 STOP_TIMEOUT_S = 30.0
 PG_BIN_DIRS = ("/usr/lib/postgresql/15/bin", "/usr/lib/postgresql/16/bin", "/usr/lib/postgresql/17/bin")
@@ -79,6 +96,7 @@ class Settings:
     admin_password: str
     client_password: str
     flask_secret: str
+    redis_password: str = ""
 
     @classmethod
     def generate(cls, preferred_ports: bool = True) -> Settings:
@@ -97,6 +115,7 @@ class Settings:
             admin_password=secrets.token_urlsafe(24),
             client_password=secrets.token_urlsafe(24),
             flask_secret=secrets.token_urlsafe(32),
+            redis_password=secrets.token_urlsafe(24),
         )
 
 
@@ -120,8 +139,10 @@ class LocalStack:
         data_dir: Path | None = None,
         project: Path = PROJECT_ROOT,
         preferred_ports: bool = True,
+        workers: int | None = None,
     ) -> None:
         self.root = root.resolve()
+        self.workers = workers if workers is not None else workers_from_env()
         self.preferred_ports = preferred_ports
         self.project = project
         self.data_dir = data_dir
@@ -152,6 +173,19 @@ class LocalStack:
         s = self.settings()
         return f"postgresql+psycopg2://{PG_USER}:{s.pg_password}@127.0.0.1:{s.ports['postgres']}/{database}"
 
+    def redis_url(self) -> str:
+        s = self.settings()
+        return f"redis://:{s.redis_password}@127.0.0.1:{s.ports['redis']}/0"
+
+    def worker_services(self) -> list[str]:
+        """The Celery workers to run, and any recorded beyond them (a smaller N later): all stopped."""
+        wanted = [f"celery-worker-{i}" for i in range(1, self.workers + 1)]
+        recorded = sorted(p.stem for p in (self.root / "pids").glob("celery-worker-*.pid"))
+        return wanted + [r for r in recorded if r not in wanted]
+
+    def services(self) -> list[str]:
+        return [*CORE_SERVICES, *self.worker_services(), *DAGSTER_SERVICES]
+
     def urls(self) -> dict[str, str]:
         p = self.settings().ports
         return {
@@ -159,6 +193,7 @@ class LocalStack:
             "dagster": f"http://127.0.0.1:{p['dagster']}",
             "s3": f"http://127.0.0.1:{p['s3']}",
             "postgres": f"postgresql://127.0.0.1:{p['postgres']}",
+            "redis": f"redis://127.0.0.1:{p['redis']}/0",
         }
 
     def client_env(self) -> dict[str, str]:
@@ -170,6 +205,10 @@ class LocalStack:
             "DAGSTER_HOME": str(self.root / "dagster_home"),
             PG_URL_ENV: self.pg_url("dagster"),
             DAGSTER_URL_ENV: urls["dagster"],
+            EXECUTOR_ENV: CELERY,
+            BROKER_ENV: self.redis_url(),
+            BACKEND_ENV: self.redis_url(),
+            OPTUNA_STORAGE_ENV: self.pg_url("optuna"),
             "MLFLOW_TRACKING_URI": urls["mlflow"],
             "MLFLOW_TRACKING_USERNAME": CLIENT_USER,
             "MLFLOW_TRACKING_PASSWORD": s.client_password,
@@ -206,7 +245,7 @@ class LocalStack:
         return pid if process_start(pid) == start else None
 
     def running(self) -> dict[str, int | None]:
-        return {service: self.pid(service) for service in SERVICES}
+        return {service: self.pid(service) for service in self.services()}
 
     def _record(self, service: str, pid: int) -> None:
         path = self.pid_path(service)
@@ -352,7 +391,7 @@ class LocalStack:
         conn = self._pg_connect("postgres")
         conn.autocommit = True
         with conn.cursor() as cur:
-            for database in ("dagster", "mlflow", "mlflow_auth"):
+            for database in DATABASES:
                 cur.execute("SELECT 1 FROM pg_database WHERE datname = %s", (database,))
                 if cur.fetchone() is None:
                     cur.execute(f'CREATE DATABASE "{database}"')
@@ -370,6 +409,72 @@ class LocalStack:
             dbname=database,
             connect_timeout=3,
         )
+
+    def start_redis(self) -> None:
+        s = self.settings()
+        program = shutil.which("redis-server")
+        if program is None:
+            raise StackError(
+                "`redis-server` was not found on PATH: install it with `apt-get install redis-server`."
+            )
+        folder = self.root / "redis"
+        folder.mkdir(parents=True, exist_ok=True)
+        conf = folder / "redis.conf"
+        # A config file, not arguments, so the password is not in `ps` output. No persistence:
+        # the broker holds only in-flight tasks, and a restart between runs loses nothing.
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(
+                f"bind 127.0.0.1\nport {s.ports['redis']}\nrequirepass {s.redis_password}\n"
+                f'dir {folder}\nsave ""\nappendonly no\nprotected-mode yes\ndaemonize no\n'
+            )
+        process = self._spawn("redis", [program, str(conf)], dict(os.environ), cwd=folder)
+        self._wait("redis", self._redis_ping, process)
+
+    def _redis_ping(self) -> None:
+        import redis
+
+        s = self.settings()
+        client = redis.Redis(
+            host="127.0.0.1", port=s.ports["redis"], password=s.redis_password, socket_timeout=2
+        )
+        try:
+            client.ping()
+        finally:
+            client.close()
+
+    def restart_redis(self) -> None:
+        self.stop("redis")
+        self.start_redis()
+
+    def start_worker(self, service: str) -> None:
+        """``dagster-celery worker start`` (Dagster's own worker command) on the shared instance:
+        a Celery worker named ``<service>@<host>`` running one step at a time."""
+        self.prepare_dagster_home()
+        command = [
+            str(self.bin / "dagster-celery"),
+            "worker",
+            "start",
+            "-A",
+            "dagster_celery.app",
+            "-y",
+            str(self.project / "deploy" / "celery.yaml"),
+            "-n",
+            service,
+            "--",
+            "--concurrency=1",
+        ]
+        log = self.log_path(service)
+        offset = log.stat().st_size if log.exists() else 0
+        process = self._spawn(service, command, self.dagster_env(), cwd=self.project)
+
+        def ready() -> str | None:  # Celery's "celery@<name>@<host> ready." line, in this start's log
+            with open(log, "rb") as text:
+                text.seek(offset)
+                said = text.read()
+            return None if f"{service}@".encode() in said and b" ready." in said else "starting"
+
+        self._wait(service, ready, process)
 
     def start_s3(self) -> None:
         s = self.settings()
@@ -523,6 +628,7 @@ class LocalStack:
             return False
         starters = {
             "postgres": self.start_postgres,
+            "redis": self.start_redis,
             "s3": self.start_s3,
             "mlflow": self.start_mlflow,
             "dagster-daemon": self.start_dagster_daemon,
@@ -530,12 +636,19 @@ class LocalStack:
         }
         # The Dagster daemon's code location connects to the others at load: keep the order.
         self.settings()
-        for service in SERVICES:
+        for service in self.services():
             if running[service]:
                 out(f"  {service:<18} already running (pid {running[service]})")
                 continue
+            if service not in starters and not service.startswith("celery-worker-"):
+                continue
             started = time.monotonic()
-            starters[service]()
+            if service.startswith("celery-worker-"):
+                if int(service.rsplit("-", 1)[1]) > self.workers:
+                    continue  # recorded by an earlier, larger N and no longer running
+                self.start_worker(service)
+            else:
+                starters[service]()
             out(f"  {service:<18} started (pid {self.pid(service)}, {time.monotonic() - started:.1f} s)")
         env = self.write_env_file()
         self.print_urls(out)
@@ -547,11 +660,12 @@ class LocalStack:
         out(f"  MLflow:   {urls['mlflow']}  (user {CLIENT_USER}; admin {ADMIN_USER})")
         out(f"  Dagster:  {urls['dagster']}")
         out(f"  S3:       {urls['s3']}  (bucket {BUCKET})")
-        out(f"  Postgres: {urls['postgres']}  (databases dagster, mlflow, mlflow_auth)")
+        out(f"  Postgres: {urls['postgres']}  (databases {', '.join(DATABASES)})")
+        out(f"  Redis:    {urls['redis']}  (Celery broker; {self.workers} workers)")
 
     def down(self, out=print) -> None:
         """Stop every service by PID, in reverse start order."""
-        for service in reversed(SERVICES):
+        for service in reversed(self.services()):
             if self.stop(service):
                 out(f"  {service:<18} stopped")
 
@@ -572,6 +686,16 @@ class LocalStack:
         for service, pid in running.items():
             out(f"  {service:<18} {'running, pid ' + str(pid) if pid else 'stopped'}")
         return all(running.values())
+
+
+def workers_from_env() -> int:
+    """``$EXPERIMENTS_WORKERS`` (default 2): how many Celery workers `make stack-up` starts."""
+    raw = os.environ.get(WORKERS_ENV, "").strip()
+    if not raw:
+        return DEFAULT_WORKERS
+    if not raw.isdigit() or not 1 <= int(raw) <= 64:
+        raise StackError(f"${WORKERS_ENV}={raw!r} must be a whole number of Celery workers from 1 to 64.")
+    return int(raw)
 
 
 def _signal_group(pid: int, sig: int) -> None:

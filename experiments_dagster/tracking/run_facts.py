@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import socket
 from typing import Any
 
 from sklearn.base import BaseEstimator
@@ -14,20 +13,15 @@ from experiments_dagster.profile import DAGSTER_URL_ENV
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.environment import git_state, platform_facts
-from experiments_dagster.tracking.liveness import process_start
+from experiments_dagster.tracking.liveness import process_tags
 from experiments_dagster.values import DataFingerprint
 
 SOURCE_NAME = "experiments_dagster"
 
 
 def process_identity(pid: int | None = None) -> dict[str, str]:
-    """Host, pid and the pid's start time: enough to tell later whether this process is alive."""
-    pid = pid or os.getpid()
-    return {
-        "process.host": socket.gethostname(),
-        "process.pid": str(pid),
-        "process.start": process_start(pid),
-    }
+    """Host, pid, the pid's start time and the ``worker`` tag (``<hostname>:<pid>``)."""
+    return process_tags(pid)
 
 
 def dagster_tags(run_id: str, partition_key: str, asset: str) -> dict[str, str]:

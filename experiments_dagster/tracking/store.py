@@ -18,9 +18,11 @@ from mlflow.utils.validation import (
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.paths import artifact_root_for, default_tracking_uri, sqlite_path
 from experiments_dagster.tracking import tags
+from experiments_dagster.tracking.liveness import process_tags
 from experiments_dagster.tracking.run_files import RunFiles
 from experiments_dagster.tracking.run_values import RunValues
 from experiments_dagster.tracking.sqlite_store import open_sqlite_client
+from experiments_dagster.tracking.tags import WORKER
 
 log = logging.getLogger(__name__)
 
@@ -119,8 +121,12 @@ class Tracker(RunValues, RunFiles):
         """Set a terminal status (FINISHED, FAILED or KILLED) and end time."""
         self.client.set_terminated(run_id, status=status)
 
-    def reopen(self, run_id: str) -> str:
+    def reopen(self, run_id: str, asset: str | None = None) -> str:
         """Mark a run RUNNING again for more logging; return its previous status.
+
+        The run's ``process.*`` and ``worker`` tags then name this process, so the reconciler
+        judges the process that logs now (on Celery, each step may run on another worker);
+        ``worker.<asset>`` records each step that ran elsewhere than the run's opener.
 
         Reopening a FAILED/KILLED run (a re-execution from failure) moves its error tags to
         ``retry.previous_error.*`` and counts ``retry.count``, so a run that then finishes
@@ -133,6 +139,12 @@ class Tracker(RunValues, RunFiles):
                 "experiment attempt."
             )
         previous = run.info.status
+        here = process_tags()
+        moved = {k: v for k, v in here.items() if run.data.tags.get(k) != v}
+        if moved:  # never on the in-process executor: every step runs in the run's process
+            if asset is not None:
+                moved[f"{WORKER}.{asset}"] = here[WORKER]
+            self.set_tags(run_id, moved)
         if previous in ("FAILED", "KILLED"):
             tags = run.data.tags
             errors = {k: v for k, v in tags.items() if k.startswith("error.")}
@@ -160,7 +172,7 @@ class Tracker(RunValues, RunFiles):
         this attempt leaves out, end it FAILED with them as the error: never RUNNING, never
         FINISHED while incomplete.
         """
-        previous = self.reopen(run_id)
+        previous = self.reopen(run_id, asset)
         try:
             yield
         except BaseException as exc:

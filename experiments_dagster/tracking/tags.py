@@ -3,6 +3,7 @@
 DAGSTER_RUN_ID = "dagster.run_id"
 DAGSTER_PARTITION_KEY = "dagster.partition_key"
 DAGSTER_ASSET_KEY = "dagster.asset_key"
+WORKER = "worker"  # <hostname>:<pid> of the process that logs (Celery worker child or run process)
 DAGSTER_RUN_URL = "dagster.run_url"  # the run in the Dagster UI, when $EXPERIMENTS_DAGSTER_URL is set
 
 ERROR_ASSET = "error.asset"
