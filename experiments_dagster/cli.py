@@ -13,10 +13,12 @@ from typing import Any, NoReturn
 
 from experiments_dagster import paths
 from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.profile import Profile, load_profile
+from experiments_dagster.profile import CELERY, Profile, load_profile
 
 # Step events at INFO; DEBUG repeats every IO-manager call.
 PROFILE = Profile("embedded")  # set by main() from EXPERIMENTS_PROFILE
+# On Celery the run id is known only once execute_job has made the run; this tag ties it to the attempt.
+ATTEMPT_TAG = "experiments.attempt"
 QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
 
 
@@ -60,6 +62,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
 
     from experiments_dagster.catalog import scan_versions
     from experiments_dagster.defs import defs
+    from experiments_dagster.defs.definitions import experiment_job_on_workers
     from experiments_dagster.defs.partitions import DATASET_VERSIONS
 
     def chosen(dataset: str, version: str | None) -> bool:
@@ -111,21 +114,39 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     rows = []
     for v in versions:
         run_id = str(uuid.uuid4())  # known before the run starts, so a crash can still be traced to it
+        # The data folder travels in the run's config: on Celery, steps read it on the workers.
+        run_config = {**QUIET, "resources": {"data": {"config": {"data_dir": str(paths.data_dir())}}}}
         try:
             with partition_attempt(instance, home, v.partition_key, run_id):
-                result = job.execute_in_process(
-                    partition_key=v.partition_key,
-                    instance=instance,
-                    raise_on_error=False,
-                    run_config=QUIET,
-                    asset_selection=selection,
-                    run_id=run_id,
-                )
+                if PROFILE.executor == CELERY:
+                    # The run's process orchestrates; its steps go to the workers (execute_job
+                    # with the reconstructable job; execute_in_process runs everything here).
+                    result = dg.execute_job(
+                        dg.reconstructable(experiment_job_on_workers),
+                        instance=instance,
+                        run_config=run_config,
+                        tags={"dagster/partition": v.partition_key, ATTEMPT_TAG: run_id},
+                        raise_on_error=False,
+                        asset_selection=selection,
+                    )
+                    run_id = result.run_id
+                else:
+                    result = job.execute_in_process(
+                        partition_key=v.partition_key,
+                        instance=instance,
+                        raise_on_error=False,
+                        run_config=run_config,
+                        asset_selection=selection,
+                        run_id=run_id,
+                    )
         except AttemptInProgress as exc:
             print(f"experiments-dagster run: {exc}", file=sys.stderr)
             rows.append((v.partition_key, "BUSY", str(exc)))
             continue
         except Exception as exc:  # the instance itself failed (disk full, I/O error): one line, runs closed
+            if PROFILE.executor == CELERY:  # execute_job raised: find its run by the attempt tag
+                made = instance.get_run_records(dg.RunsFilter(tags={ATTEMPT_TAG: run_id}), limit=1)
+                run_id = made[0].dagster_run.run_id if made else run_id
             for run in runs_left_running(tracker, run_id):
                 tracker.mark_failed(run.info.run_id, "dagster", exc)
             why = storage_failure(exc, home)

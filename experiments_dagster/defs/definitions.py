@@ -1,6 +1,7 @@
 """The Definitions object of the code location."""
 
 import os
+import warnings
 
 import dagster as dg
 
@@ -29,8 +30,16 @@ def executor_for(profile: Profile) -> dg.ExecutorDefinition:
     if profile.executor != CELERY:
         # One process per run: a spawned process per step would re-import for seconds each.
         return dg.in_process_executor
+    from celery.exceptions import DuplicateTaskNameWarning
     from dagster_celery import celery_executor
 
+    # dagster-celery 0.29.27 registers its `execute_plan` task again for every step it submits
+    # (executor._submit_task calls tasks.create_task), which Celery 5.7 reports once per step
+    # with this warning. The first registration is the one used, so nothing is wrong: only this
+    # message, only in this category, is silenced.
+    warnings.filterwarnings(
+        "ignore", message="Task name 'execute_plan' is already registered", category=DuplicateTaskNameWarning
+    )
     return celery_executor.configured(
         {
             "broker": {"env": BROKER_ENV},
@@ -57,3 +66,10 @@ defs = dg.Definitions(
     },
     executor=executor_for(PROFILE),
 )
+
+
+def experiment_job_on_workers() -> dg.JobDefinition:
+    """``experiment_job`` bound to this location's resources and executor: the target of
+    ``dg.reconstructable`` for runs whose steps go to Celery workers, which rebuild the job by
+    importing this module-level function."""
+    return defs.resolve_job_def("experiment_job")

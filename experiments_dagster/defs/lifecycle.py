@@ -1,5 +1,6 @@
 """Keeping MLflow run status truthful after crashes, and cleaning up old failed runs."""
 
+import re
 import time
 from dataclasses import dataclass
 from typing import Literal
@@ -43,13 +44,28 @@ def step_failure(instance: dg.DagsterInstance, dagster_run_id: str) -> tuple[str
         dagster_run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1
     ).records
     if not records or records[0].event_log_entry.dagster_event is None:
-        return None
+        return _lost_step(instance, dagster_run_id)
     event = records[0].event_log_entry.dagster_event
     error = event.step_failure_data.error if event.step_failure_data else None
     while error is not None and error.cause is not None:  # Dagster's wrapper -> the user's error
         error = error.cause
     message = error.message.strip().splitlines()[0] if error and error.message.strip() else "step failed"
     return event.step_key or "unknown", message
+
+
+def _lost_step(instance: dg.DagsterInstance, dagster_run_id: str) -> tuple[str, str] | None:
+    """A step whose Celery worker died has no STEP_FAILURE: the run's failure names it, as
+    dagster-celery writes it (``[<step>]: <error>``, e.g. ``WorkerLostError ... signal 9``)."""
+    records = instance.get_records_for_run(
+        dagster_run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1
+    ).records
+    event = records[0].event_log_entry.dagster_event if records else None
+    error = getattr(event.event_specific_data, "error", None) if event is not None else None
+    for line in (error.message if error is not None else "").splitlines():
+        found = re.match(r"\[([^\]]+)\]: (.+)", line.strip())
+        if found:
+            return found.group(1), found.group(2)
+    return None
 
 
 def _verdict(run: Run, instance: dg.DagsterInstance) -> tuple[str, str] | None:

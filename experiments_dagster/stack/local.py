@@ -466,7 +466,10 @@ class LocalStack:
         ]
         log = self.log_path(service)
         offset = log.stat().st_size if log.exists() else 0
-        process = self._spawn(service, command, self.dagster_env(), cwd=self.project)
+        env = self.dagster_env()
+        # `dagster-celery worker start` runs `celery` from PATH: this environment's.
+        env["PATH"] = f"{self.bin}{os.pathsep}{env.get('PATH', '')}"
+        process = self._spawn(service, command, env, cwd=self.project)
 
         def ready() -> str | None:  # Celery's "celery@<name>@<host> ready." line, in this start's log
             with open(log, "rb") as text:
@@ -567,6 +570,7 @@ class LocalStack:
 
     def dagster_env(self) -> dict[str, str]:
         env = {**os.environ, **self.client_env()}
+        env.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no bars in service logs
         if self.data_dir is not None:
             env["EXPERIMENTS_DATA_DIR"] = str(self.data_dir)
         return env

@@ -1,5 +1,5 @@
-"""One real local stack for the production-profile tests: PostgreSQL, SeaweedFS, MLflow's server with
-basic auth, the Dagster daemon and webserver, on free ports under a temporary folder, stopped by
+"""One real local stack for the production-profile tests: PostgreSQL, Redis, SeaweedFS, MLflow's server
+with basic auth, two Celery workers, the Dagster daemon and webserver, on free ports under a temporary folder, stopped by
 PID (and deleted) when this package's tests end. The daemon's sensor watches its own data folder
 (``daemon_data``), empty until a test puts versions there, so it never races the tests' CLI runs.
 """
@@ -30,7 +30,9 @@ def stack() -> Iterator[LocalStack]:
     try:
         pg_program("initdb")
         find_weed()
-    except Exception as exc:  # PostgreSQL or SeaweedFS cannot be installed here
+        if shutil.which("redis-server") is None:
+            raise FileNotFoundError("redis-server (apt-get install redis-server)")
+    except Exception as exc:  # PostgreSQL, SeaweedFS or Redis cannot be installed here
         pytest.skip(f"the local stack's programs are missing: {exc}")
     # Under /tmp with mode 0711: as root, PostgreSQL runs as `postgres`, which must reach its folder.
     root = Path(tempfile.mkdtemp(prefix="experiments-stack-", dir="/tmp"))

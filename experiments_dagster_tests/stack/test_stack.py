@@ -289,7 +289,7 @@ def test_stack_up_twice_changes_nothing(stack: LocalStack):
         text=True,
         timeout=60,
     )
-    assert status.returncode == 0 and status.stdout.count("running, pid") == 5
+    assert status.returncode == 0 and status.stdout.count("running, pid") == len(stack.services()) == 8
 
 
 def test_backfill_of_six_versions_three_at_a_time_on_the_stack(
@@ -343,3 +343,22 @@ def test_backfill_of_six_versions_three_at_a_time_on_the_stack(
     assert {p.data.tags["dagster.run_id"] for p in parents} == dagster_ids
     audit = run_cli(stack_env, "audit", "--experiment", "flowers", "--json")
     assert audit.returncode == 0 and json.loads(audit.stdout)["complete"] is True
+    # Steps ran on both Celery workers: every MLflow run names its worker, and so do the steps.
+    from experiments_dagster_tests.stack.test_workers import worker_pids
+
+    runs = client.search_runs([client.get_experiment_by_name("flowers").experiment_id], max_results=1000)
+    assert all(":" in r.data.tags.get("worker", "") for r in runs)
+    tagged = {v for r in runs for k, v in r.data.tags.items() if k == "worker" or k.startswith("worker.")}
+    with dg.DagsterInstance.from_config(env["DAGSTER_HOME"]) as instance:
+        stepped = {
+            e.dagster_event.event_specific_data.materialization.metadata["worker"].value
+            for run_id in dagster_ids
+            for e in instance.all_logs(run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION)
+        }
+    pools = worker_pids(stack)
+    used = {
+        service for service, pids in pools.items() for w in tagged | stepped if int(w.split(":")[1]) in pids
+    }
+    assert used == {"celery-worker-1", "celery-worker-2"}, (tagged, stepped, pools)
+    # ...and nothing ran anywhere else (the run's own process orchestrates only).
+    assert {int(w.split(":")[1]) for w in tagged | stepped} <= set().union(*pools.values())
