@@ -44,7 +44,12 @@ def executor_for(profile: Profile) -> dg.ExecutorDefinition:
         {
             "broker": {"env": BROKER_ENV},
             "backend": {"env": BACKEND_ENV if os.environ.get(BACKEND_ENV) else BROKER_ENV},
-            "config_source": {"worker_prefetch_multiplier": 1, "task_acks_late": False},
+            # As deploy/celery.yaml (the workers' side): see its comments.
+            "config_source": {
+                "worker_prefetch_multiplier": 1,
+                "task_acks_late": True,
+                "task_reject_on_worker_lost": False,
+            },
         },
         name="celery_executor",
     )

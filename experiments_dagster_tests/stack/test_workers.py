@@ -208,10 +208,13 @@ def test_worker_killed_mid_step_fails_the_run_and_a_reexecution_completes(
         import dagster as dg
         from experiments_dagster.defs.definitions import experiment_job_on_workers
         with dg.DagsterInstance.get() as instance:
+            parent = instance.get_run_by_id({dagster_run_id!r})
             result = dg.execute_job(
                 dg.reconstructable(experiment_job_on_workers),
                 instance,
-                reexecution_options=dg.ReexecutionOptions.from_failure({dagster_run_id!r}, instance),
+                run_config=parent.run_config,  # its data folder
+                tags={{"dagster/partition": parent.tags["dagster/partition"]}},
+                reexecution_options=dg.ReexecutionOptions.from_failure(parent.run_id, instance),
             )
             print(result.run_id, result.success)
         """
