@@ -563,7 +563,68 @@ def summarize(workloads: list[dict], extras: dict) -> tuple[list[dict], dict]:
                 "verdict": "-" if emb and prod else "MISS",
             }
         )
+    workers = extras.get("workers")
+    if workers is not None:
+        rows.extend(workers_rows(workers))
     return rows, summary
+
+
+def workers_rows(doc: dict) -> list[dict]:
+    """The 'workers' rows: backfill throughput and search wall time, 1 worker against 2."""
+    eph = doc.get("experiments_per_hour") or {}
+    one, two = eph.get("1"), eph.get("2")
+    runs = [m for m in doc.get("backfill", []) if m.get("workers") in (1, 2)]
+    ok = sum(1 for m in runs for s in m.get("statuses", []) if s == "SUCCESS")
+    total = sum(m.get("versions", 0) for m in runs)
+    noise = [m["foreign_cpu_share"] for m in runs if m.get("foreign_cpu_share") is not None]
+    rows = [
+        {
+            "workload": "workers",
+            "measure": f"backfill of {doc.get('versions', '?')} small versions on a local stack, experiments/hour "
+            "(launch to last run end): 1 Celery worker (baseline column) vs 2 (ours column); "
+            f"runs SUCCESS {ok}/{total}; others used {max(noise):.0%} of the CPUs at most"
+            if noise
+            else "backfill on a local stack, experiments/hour: 1 vs 2 Celery workers",
+            "baseline": f"{one:.0f}" if one else "error",
+            "ours": f"{two:.0f}" if two else "error",
+            "ratio": f"{two / one:.2f}x" if one and two else "-",
+            "target": "- (2 cores; see README)",
+            "verdict": "-" if one and two and ok == total else "MISS",
+        }
+    ]
+    status = doc.get("search_status", "not measured")
+    sw = doc.get("search_wall_seconds") or {}
+    s1, s2 = sw.get("1"), sw.get("2")
+    measured = status == "measured"
+    rows.append(
+        {
+            "workload": "",
+            "measure": f"search of {doc.get('trials', '?')} trials, `experiments-dagster run` wall s: "
+            "search.workers 1 (baseline column) vs 2 (ours column)" + ("" if measured else f": {status}"),
+            "baseline": (f"{s1:.1f}" if s1 else "error") if measured else "n/a",
+            "ours": (f"{s2:.1f}" if s2 else "error") if measured else "n/a",
+            "ratio": f"{s2 / s1:.2f}x" if s1 and s2 else "-",
+            "target": "-",
+            "verdict": "-",
+        }
+    )
+    ps = doc.get("per_step") or {}
+    pe = doc.get("per_experiment") or {}
+    if ps.get("steps_measured"):
+        rows.append(
+            {
+                "workload": "",
+                "measure": f"per step (event log, {ps['steps_measured']} steps): median step s; queue wait s "
+                "(submitted -> STEP_START); steps and Celery task s per experiment",
+                "baseline": "",
+                "ours": f"{ps['step_seconds_median']:.2f}; {ps['queue_wait_seconds_median']:.2f}; "
+                f"{ps['steps_per_experiment']:.0f}; {pe.get('celery_task_seconds') or 0:.0f}",
+                "ratio": "-",
+                "target": "-",
+                "verdict": "-",
+            }
+        )
+    return rows
 
 
 def print_table(rows: list[dict]) -> str:
@@ -626,6 +687,12 @@ def main() -> int:
         "--skip-stack",
         action="store_true",
         help="skip the 'stack' row (small on the embedded default vs a local production stack)",
+    )
+    parser.add_argument(
+        "--skip-workers",
+        action="store_true",
+        help="skip the 'workers' rows (backfill throughput and search time with 1 and 2 Celery workers on "
+        "a local production stack, ~8 min)",
     )
     parser.add_argument(
         "--wait-idle",
@@ -773,6 +840,35 @@ def main() -> int:
         if m["returncode"] != 0:
             extras["stack"]["error"] = tail(stdir / "stack.log")
             print(f"stack: failed:\n{extras['stack']['error']}", flush=True)
+
+    if not args.skip_workers and "small" in names:
+        wdir = root / "workers"
+        wdir.mkdir(parents=True, exist_ok=True)
+        g = generated["small"]
+        print(
+            f"[{datetime.now():%H:%M:%S}] workers: backfill and search of small with 1 and 2 Celery workers "
+            "on a local stack ...",
+            flush=True,
+        )
+        m = measure(
+            [
+                PYTHON,
+                str(BENCH / "workers_row.py"),
+                "--data-dir",
+                str(data_dir),
+                "--dataset",
+                g["dataset"],
+                "--version",
+                g["version"],
+            ],
+            clean_env(),
+            wdir / "workers.log",
+            args.timeout,
+        )
+        extras["workers"] = {**last_json(wdir / "workers.log"), "process": m}
+        if m["returncode"] != 0:
+            extras["workers"]["error"] = tail(wdir / "workers.log")
+            print(f"workers: failed:\n{extras['workers']['error']}", flush=True)
 
     results = []
     for w in names:
