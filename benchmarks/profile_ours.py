@@ -37,7 +37,9 @@ STEPS = {
     ("raw_data", "data_assets.py"): "asset raw_data",
     ("data_hash", "data_assets.py"): "asset data_hash",
     ("splits", "training_assets.py"): "asset splits",
-    ("search_trials", "training_assets.py"): "asset search_trials",
+    ("plan_search", "search_ops.py"): "asset search_trials",  # search_trials is a graph of these ops
+    ("search_worker", "search_ops.py"): "asset search_trials",
+    ("collect_search", "search_ops.py"): "asset search_trials",
     ("fold_models", "training_assets.py"): "asset fold_models",
     ("cv_metrics", "training_assets.py"): "asset cv_metrics",
     ("final_model", "training_assets.py"): "asset final_model",

@@ -72,6 +72,7 @@ class SearchSpec(BaseModel):
     cv_folds: int | None = Field(default=None, ge=2)
     pruning: bool = True
     space: dict[str, ParamSpace] = Field(default_factory=dict)
+    workers: int = Field(default=1, ge=1, le=64, description="parallel search steps sharing one Optuna study")
 
     @model_validator(mode="after")
     def _space_when_enabled(self) -> SearchSpec:

@@ -8,6 +8,7 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from experiments_dagster.ml.search import SearchSettings, TrialResult
 from experiments_dagster.ml.training import FoldResult, TrainTestSplit
 from experiments_dagster.spec import ExperimentSpec
 
@@ -59,6 +60,39 @@ class SearchResult:
     trials: list[Any] = field(default_factory=list)
     trial_run_ids: list[str] = field(default_factory=list)
     history_png: bytes = b""
+
+
+@dataclass(frozen=True)
+class SearchPlan:
+    """One search of an experiment attempt: its study and how many worker steps share it.
+
+    ``shared``: the study lives in the shared Optuna storage ($EXPERIMENTS_OPTUNA_STORAGE, whose
+    URL, a secret, is never part of this value); otherwise each worker step keeps it in memory.
+    """
+
+    run: RunRef
+    enabled: bool
+    study_name: str = ""
+    settings: SearchSettings | None = None
+    workers: int = 1
+    shared: bool = False
+
+
+@dataclass(frozen=True)
+class SearchSlot:
+    """The work of one ``search_worker`` step: slot ``slot`` of ``plan.workers``."""
+
+    plan: SearchPlan
+    slot: int
+
+
+@dataclass(frozen=True)
+class WorkerTrials:
+    """What one worker step ran: its trials and the nested MLflow run of each (by trial number)."""
+
+    slot: SearchSlot
+    trials: list[TrialResult] = field(default_factory=list)
+    trial_run_ids: dict[int, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

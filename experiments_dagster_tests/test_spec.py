@@ -166,6 +166,8 @@ def test_thresholds_outside_unit_interval_are_rejected(tmp_path: Path, threshold
         ({"test_size": 1.0}, "test_size: Input should be less than 1"),
         ({"test_size": 0}, "test_size: Input should be greater than 0"),
         ({"task": "ranking"}, "task: Input should be 'binary', 'multiclass' or 'regression'"),
+        ({"search": {"workers": 0}}, "search.workers: Input should be greater than or equal to 1"),
+        ({"search": {"workers": 65}}, "search.workers: Input should be less than or equal to 64"),
     ],
 )
 def test_out_of_range_settings(tmp_path: Path, override: dict, fragment: str) -> None:
@@ -185,3 +187,12 @@ def test_spec_is_frozen() -> None:
     spec = ExperimentSpec(dataset="d", target="y")
     with pytest.raises(ValidationError, match="Instance is frozen"):
         spec.cv_folds = 3  # type: ignore[misc]
+
+
+def test_search_workers_default_to_one(tmp_path: Path) -> None:
+    _write_spec(
+        tmp_path / "d",
+        {"target": "y", "search": {"enabled": True, "space": {"a": {"type": "choice", "choices": [1]}}}},
+    )
+    assert resolve_spec("d", tmp_path / "d", {}).search.workers == 1
+    assert resolve_spec("d", tmp_path / "d", {"search": {"workers": 8}}).search.workers == 8

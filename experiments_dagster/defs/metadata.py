@@ -8,7 +8,12 @@ from typing import Any
 
 import dagster as dg
 
+from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.tracking.run_facts import dagster_tags
+from experiments_dagster.values import RunRef
+
+# An asset's body, or an op of a graph-backed asset.
+StepContext = dg.AssetExecutionContext | dg.OpExecutionContext
 
 # Assets that log into the parent run, in dependency order.
 LOGGING_ORDER = (
@@ -22,7 +27,21 @@ LOGGING_ORDER = (
 )
 
 
-def run_end(context: dg.AssetExecutionContext, asset: str) -> dict[str, Any]:
+def planned_assets(context: StepContext) -> set[str]:
+    """The logging assets this Dagster run executes a step of.
+
+    The steps come from the run's own plan (``step_keys_to_execute``, set for every run, in
+    process or not), not from ``asset_selection``, which is empty under ``execute_in_process``.
+    A graph-backed asset's steps are ``<asset>.<op>`` (``search_trials.search_worker[0]``): any
+    of them counts as planning the asset.
+    """
+    steps = context.run.step_keys_to_execute
+    if steps is None:
+        return set(LOGGING_ORDER)
+    return {step.split(".", 1)[0] for step in steps}
+
+
+def run_end(context: StepContext, asset: str, last_step: str | None = None) -> dict[str, Any]:
     """How ``asset``'s logging ends the parent run, as ``Tracker.activity`` keywords.
 
     - ``finish``: ``asset`` is the experiment's last logging asset (``repro_manifest``): the
@@ -31,19 +50,33 @@ def run_end(context: dg.AssetExecutionContext, asset: str) -> dict[str, Any]:
       materialization or re-execution): the later ones, which this attempt leaves out, so the
       run does not stay RUNNING nor claim to be complete.
 
-    The steps come from the run's own plan (``step_keys_to_execute``, set for every run, in
-    process or not), not from ``asset_selection``, which is empty under ``execute_in_process``.
+    ``last_step``: for an op of a graph-backed asset before its last one, the step key of that
+    last op (``search_trials.collect_search``). When this Dagster run executes it, it decides;
+    otherwise (a re-execution of selected steps) the asset itself is left out too.
     """
     later = LOGGING_ORDER[LOGGING_ORDER.index(asset) + 1 :]
-    steps = context.run.step_keys_to_execute
-    planned = set(LOGGING_ORDER) if steps is None else set(steps)
+    planned = planned_assets(context)
+    if last_step is not None:
+        steps = context.run.step_keys_to_execute
+        if steps is None or last_step in steps or any(name in planned for name in later):
+            return {"finish": False, "unfinished": ()}
+        return {"finish": False, "unfinished": (asset, *later)}
     unfinished = () if any(name in planned for name in later) else later
     return {"finish": not later, "unfinished": unfinished}
 
 
-def tags_for(context: dg.AssetExecutionContext, asset: str) -> dict[str, str]:
+def tags_for(context: StepContext, asset: str) -> dict[str, str]:
     """``dagster.run_id``/``partition_key``/``asset_key`` for runs opened by ``asset``."""
     return dagster_tags(context.run_id, context.partition_key, asset)
+
+
+def run_metadata(ref: RunRef) -> dict[str, dg.MetadataValue]:
+    """The MLflow run's link and id, and the worker that ran the step (``<hostname>:<pid>``)."""
+    return {
+        "mlflow_run_url": dg.MetadataValue.url(ref.url),
+        "mlflow_run_id": ref.run_id,
+        "worker": worker_id(),
+    }
 
 
 def png_markdown(png: bytes, title: str) -> dg.MetadataValue:

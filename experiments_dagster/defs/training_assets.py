@@ -6,13 +6,14 @@ import dagster as dg
 import pandas as pd
 
 from experiments_dagster.catalog import dataset_dir
+from experiments_dagster.defs import search_ops
 from experiments_dagster.defs.config import ExperimentConfig
 from experiments_dagster.defs.lifecycle import mlflow_runs_failed
 from experiments_dagster.defs.metadata import (
     frame_markdown,
     metrics_metadata,
-    png_markdown,
     run_end,
+    run_metadata,
     tags_for,
 )
 from experiments_dagster.defs.partitions import GROUP, dataset_versions
@@ -20,8 +21,6 @@ from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 from experiments_dagster.ml.prepare import prepare_experiment
 from experiments_dagster.spec import resolve_spec
 from experiments_dagster.tracking import asset_logging
-from experiments_dagster.tracking.liveness import worker_id
-from experiments_dagster.tracking.search_log import log_search
 from experiments_dagster.values import (
     CvMetrics,
     DataFingerprint,
@@ -30,15 +29,6 @@ from experiments_dagster.values import (
     SearchResult,
     Splits,
 )
-
-
-def _run_metadata(ref) -> dict[str, dg.MetadataValue]:
-    """The MLflow run's link and id, and the worker that ran the step (``<hostname>:<pid>``)."""
-    return {
-        "mlflow_run_url": dg.MetadataValue.url(ref.url),
-        "mlflow_run_id": ref.run_id,
-        "worker": worker_id(),
-    }
 
 
 @dg.asset(
@@ -65,7 +55,7 @@ def splits(
     return dg.Output(
         value,
         metadata={
-            **_run_metadata(ref),
+            **run_metadata(ref),
             "task": prepared.task,
             "train_rows": len(prepared.split.y_train),
             "test_rows": len(prepared.split.y_test),
@@ -75,26 +65,14 @@ def splits(
     )
 
 
-@dg.asset(
-    partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"optuna", "mlflow"}
-)
-def search_trials(
-    context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits
-) -> dg.Output[SearchResult]:
-    """Optional hyperparameter search (config `search`): one nested MLflow run per trial."""
-    tracker = mlflow.tracker()
-    with tracker.activity(splits.run.run_id, "search_trials", **run_end(context, "search_trials")):
-        value = log_search(tracker, splits, tags_for(context, "search_trials"))
-    metadata: dict = {**_run_metadata(splits.run), "enabled": value.enabled}
-    if value.enabled:
-        metadata |= {
-            "trials": len(value.trials),
-            "best_score": value.best_score,
-            "metric": value.metric,
-            "best_params": dg.MetadataValue.json(value.best_params),
-            "optimization_history": png_markdown(value.history_png, "optimization history"),
-        }
-    return dg.Output(value, metadata=metadata)
+@dg.graph_asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"optuna", "mlflow"})
+def search_trials(splits: Splits) -> SearchResult:
+    """Optional hyperparameter search (config `search`): `search.workers` parallel steps share one
+    Optuna study; one nested MLflow run per trial, the best params on the parent run."""
+    failed = {mlflow_runs_failed}
+    slots = search_ops.plan_search.with_hooks(failed)(splits)
+    trials = slots.map(lambda slot: search_ops.search_worker.with_hooks(failed)(splits, slot))
+    return search_ops.collect_search.with_hooks(failed)(splits, trials.collect())
 
 
 @dg.asset(
@@ -112,7 +90,7 @@ def fold_models(
     return dg.Output(
         value,
         metadata={
-            **_run_metadata(splits.run),
+            **run_metadata(splits.run),
             "folds": len(value.folds),
             "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids),
         },
@@ -130,7 +108,7 @@ def cv_metrics(
     return dg.Output(
         value,
         metadata={
-            **_run_metadata(value.run),
+            **run_metadata(value.run),
             **metrics_metadata(value.summary),
             "folds": frame_markdown(value.table),
         },
@@ -155,7 +133,7 @@ def final_model(
     return dg.Output(
         value,
         metadata={
-            **_run_metadata(value.run),
+            **run_metadata(value.run),
             **metrics_metadata(value.metrics),
             "model_uri": value.model_uri,
             "pickle_sha256": value.pickle_sha256,

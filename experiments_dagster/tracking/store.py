@@ -191,6 +191,17 @@ class Tracker(RunValues, RunFiles):
                 ),
             )
 
+    @contextmanager
+    def failures_recorded(self, run_id: str, asset: str) -> Iterator[None]:
+        """Log beside a run without reopening it (a search worker, one of several steps at once):
+        an error ends the run FAILED (KILLED if interrupted); success leaves its status to the
+        step that decides it. A sibling's failure is never undone by reopening the run."""
+        try:
+            yield
+        except BaseException as exc:
+            self.mark_failed(run_id, asset, exc, "FAILED" if isinstance(exc, Exception) else "KILLED")
+            raise
+
     def mark_failed(self, run_id: str, asset: str, exc: BaseException, status: str = "FAILED") -> None:
         """End a run with ``status`` and record which asset failed, with what."""
         message = f"{exc}"[: MAX_TAG_VAL_LENGTH - 100] or type(exc).__name__

@@ -21,15 +21,20 @@ class DiskFullOnWrite(dg.ConfigurableIOManager):
     """Values in memory; writing ``fail_asset``'s output raises ENOSPC, as a full disk would."""
 
     fail_asset: str
-    values: ClassVar[dict[tuple[str, str], Any]] = {}
+    values: ClassVar[dict[tuple[str, ...], Any]] = {}
 
     def handle_output(self, context: dg.OutputContext, obj: Any) -> None:
+        if not context.has_asset_key:  # an op's output inside a graph-backed asset (search_trials)
+            self.values[tuple(context.get_identifier())] = obj
+            return
         name = context.asset_key.to_user_string()
         if name == self.fail_asset:
             raise OSError(errno.ENOSPC, "No space left on device", f"/full/storage/{name}/{KEY}")
         self.values[(name, context.asset_partition_key)] = obj
 
     def load_input(self, context: dg.InputContext) -> Any:
+        if not context.has_asset_key:
+            return self.values[tuple(context.upstream_output.get_identifier())]
         return self.values[(context.asset_key.to_user_string(), context.asset_partition_key)]
 
 
