@@ -644,15 +644,13 @@ class LocalStack:
             if running[service]:
                 out(f"  {service:<18} already running (pid {running[service]})")
                 continue
-            if service not in starters and not service.startswith("celery-worker-"):
-                continue
+            if service.startswith("celery-worker-") and int(service.rsplit("-", 1)[1]) > self.workers:
+                continue  # recorded by an earlier, larger N and no longer running
             started = time.monotonic()
-            if service.startswith("celery-worker-"):
-                if int(service.rsplit("-", 1)[1]) > self.workers:
-                    continue  # recorded by an earlier, larger N and no longer running
-                self.start_worker(service)
-            else:
+            if service in starters:
                 starters[service]()
+            else:
+                self.start_worker(service)
             out(f"  {service:<18} started (pid {self.pid(service)}, {time.monotonic() - started:.1f} s)")
         env = self.write_env_file()
         self.print_urls(out)
