@@ -61,8 +61,14 @@ def _lost_step(instance: dg.DagsterInstance, dagster_run_id: str) -> tuple[str, 
     ).records
     event = records[0].event_log_entry.dagster_event if records else None
     error = getattr(event.event_specific_data, "error", None) if event is not None else None
-    for line in (error.message if error is not None else "").splitlines():
-        found = re.match(r"\[([^\]]+)\]: (.+)", line.strip())
+    return lost_step_in(error.message if error is not None else "")
+
+
+def lost_step_in(message: str) -> tuple[str, str] | None:
+    """(step key, error) from a run failure's ``[<step>]: <error>`` line; step keys of mapped
+    steps hold brackets themselves (``search_trials.search_worker[1]``)."""
+    for line in message.splitlines():
+        found = re.match(r"\[(.+?)\]: (.+)", line.strip())
         if found:
             return found.group(1), found.group(2)
     return None

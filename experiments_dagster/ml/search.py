@@ -41,6 +41,7 @@ HEARTBEAT_SECONDS = 10
 GRACE_SECONDS = 60
 POLL_SECONDS = 2.0  # how often a worker waiting for other workers' last trials looks again
 SLOT_ATTR = "worker.slot"  # user attribute: the worker slot that ran the trial
+WORKER_ATTR = "worker"  # user attribute: the process that ran it, `<hostname>:<pid>` (as the MLflow tag)
 
 
 @dataclass(frozen=True)
@@ -163,7 +164,8 @@ def open_study(
             on_stale(
                 trial_result(
                     trial,
-                    f"stale: no heartbeat from its worker (slot {trial.user_attrs.get(SLOT_ATTR)}) for "
+                    f"stale: no heartbeat from its worker (slot {trial.user_attrs.get(SLOT_ATTR)}, "
+                    f"{trial.user_attrs.get(WORKER_ATTR, 'process unknown')}) for "
                     f"{grace_seconds} s; it was killed or lost",
                 )
             )
@@ -239,12 +241,14 @@ def run_trials(
     lock: TrialLock,
     *,
     slot: int = 0,
+    worker: str | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
     poll_seconds: float = POLL_SECONDS,
 ) -> list[TrialResult]:
     """Run trials into ``study`` until it holds ``n_trials`` finished (COMPLETE or PRUNED) trials
     counting every worker's, or ``timeout_seconds`` (from this call) ran out; report each trial
-    this worker finishes to ``on_trial``. Returns this worker's trials."""
+        this worker finishes to ``on_trial``; each trial records ``slot`` and ``worker`` (the process
+    running it) as user attributes. Returns this worker's trials."""
 
     deadline = None if settings.timeout_seconds is None else time.monotonic() + settings.timeout_seconds
     holding = False
@@ -256,6 +260,8 @@ def run_trials(
             holding = False
             lock.release()
         trial.set_user_attr(SLOT_ATTR, slot)
+        if worker is not None:
+            trial.set_user_attr(WORKER_ATTR, worker)
         return evaluate(trial, X, y, settings)
 
     def after_trial(study: optuna.Study, frozen: optuna.trial.FrozenTrial) -> None:
@@ -362,6 +368,7 @@ def search_worker(
     study_name: str | None,
     lock: TrialLock,
     slot: int = 0,
+    worker: str | None = None,
     on_trial: Callable[[TrialResult], None] | None = None,
     heartbeat_seconds: int = HEARTBEAT_SECONDS,
     grace_seconds: int = GRACE_SECONDS,
@@ -381,7 +388,9 @@ def search_worker(
         heartbeat_seconds=heartbeat_seconds,
         grace_seconds=grace_seconds,
     )
-    return run_trials(X, y, study, settings, lock, slot=slot, on_trial=on_trial, poll_seconds=poll_seconds)
+    return run_trials(
+        X, y, study, settings, lock, slot=slot, worker=worker, on_trial=on_trial, poll_seconds=poll_seconds
+    )
 
 
 class _ProcessLock:

@@ -19,6 +19,7 @@ from experiments_dagster.ml.search import SearchOutcome, SearchSettings, TrialRe
 from experiments_dagster.profile import OPTUNA_STORAGE_ENV, PRODUCTION, PROFILE_ENV
 from experiments_dagster.spec import search_metric
 from experiments_dagster.tracking import tags as run_tags
+from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.tracking.store import Tracker
 from experiments_dagster.values import RunRef, SearchPlan, SearchResult, SearchSlot, Splits, WorkerTrials
 
@@ -178,6 +179,7 @@ def run_search_worker(
         study_name=plan.study_name,
         lock=lock,
         slot=slot.slot,
+        worker=worker_id(),
         on_trial=on_trial,
     )
     return WorkerTrials(slot, trials, run_ids)

@@ -21,9 +21,16 @@ from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
 from experiments_dagster.locks import NamedLock
-from experiments_dagster.ml.search import SLOT_ATTR, SearchSettings, open_study, search_worker, study_outcome
+from experiments_dagster.ml.search import (
+    SLOT_ATTR,
+    WORKER_ATTR,
+    SearchSettings,
+    open_study,
+    search_worker,
+    study_outcome,
+)
 from experiments_dagster.spec import ParamSpace
-from experiments_dagster.tracking.liveness import process_tags
+from experiments_dagster.tracking.liveness import process_tags, worker_id
 from experiments_dagster.tracking.search_log import log_trial
 from experiments_dagster.tracking.store import Tracker
 from experiments_dagster.values import RunRef
@@ -82,6 +89,7 @@ def worker(
         study_name=name,
         lock=NamedLock(url, f"search:{name}"),
         slot=slot,
+        worker=worker_id(),
         on_trial=lambda t: log_trial(tracker, parent, process_tags(), s.metric, t),
         heartbeat_seconds=1,
         grace_seconds=grace_seconds,
@@ -185,6 +193,9 @@ def test_a_killed_workers_trial_fails_stale_and_the_other_worker_reaches_n(optun
     assert sorted(runs) == sorted(trials)  # every trial has its nested run, the killed one too
     stale = runs[killed]
     assert stale.info.status == "FAILED"
-    assert stale.data.tags["error.message"].startswith("stale: no heartbeat from its worker (slot 1)")
+    assert stale.data.tags["error.message"].startswith(
+        f"stale: no heartbeat from its worker (slot 1, {socket.gethostname()}:{victim.pid})"
+    )
+    assert trials[killed].user_attrs[WORKER_ATTR] == f"{socket.gethostname()}:{victim.pid}"
     assert stale.data.tags["worker"] == f"{socket.gethostname()}:{survivor.pid}"  # logged by the survivor
     assert not [r for r in runs.values() if r.info.status == "RUNNING"]

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -76,6 +77,35 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess
         capture_output=True,
         text=True,
         timeout=timeout,
+    )
+
+
+def reexecute_from_failure(env: dict[str, str], dagster_run_id: str) -> subprocess.CompletedProcess:
+    """Re-execute a failed run from failure on the workers (Dagster's public API, as the UI's
+    "Re-execute from failure" does); prints the new run's id and whether it succeeded."""
+    script = textwrap.dedent(
+        f"""
+        import dagster as dg
+        from experiments_dagster.defs.definitions import experiment_job_on_workers
+        with dg.DagsterInstance.get() as instance:
+            parent = instance.get_run_by_id({dagster_run_id!r})
+            result = dg.execute_job(
+                dg.reconstructable(experiment_job_on_workers),
+                instance,
+                run_config=parent.run_config,  # its data folder
+                tags={{"dagster/partition": parent.tags["dagster/partition"]}},
+                reexecution_options=dg.ReexecutionOptions.from_failure(parent.run_id, instance),
+            )
+            print(result.run_id, result.success)
+        """
+    )
+    return subprocess.run(
+        [str(BIN / "python"), "-c", script],
+        env=env,
+        cwd=PROJECT_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
     )
 
 

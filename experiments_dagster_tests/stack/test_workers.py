@@ -7,7 +7,6 @@ import os
 import shutil
 import signal
 import subprocess
-import textwrap
 import time
 from pathlib import Path
 
@@ -17,7 +16,13 @@ import pytest
 from experiments_dagster.locks import NamedLock
 from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.stack.local import LocalStack
-from experiments_dagster_tests.stack.conftest import BIN, client_for, copy_dataset, run_cli
+from experiments_dagster_tests.stack.conftest import (
+    BIN,
+    client_for,
+    copy_dataset,
+    reexecute_from_failure,
+    run_cli,
+)
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -203,30 +208,7 @@ def test_worker_killed_mid_step_fails_the_run_and_a_reexecution_completes(
     assert all(worker_pids(stack).values())
 
     # Re-execution from failure (Dagster's public API, as the UI's "from failure" button does).
-    script = textwrap.dedent(
-        f"""
-        import dagster as dg
-        from experiments_dagster.defs.definitions import experiment_job_on_workers
-        with dg.DagsterInstance.get() as instance:
-            parent = instance.get_run_by_id({dagster_run_id!r})
-            result = dg.execute_job(
-                dg.reconstructable(experiment_job_on_workers),
-                instance,
-                run_config=parent.run_config,  # its data folder
-                tags={{"dagster/partition": parent.tags["dagster/partition"]}},
-                reexecution_options=dg.ReexecutionOptions.from_failure(parent.run_id, instance),
-            )
-            print(result.run_id, result.success)
-        """
-    )
-    retry = subprocess.run(
-        [str(BIN / "python"), "-c", script],
-        env=stack_env,
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    retry = reexecute_from_failure(stack_env, dagster_run_id)
     assert retry.returncode == 0 and retry.stdout.split()[-1] == "True", retry.stdout + retry.stderr
     parent = client.get_run(parent.info.run_id)
     assert parent.info.status == "FINISHED" and parent.data.tags["retry.count"] == "1"
