@@ -504,6 +504,7 @@ def main() -> int:
     parser.add_argument("--trials", type=int, default=40, help="search trials (default 40)")
     parser.add_argument("--timeout", type=float, default=600, help="seconds per measurement (default 600)")
     parser.add_argument("--skip-search", action="store_true")
+    parser.add_argument("--skip-backfill", action="store_true", help="measure only the search")
     args = parser.parse_args()
     args.data_dir = args.data_dir.resolve()
     root = Path(tempfile.mkdtemp(prefix="experiments-bench-workers-", dir="/tmp"))
@@ -537,7 +538,7 @@ def main() -> int:
         import dagster as dg
 
         instance = dg.DagsterInstance.from_config(str(stack.root / "dagster_home"))
-        for i in range(args.repeats):
+        for i in range(0 if args.skip_backfill else args.repeats):
             for workers in (1, 2) if i % 2 == 0 else (2, 1):
                 if workers == 1:
                     stack.stop("celery-worker-2")

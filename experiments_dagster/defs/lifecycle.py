@@ -56,12 +56,16 @@ def step_failure(instance: dg.DagsterInstance, dagster_run_id: str) -> tuple[str
 def _lost_step(instance: dg.DagsterInstance, dagster_run_id: str) -> tuple[str, str] | None:
     """A step whose Celery worker died has no STEP_FAILURE: the run's failure names it, as
     dagster-celery writes it (``[<step>]: <error>``, e.g. ``WorkerLostError ... signal 9``)."""
-    records = instance.get_records_for_run(
-        dagster_run_id, of_type=dg.DagsterEventType.RUN_FAILURE, limit=1
-    ).records
-    event = records[0].event_log_entry.dagster_event if records else None
-    error = getattr(event.event_specific_data, "error", None) if event is not None else None
-    return lost_step_in(error.message if error is not None else "")
+    # Not limit=1: when a step ends without success or failure event, Dagster writes a first
+    # RUN_FAILURE with no error before the executor's own, which carries the message.
+    records = instance.get_records_for_run(dagster_run_id, of_type=dg.DagsterEventType.RUN_FAILURE).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        error = getattr(event.event_specific_data, "error", None) if event is not None else None
+        found = lost_step_in(error.message) if error is not None else None
+        if found is not None:
+            return found
+    return None
 
 
 def lost_step_in(message: str) -> tuple[str, str] | None:

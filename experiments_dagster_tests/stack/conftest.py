@@ -96,6 +96,10 @@ def reexecute_from_failure(env: dict[str, str], dagster_run_id: str) -> subproce
                 tags={{"dagster/partition": parent.tags["dagster/partition"]}},
                 reexecution_options=dg.ReexecutionOptions.from_failure(parent.run_id, instance),
             )
+            if not result.success:  # which check item failed, for the assertion's message
+                for event in result.all_events:
+                    if event.event_type_value == "ASSET_CHECK_EVALUATION" and not event.event_specific_data.passed:
+                        print(event.event_specific_data.check_name, event.event_specific_data.metadata)
             print(result.run_id, result.success)
         """
     )

@@ -155,7 +155,14 @@ def test_a_worker_killed_during_a_search_fails_its_trial_and_the_search_reaches_
     runs = client.search_runs([exp_id], max_results=1000)
     assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]  # all closed
     (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    assert parent.info.status == "FAILED" and "search_worker" in parent.data.tags["reconciled.reason"]
+    assert parent.info.status == "FAILED"
+    # Closed by whichever saw it first: the daemon's reconciler while the other worker step still
+    # ran (the parent's process tags named the killed process, the last step to log into it), or
+    # the command once the run had failed (naming the lost step).
+    reason = parent.data.tags["reconciled.reason"]
+    assert reason == f"process {victim} died (killed or out of memory)" or (
+        "search_trials.search_worker[" in reason and "signal 9" in reason
+    ), reason
     trial_runs = {int(r.data.tags["trial.number"]): r for r in runs if "trial.number" in r.data.tags}
     assert sorted(trial_runs) == sorted(trials)
     assert trial_runs[killed].info.status == "FAILED"
