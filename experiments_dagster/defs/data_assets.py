@@ -1,5 +1,7 @@
 """Assets that read and fingerprint a dataset version."""
 
+import warnings
+
 import dagster as dg
 import pandas as pd
 
@@ -9,6 +11,13 @@ from experiments_dagster.defs.resources import ExperimentData
 from experiments_dagster.ml.dataset import hash_file, load_table
 from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.values import DataFingerprint
+
+# `Output(data_version=...)` is Dagster's documented way to set an asset's data version, marked
+# beta in 1.13, so every materialization of `data_hash` printed this BetaWarning. Only this one
+# message, only in this category, is silenced; other beta warnings stay visible.
+warnings.filterwarnings(
+    "ignore", message="Parameter `data_version` of initializer `Output.__init__`", category=dg.BetaWarning
+)
 
 
 @dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"pandas"})

@@ -7,6 +7,7 @@ import dagster as dg
 
 from experiments_dagster.defs import data_assets, registry_assets, report_assets, training_assets
 from experiments_dagster.defs.checks import LOGGING_CHECKS
+from experiments_dagster.defs.console import experiment_console_logger
 from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.lifecycle import failed_run_cleanup_job, mlflow_run_reconciler
@@ -70,6 +71,8 @@ defs = dg.Definitions(
         "coordination": Coordination(),
     },
     executor=executor_for(PROFILE),
+    # Every job, the UI's asset job too: step starts/ends, checks, INFO; EXPERIMENTS_LOG_LEVEL=DEBUG for all.
+    loggers={"console": experiment_console_logger},
 )
 
 
