@@ -92,18 +92,22 @@ def ui_env(tmp: Path, data_dir: Path, tracking_uri: str) -> dict[str, str]:
     }
 
 
+# How each command serves workspace.yaml's code location (`dg` reads [tool.dg] in pyproject.toml).
+COMMANDS = {
+    "webserver": [str(BIN / "dagster-webserver"), "-w", "workspace.yaml"],
+    "dagster dev": [str(BIN / "dagster"), "dev", "-w", "workspace.yaml"],
+    "dg dev": [str(BIN / "dg"), "dev"],
+}
+
+
 @contextmanager
-def dagster_webserver(tmp: Path, env: Mapping[str, str], dev: bool = False) -> Iterator[Server]:
-    """``dagster-webserver -w workspace.yaml`` (or ``dagster dev``, daemon included) on a free port."""
+def dagster_webserver(tmp: Path, env: Mapping[str, str], command: str = "webserver") -> Iterator[Server]:
+    """The Dagster UI started by ``command`` (daemon included for the ``dev`` ones) on a free port."""
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    if dev:
-        argv = [str(BIN / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    else:
-        argv = [str(BIN / "dagster-webserver"), "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)]
-    with started(
-        argv, url, "/server_info", env, tmp / ("dagster-dev.log" if dev else "webserver.log")
-    ) as server:
+    argv = [*COMMANDS[command], "-h", "127.0.0.1", "-p", str(port)]
+    log = tmp / f"{command.replace(' ', '-')}.log"
+    with started(argv, url, "/server_info", env, log) as server:
         wait_for_location(url)
         yield server
 

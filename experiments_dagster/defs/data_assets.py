@@ -22,7 +22,7 @@ warnings.filterwarnings(
 
 @dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"pandas"})
 def raw_data(context: dg.AssetExecutionContext, data: ExperimentData) -> dg.Output[pd.DataFrame]:
-    """One dataset version, as read from data/<dataset>/<version>.csv|.parquet."""
+    """One dataset version, as read from `data/<dataset>/<version>.csv|.parquet`."""
     found = version_file(data.path(), context.partition_key)
     frame = load_table(found.path)
     schema = dg.TableSchema(columns=[dg.TableColumn(str(c), str(t)) for c, t in frame.dtypes.items()])

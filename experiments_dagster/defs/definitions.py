@@ -15,6 +15,8 @@ from experiments_dagster.defs.resources import Coordination, ExperimentData, Mlf
 from experiments_dagster.defs.sensors import dataset_version_sensor
 from experiments_dagster.profile import BACKEND_ENV, BROKER_ENV, CELERY, Profile, load_profile
 
+MLFLOW_UI_ENV = "EXPERIMENTS_MLFLOW_UI_URL"
+
 ASSETS = [
     *dg.load_assets_from_modules([data_assets, training_assets, report_assets, registry_assets]),
 ]
@@ -65,7 +67,8 @@ defs = dg.Definitions(
     jobs=[experiment_job, failed_run_cleanup_job],
     sensors=[dataset_version_sensor, mlflow_run_reconciler],
     resources={
-        "mlflow": MlflowTracking(tracking_uri=PROFILE.tracking_uri),
+        # EXPERIMENTS_MLFLOW_UI_URL: where run links point for a local store (default: make mlflow-ui's port).
+        "mlflow": MlflowTracking(tracking_uri=PROFILE.tracking_uri, ui_url=os.environ.get(MLFLOW_UI_ENV)),
         "data": ExperimentData(),
         "io_manager": ExperimentIOManager(base_dir=PROFILE.values_url),
         "coordination": Coordination(),
