@@ -54,12 +54,12 @@ def runs(url: str) -> list[dict]:
     return graphql(url, RUNS_QUERY)["runsOrError"]["results"]
 
 
-def finished_run(url: str, known: set[str]) -> dict | None:
-    """The one run not in ``known`` once it has finished (fails if it did not succeed)."""
+def finished_run(url: str, known: set[str], expected: str = "SUCCESS") -> dict | None:
+    """The one run not in ``known`` once it has finished (fails if it did not end ``expected``)."""
     new = [r for r in runs(url) if r["runId"] not in known]
     if not new or new[0]["status"] not in {"SUCCESS", "FAILURE", "CANCELED"}:
         return None
-    assert new[0]["status"] == "SUCCESS", new[0]
+    assert new[0]["status"] == expected, new[0]
     return new[0]
 
 
@@ -138,6 +138,22 @@ def test_dg_dev_materialize_checks_mlflow_link_and_search_in_the_browser(browser
         tags = {t["key"]: t["value"] for t in first["tags"]}
         assert first["jobName"] == "experiment_job" and tags["dagster/partition"] == PARTITION
         assert tags["dagster/from_ui"] == "true"
+
+        # 1b. A version without its file: the run's failure summary says which file is missing.
+        known = {r["runId"] for r in runs(ui.url)}
+        page(job_page)
+        click("//button[contains(., 'Materialize all')]")
+        click("//*[normalize-space(text())='Add a partition']")
+        browser.find_element(By.XPATH, "//input[@placeholder='name']").send_keys("iris/v9")
+        click("//button[normalize-space()='Save']")
+        click("//button[normalize-space()='Launch 1 run']")
+        failed = wait_for("the run to fail", lambda: finished_run(ui.url, known, "FAILURE"), timeout=300)
+        page(f"{ui.url}/runs/{failed['runId']}")
+        summary = text_appears("RUN_FAILURE")
+        summary = summary[summary.index("RUN_FAILURE") :][:600]
+        assert "Steps failed: ['raw_data']" in summary and "v9" in summary, summary
+        assert summary.index("v9") < summary.index("Stack Trace") if "Stack Trace" in summary else True
+        screenshot(browser, shots / "dagster-run-failure.png")
 
         # 2. The partition page: the check reads "Passed", the MLflow link is there.
         page(f"{ui.url}/assets/final_model?view=checks")

@@ -6,6 +6,7 @@ import dagster as dg
 import pandas as pd
 
 from experiments_dagster.catalog import version_file
+from experiments_dagster.defs.failures import input_errors_as_failures
 from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData
 from experiments_dagster.ml.dataset import hash_file, load_table
@@ -23,8 +24,9 @@ warnings.filterwarnings(
 @dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"pandas"})
 def raw_data(context: dg.AssetExecutionContext, data: ExperimentData) -> dg.Output[pd.DataFrame]:
     """One dataset version, as read from `data/<dataset>/<version>.csv|.parquet`."""
-    found = version_file(data.path(), context.partition_key)
-    frame = load_table(found.path)
+    with input_errors_as_failures():
+        found = version_file(data.path(), context.partition_key)
+        frame = load_table(found.path)
     schema = dg.TableSchema(columns=[dg.TableColumn(str(c), str(t)) for c, t in frame.dtypes.items()])
     return dg.Output(
         frame,
@@ -43,8 +45,9 @@ def data_hash(
     context: dg.AssetExecutionContext, data: ExperimentData, raw_data: pd.DataFrame
 ) -> dg.Output[DataFingerprint]:
     """sha256 of the version file's bytes with size, shape and schema; it is the data version."""
-    found = version_file(data.path(), context.partition_key)
-    digest = hash_file(found.path)
+    with input_errors_as_failures():
+        found = version_file(data.path(), context.partition_key)
+        digest = hash_file(found.path)
     fp = DataFingerprint(
         dataset=found.dataset,
         version=found.version,
