@@ -19,7 +19,8 @@ from experiments_dagster.profile import CELERY, Profile, load_profile
 PROFILE = Profile("embedded")  # set by main() from EXPERIMENTS_PROFILE
 # On Celery the run id is known only once execute_job has made the run; this tag ties it to the attempt.
 ATTEMPT_TAG = "experiments.attempt"
-QUIET = {"loggers": {"console": {"config": {"log_level": "INFO"}}}}
+# The console logger of defs/console.py: steps, checks, INFO (EXPERIMENTS_LOG_LEVEL=DEBUG: everything).
+QUIET = {"loggers": {"console": {}}}
 
 
 def _use_embedded_defaults() -> None:

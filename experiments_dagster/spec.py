@@ -19,32 +19,32 @@ class BusinessValues(BaseModel):
     """Value in USD of each outcome of a binary decision; summed as ``revenue_impact_usd``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    tp: float = 0.0
-    fp: float = 0.0
-    tn: float = 0.0
-    fn: float = 0.0
+    tp: float = Field(default=0.0, description="USD per true positive.")
+    fp: float = Field(default=0.0, description="USD per false positive.")
+    tn: float = Field(default=0.0, description="USD per true negative.")
+    fn: float = Field(default=0.0, description="USD per false negative.")
 
 
 class Seeds(BaseModel):
     """Every random seed of an experiment; each one left unset defaults to the spec's ``seed``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    split: int | None = None
-    cv: int | None = None
-    model: int | None = None
-    numpy: int | None = None
+    split: int | None = Field(default=None, description="Seed of the train/test split (default: seed).")
+    cv: int | None = Field(default=None, description="Seed of the CV folds (default: seed).")
+    model: int | None = Field(default=None, description="The estimator's random_state (default: seed).")
+    numpy: int | None = Field(default=None, description="numpy's global seed (default: seed).")
 
 
 class ParamSpace(BaseModel):
     """Search space of one hyperparameter: ``int``/``float`` range (optionally log) or ``choice``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    type: Literal["int", "float", "choice"]
-    low: float | None = None
-    high: float | None = None
-    step: float | None = None
-    log: bool = False
-    choices: tuple[Any, ...] | None = None
+    type: Literal["int", "float", "choice"] = Field(description="int, float or choice.")
+    low: float | None = Field(default=None, description="Lower bound of an int/float range.")
+    high: float | None = Field(default=None, description="Upper bound of an int/float range.")
+    step: float | None = Field(default=None, description="Step of an int/float range (optional).")
+    log: bool = Field(default=False, description="Sample an int/float range on a log scale.")
+    choices: tuple[Any, ...] | None = Field(default=None, description="Values of a choice space.")
 
     @model_validator(mode="after")
     def _complete(self) -> ParamSpace:
@@ -64,15 +64,23 @@ class SearchSpec(BaseModel):
     """Optional hyperparameter search (Optuna TPE, seeded, median pruning over CV folds)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    enabled: bool = False
-    n_trials: int = Field(default=20, ge=1)
-    timeout_seconds: float | None = Field(default=None, gt=0)
-    seed: int | None = None
-    metric: str | None = None
-    cv_folds: int | None = Field(default=None, ge=2)
-    pruning: bool = True
-    space: dict[str, ParamSpace] = Field(default_factory=dict)
-    workers: int = Field(default=1, ge=1, le=64, description="parallel search steps sharing one Optuna study")
+    enabled: bool = Field(default=False, description="Run the search (needs a `space`).")
+    n_trials: int = Field(default=20, ge=1, description="Finished trials (COMPLETE or PRUNED) to run.")
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, description="Time budget of each worker step, from its start (optional)."
+    )
+    seed: int | None = Field(default=None, description="Sampler seed (default: the experiment's seed).")
+    metric: str | None = Field(
+        default=None, description="Metric optimized (default roc_auc / f1_macro / rmse by task)."
+    )
+    cv_folds: int | None = Field(default=None, ge=2, description="CV folds per trial (default: cv_folds).")
+    pruning: bool = Field(default=True, description="Median pruning after each fold.")
+    space: dict[str, ParamSpace] = Field(
+        default_factory=dict, description="Search space: hyperparameter name to its range or choices."
+    )
+    workers: int = Field(
+        default=1, ge=1, le=64, description="Parallel search steps sharing one Optuna study (1-64)."
+    )
 
     @model_validator(mode="after")
     def _space_when_enabled(self) -> SearchSpec:
@@ -91,25 +99,44 @@ class ExperimentSpec(BaseModel):
     """Everything that defines one experiment on one dataset version."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    dataset: str
-    target: str
-    task: Task | None = None
-    model: str = DEFAULT_MODEL
-    hyperparameters: dict[str, Any] = Field(default_factory=dict)
-    cv_folds: int = Field(default=5, ge=2)
-    test_size: float = Field(default=0.2, gt=0.0, lt=1.0)
-    seed: int = 42
-    seeds: Seeds | None = None
-    thresholds: tuple[float, ...] = (0.3, 0.5, 0.7)
-    positive_class: str | None = None
-    business_values: BusinessValues = Field(default_factory=BusinessValues)
-    version: str = "v0"
-    stage: str = "development"
-    tags: dict[str, str] = Field(default_factory=dict)
-    experiment_name: str | None = None
-    search: SearchSpec = Field(default_factory=SearchSpec)
-    registered_model_name: str | None = None
-    promotion_metric: str | None = None
+    dataset: str = Field(description="Dataset folder name (set from the folder, not from the file).")
+    target: str = Field(description="Target column.")
+    task: Task | None = Field(
+        default=None, description="binary, multiclass or regression (default: inferred from the target)."
+    )
+    model: str = Field(
+        default=DEFAULT_MODEL,
+        description="'xgboost' or an estimator import path, e.g. sklearn.ensemble.RandomForestClassifier.",
+    )
+    hyperparameters: dict[str, Any] = Field(default_factory=dict, description="Estimator keyword arguments.")
+    cv_folds: int = Field(default=5, ge=2, description="CV folds, stratified for classification (default 5).")
+    test_size: float = Field(default=0.2, gt=0.0, lt=1.0, description="Held-out test share (default 0.2).")
+    seed: int = Field(default=42, description="Seed of split, CV, model and numpy (default 42).")
+    seeds: Seeds | None = Field(default=None, description="Seeds set one by one; each unset one is `seed`.")
+    thresholds: tuple[float, ...] = Field(
+        default=(0.3, 0.5, 0.7), description="Decision thresholds swept for binary tasks, in (0, 1)."
+    )
+    positive_class: str | None = Field(
+        default=None, description="Positive class of a binary task (default: last sorted class)."
+    )
+    business_values: BusinessValues = Field(
+        default_factory=BusinessValues, description="USD per TP/FP/TN/FN, summed into revenue_impact_usd."
+    )
+    version: str = Field(default="v0", description="`version` tag of the MLflow run.")
+    stage: str = Field(default="development", description="`stage` tag of the MLflow run.")
+    tags: dict[str, str] = Field(default_factory=dict, description="Extra MLflow tags.")
+    experiment_name: str | None = Field(
+        default=None, description="MLflow experiment (default: dataset name)."
+    )
+    search: SearchSpec = Field(
+        default_factory=SearchSpec, description="Hyperparameter search (Optuna); off by default."
+    )
+    registered_model_name: str | None = Field(
+        default=None, description="Model Registry name (default: <dataset>_model)."
+    )
+    promotion_metric: str | None = Field(
+        default=None, description="Metric a challenger must beat the champion on (default by task)."
+    )
 
     @field_validator("thresholds")
     @classmethod
@@ -148,6 +175,10 @@ class ExperimentSpec(BaseModel):
         return self.experiment_name or self.dataset
 
 
+# Keys whose settings are merged one by one with experiment.yaml's (other values replace it).
+SECTIONS = frozenset({"seeds", "search", "business_values"})
+
+
 def read_spec_file(dataset_dir: Path) -> dict[str, Any]:
     """The raw mapping in ``<dataset_dir>/experiment.yaml``."""
     path = dataset_dir / SPEC_FILE
@@ -168,7 +199,13 @@ def read_spec_file(dataset_dir: Path) -> dict[str, Any]:
 def resolve_spec(dataset: str, dataset_dir: Path, overrides: dict[str, Any]) -> ExperimentSpec:
     """experiment.yaml, then every override that is not None, validated as one spec."""
     merged = {**read_spec_file(dataset_dir), "dataset": dataset}
-    merged.update({k: v for k, v in overrides.items() if v is not None})
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if key in SECTIONS and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            # A launchpad that sets `search.enabled` keeps the file's `search.space`.
+            value = {**merged[key], **{k: v for k, v in value.items() if v is not None}}
+        merged[key] = value
     try:
         return ExperimentSpec.model_validate(merged)
     except ValidationError as exc:

@@ -180,7 +180,8 @@ def test_experiment_name_and_business_values_override(tmp_path: Path) -> None:
     _write_spec(tmp_path / "d", {"target": "y", "business_values": {"tp": 5.0}})
     spec = resolve_spec("d", tmp_path / "d", {"experiment_name": "shared", "business_values": {"fn": -3.0}})
     assert spec.experiment == "shared"
-    assert spec.business_values == BusinessValues(fn=-3.0)  # a whole-block override, not merged
+    # Sections merge key by key: the launchpad sets one value and keeps the file's others.
+    assert spec.business_values == BusinessValues(tp=5.0, fn=-3.0)
 
 
 def test_spec_is_frozen() -> None:

@@ -78,10 +78,15 @@ def _build_check(asset: str) -> dg.AssetChecksDefinition:
         partitions_def=dataset_versions,
         description=f"Audits {what}; lists each missing or malformed item and marks the run FAILED.",
     )
-    def _check(mlflow: MlflowTracking, value: Any) -> dg.AssetCheckResult:
+    def _check(
+        context: dg.AssetCheckExecutionContext, mlflow: MlflowTracking, value: Any
+    ) -> dg.AssetCheckResult:
         # ``value`` is the checked materialization's own output (the one parameter that is
         # neither a resource nor the context is the asset's value): its run, never "the latest".
-        return audit_result(mlflow.tracker(), mlflow_run_id(value), asset, name)
+        result = audit_result(mlflow.tracker(), mlflow_run_id(value), asset, name)
+        # At INFO, so the console of a UI-launched run (dagster.yaml's level) shows it too.
+        context.log.info(f"Check {name}: {'passed' if result.passed else 'FAILED'}")
+        return result
 
     return _check
 

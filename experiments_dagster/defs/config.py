@@ -1,50 +1,61 @@
-"""Launchpad config for an experiment. Every field left unset comes from experiment.yaml."""
+"""Launchpad config for an experiment, generated from the experiment.yaml schema (spec.py).
 
-from typing import Any
+Every key experiment.yaml accepts is a field here with the same description, so the launchpad and
+the file cannot drift apart. Every field is optional: one left unset comes from experiment.yaml.
+"""
+
+from functools import cache
+from types import NoneType, UnionType
+from typing import Any, Literal, Union, get_args, get_origin
 
 import dagster as dg
-from pydantic import Field
+from pydantic import BaseModel, Field, create_model
+
+from experiments_dagster.spec import ExperimentSpec
+
+# Set from the dataset's folder, never by a user.
+NOT_CONFIGURABLE = frozenset({"dataset"})
 
 
-class BusinessValuesConfig(dg.Config):
-    """Value in USD of each binary outcome."""
+def launchpad_type(annotation: Any) -> Any:
+    """The type Dagster's config system can show for a spec field's annotation."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin in (Union, UnionType):
+        inner = [a for a in args if a is not NoneType]
+        if len(inner) != 1:
+            raise TypeError(f"Only `X | None` unions are supported in the spec, got {annotation}.")
+        return launchpad_type(inner[0])
+    if origin is Literal:
+        return str  # Dagster has no optional Literal; the spec validates the value and names it
+    if origin is tuple:
+        return list[launchpad_type(args[0])]
+    if origin is list:
+        return list[launchpad_type(args[0])]
+    if origin is dict:
+        return dict[args[0], launchpad_type(args[1])]
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return launchpad_config(annotation)
+    return annotation
 
-    tp: float = Field(default=0.0, description="Value of a true positive.")
-    fp: float = Field(default=0.0, description="Value of a false positive.")
-    tn: float = Field(default=0.0, description="Value of a true negative.")
-    fn: float = Field(default=0.0, description="Value of a false negative.")
+
+@cache
+def launchpad_config(model: type[BaseModel]) -> type[dg.Config]:
+    """A Dagster Config with every field of ``model``, optional, described as in the spec."""
+    fields: dict[str, Any] = {
+        name: (launchpad_type(info.annotation) | None, Field(default=None, description=info.description))
+        for name, info in model.model_fields.items()
+        if name not in NOT_CONFIGURABLE
+    }
+    name = model.__name__.removesuffix("Spec") + "Config"
+    return create_model(name, __base__=dg.Config, __doc__=model.__doc__, __module__=__name__, **fields)
 
 
-class ExperimentConfig(dg.Config):
+_Generated = launchpad_config(ExperimentSpec)
+
+
+class ExperimentConfig(_Generated):
     """Overrides of the dataset's experiment.yaml for this run (set on `splits`, travels downstream)."""
 
-    target: str | None = Field(default=None, description="Target column.")
-    task: str | None = Field(default=None, description="binary, multiclass or regression; inferred if unset.")
-    model: str | None = Field(
-        default=None,
-        description="'xgboost' or an estimator import path, e.g. sklearn.ensemble.RandomForestClassifier.",
-    )
-    hyperparameters: dict[str, Any] | None = Field(default=None, description="Estimator keyword arguments.")
-    cv_folds: int | None = Field(default=None, description="Number of CV folds (default 5).")
-    test_size: float | None = Field(default=None, description="Held-out test share (default 0.2).")
-    seed: int | None = Field(default=None, description="Seed for split, CV, model and numpy (default 42).")
-    thresholds: list[float] | None = Field(
-        default=None, description="Decision thresholds swept for binary tasks."
-    )
-    positive_class: str | None = Field(default=None, description="Positive class of a binary task.")
-    business_values: BusinessValuesConfig | None = Field(
-        default=None, description="USD per TP/FP/TN/FN, logged as revenue_impact_usd."
-    )
-    version: str | None = Field(default=None, description="`version` tag of the MLflow run.")
-    stage: str | None = Field(default=None, description="`stage` tag of the MLflow run.")
-    tags: dict[str, str] | None = Field(default=None, description="Extra MLflow tags.")
-    experiment_name: str | None = Field(
-        default=None, description="MLflow experiment (default: dataset name)."
-    )
-
     def overrides(self) -> dict[str, Any]:
-        """The fields the user set, as spec overrides."""
-        data = self.model_dump()
-        if self.business_values is not None:
-            data["business_values"] = self.business_values.model_dump()
-        return {k: v for k, v in data.items() if v is not None}
+        """The fields the user set (nested ones too), as spec overrides."""
+        return self.model_dump(exclude_none=True)

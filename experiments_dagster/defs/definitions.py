@@ -7,12 +7,15 @@ import dagster as dg
 
 from experiments_dagster.defs import data_assets, registry_assets, report_assets, training_assets
 from experiments_dagster.defs.checks import LOGGING_CHECKS
+from experiments_dagster.defs.console import experiment_console_logger
 from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.lifecycle import failed_run_cleanup_job, mlflow_run_reconciler
 from experiments_dagster.defs.resources import Coordination, ExperimentData, MlflowTracking
 from experiments_dagster.defs.sensors import dataset_version_sensor
 from experiments_dagster.profile import BACKEND_ENV, BROKER_ENV, CELERY, Profile, load_profile
+
+MLFLOW_UI_ENV = "EXPERIMENTS_MLFLOW_UI_URL"
 
 ASSETS = [
     *dg.load_assets_from_modules([data_assets, training_assets, report_assets, registry_assets]),
@@ -64,12 +67,15 @@ defs = dg.Definitions(
     jobs=[experiment_job, failed_run_cleanup_job],
     sensors=[dataset_version_sensor, mlflow_run_reconciler],
     resources={
-        "mlflow": MlflowTracking(tracking_uri=PROFILE.tracking_uri),
+        # EXPERIMENTS_MLFLOW_UI_URL: where run links point for a local store (default: make mlflow-ui's port).
+        "mlflow": MlflowTracking(tracking_uri=PROFILE.tracking_uri, ui_url=os.environ.get(MLFLOW_UI_ENV)),
         "data": ExperimentData(),
         "io_manager": ExperimentIOManager(base_dir=PROFILE.values_url),
         "coordination": Coordination(),
     },
     executor=executor_for(PROFILE),
+    # Every job, the UI's asset job too: step starts/ends, checks, INFO; EXPERIMENTS_LOG_LEVEL=DEBUG for all.
+    loggers={"console": experiment_console_logger},
 )
 
 

@@ -2,11 +2,11 @@
 
 import dagster as dg
 
-from experiments_dagster.defs.partitions import GROUP, dataset_versions
+from experiments_dagster.defs.partitions import GROUP
 
 experiment_job = dg.define_asset_job(
     "experiment_job",
     selection=dg.AssetSelection.groups(GROUP),
-    partitions_def=dataset_versions,
+    # Partitioned by `dataset_versions`, inferred from the assets (Dagster 1.13 deprecates naming it).
     description="Every asset of one dataset version: data, CV, final model, plots, manifest.",
 )

@@ -80,18 +80,22 @@ def run_metadata(ref: RunRef) -> dict[str, dg.MetadataValue]:
 
 
 def png_markdown(png: bytes, title: str) -> dg.MetadataValue:
-    """A PNG inline in Dagster's UI."""
+    """A PNG as a markdown image (Dagster's UI opens markdown over 1,000 characters in a modal)."""
     return dg.MetadataValue.md(f"![{title}](data:image/png;base64,{base64.b64encode(png).decode()})")
 
 
+def plots_markdown(pngs: Mapping[str, bytes]) -> dg.MetadataValue:
+    """Every plot in one markdown entry: one click in Dagster's UI shows them all, titled."""
+    sections = (
+        f"**{name.removesuffix('.png')}**\n\n![{name}](data:image/png;base64,{base64.b64encode(png).decode()})"
+        for name, png in pngs.items()
+    )
+    return dg.MetadataValue.md("\n\n".join(sections))
+
+
 def metrics_metadata(metrics: Mapping[str, float]) -> dict[str, dg.MetadataValue]:
-    """Each metric as a float (plotted across materializations) and one markdown table."""
-    rows = "\n".join(f"| {k} | {v:.6g} |" for k, v in sorted(metrics.items()))
-    out: dict[str, dg.MetadataValue] = {
-        "metrics": dg.MetadataValue.md(f"| metric | value |\n|---|---|\n{rows}")
-    }
-    out |= {k: dg.MetadataValue.float(float(v)) for k, v in metrics.items()}
-    return out
+    """Each metric once, as a float (Dagster plots it across materializations), sorted by name."""
+    return {k: dg.MetadataValue.float(float(metrics[k])) for k in sorted(metrics)}
 
 
 def frame_markdown(frame) -> dg.MetadataValue:

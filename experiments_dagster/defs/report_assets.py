@@ -5,7 +5,7 @@ from typing import Any
 import dagster as dg
 
 from experiments_dagster.defs.lifecycle import mlflow_runs_failed
-from experiments_dagster.defs.metadata import png_markdown, run_end, tags_for
+from experiments_dagster.defs.metadata import plots_markdown, run_end, tags_for
 from experiments_dagster.defs.partitions import GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking import asset_logging
@@ -27,13 +27,13 @@ def evaluation_plots(
     with tracker.activity(final_model.run.run_id, "evaluation_plots", **run_end(context, "evaluation_plots")):
         value, pngs = asset_logging.log_evaluation_plots(tracker, splits, final_model)
     metadata: dict[str, Any] = {
+        "plots": plots_markdown(pngs),
         "mlflow_run_url": dg.MetadataValue.url(value.run.url),
         "mlflow_run_id": value.run.run_id,
         "worker": worker_id(),
         "importance_method": value.importance_method,
         "artifacts": dg.MetadataValue.json(value.artifacts),
     }
-    metadata |= {name.removesuffix(".png"): png_markdown(png, name) for name, png in pngs.items()}
     return dg.Output(value, metadata=metadata)
 
 

@@ -1,16 +1,21 @@
 """The retrain sensor: a new version file becomes a partition and a run of the experiment job."""
 
 import json
+import os
 from typing import Any
 
 import dagster as dg
 
 from experiments_dagster.catalog import scan_versions
+from experiments_dagster.defs.console import CONSOLE_RUN_CONFIG
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.resources import ExperimentData
 
 CURSOR_VERSION = 1
+# `EXPERIMENTS_SENSOR=off`: the retrain sensor starts stopped (it trains every version it finds on
+# its first ticks otherwise). Only its default: a status set in the UI is kept by the instance.
+SENSOR_ENV = "EXPERIMENTS_SENSOR"
 
 
 def _load_cursor(raw: str | None) -> dict[str, Any]:
@@ -65,7 +70,7 @@ def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.Senso
                 state["changed"].pop(key, None)
             continue
         if state["pending"].get(key) == f.stamp:
-            requests.append(dg.RunRequest(partition_key=key, run_key=key))
+            requests.append(dg.RunRequest(partition_key=key, run_key=key, run_config=CONSOLE_RUN_CONFIG))
             new_keys.append(key)
             state["trained"][key] = f.stamp
         else:
@@ -83,7 +88,11 @@ def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.Senso
 @dg.sensor(
     job=experiment_job,
     minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+    default_status=(
+        dg.DefaultSensorStatus.STOPPED
+        if os.environ.get(SENSOR_ENV, "on").lower() in {"off", "0", "false", "stopped"}
+        else dg.DefaultSensorStatus.RUNNING
+    ),
     description="Adds a partition and runs the experiment job for each new, fully written version file.",
 )
 def dataset_version_sensor(context: dg.SensorEvaluationContext, data: ExperimentData) -> dg.SensorResult:

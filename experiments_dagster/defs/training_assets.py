@@ -8,6 +8,7 @@ import pandas as pd
 from experiments_dagster.catalog import dataset_dir
 from experiments_dagster.defs import search_ops
 from experiments_dagster.defs.config import ExperimentConfig
+from experiments_dagster.defs.failures import input_errors_as_failures
 from experiments_dagster.defs.lifecycle import mlflow_runs_failed
 from experiments_dagster.defs.metadata import (
     frame_markdown,
@@ -43,8 +44,11 @@ def splits(
     data_hash: DataFingerprint,
 ) -> dg.Output[Splits]:
     """Train/test split of the version; validates the experiment, then opens its MLflow parent run."""
-    spec = resolve_spec(data_hash.dataset, dataset_dir(data.path(), data_hash.dataset), config.overrides())
-    prepared = prepare_experiment(raw_data, spec, Path(data_hash.path))
+    with input_errors_as_failures():
+        spec = resolve_spec(
+            data_hash.dataset, dataset_dir(data.path(), data_hash.dataset), config.overrides()
+        )
+        prepared = prepare_experiment(raw_data, spec, Path(data_hash.path))
     for warning in prepared.warnings:  # free-text or identifier-like columns: trained, but said
         context.log.warning(warning)
     tracker = mlflow.tracker()

@@ -217,8 +217,17 @@ def test_graph_logs_complete_experiment(instance, resources, tracking_uri, data_
     assert parent.info.run_id in final["mlflow_run_url"].value
     first_metric = sorted(TASK_METRICS[task])[0]
     assert final[first_metric].value == pytest.approx(metrics[first_metric])
+    # Each metric once: a float entry per test metric, no second copy in a markdown table.
+    assert not [k for k, v in final.items() if isinstance(v, dg.MarkdownMetadataValue)]
+    floats = {k for k, v in final.items() if isinstance(v, dg.FloatMetadataValue)}
+    assert TASK_METRICS[task] <= floats
+    # Every plot in one markdown entry (one click in the UI), each a PNG data URI.
     plots_meta = result.asset_materializations_for_node("evaluation_plots")[0].metadata
-    assert "data:image/png;base64," in plots_meta["feature_importance"].value
+    markdown = [k for k, v in plots_meta.items() if isinstance(v, dg.MarkdownMetadataValue)]
+    assert markdown == ["plots"]
+    assert plots_meta["plots"].value.count("](data:image/png;base64,") == len(TASK_PLOTS[task])
+    for name in TASK_PLOTS[task]:
+        assert f"![{name}](data:image/png;base64," in plots_meta["plots"].value
 
 
 def test_downstream_alone_logs_into_the_run_of_its_input(instance, resources, tracking_uri):
