@@ -110,6 +110,8 @@ class ExperimentSpec(BaseModel):
     search: SearchSpec = Field(default_factory=SearchSpec)
     registered_model_name: str | None = None
     promotion_metric: str | None = None
+    # The sensor retrains this dataset's versions when this file changes (else it only reports them).
+    retrain_on_change: bool = False
 
     @field_validator("thresholds")
     @classmethod

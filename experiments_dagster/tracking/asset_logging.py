@@ -44,12 +44,30 @@ PICKLE_ARTIFACT = "pickle/pipeline.joblib"
 def open_parent_run(
     tracker: Tracker, spec: ExperimentSpec, prepared: Prepared, fp: DataFingerprint, tags: Mapping[str, str]
 ) -> RunRef:
-    """Create the experiment's parent run ``<dataset>@<version>`` with its identity tags."""
+    """Create the experiment's parent run ``<dataset>@<version> #<attempt>`` with its identity tags."""
     experiment_id = tracker.experiment_id(spec.experiment)
+    attempt = next_attempt(tracker, experiment_id, fp)
     run_id = tracker.start_run(
-        experiment_id, f"{fp.dataset}@{fp.version}", {**parent_run_tags(spec, prepared.task, fp), **tags}
+        experiment_id,
+        f"{fp.dataset}@{fp.version} #{attempt}",
+        {**parent_run_tags(spec, prepared.task, fp), **tags, run_tags.ATTEMPT: str(attempt)},
     )
     return RunRef(run_id, experiment_id, tracker.run_url(run_id, experiment_id))
+
+
+def next_attempt(tracker: Tracker, experiment_id: str, fp: DataFingerprint) -> int:
+    """1 + the highest attempt number among the version's parent runs (runs older than the
+    ``attempt`` tag count as one attempt each), so names tell attempts apart in the runs list."""
+    runs = tracker.client.search_runs(
+        [experiment_id],
+        f"tags.`dataset.name` = '{fp.dataset}' and tags.`dataset.version` = '{fp.version}'",
+        max_results=50_000,
+    )
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    numbered = [
+        int(r.data.tags[run_tags.ATTEMPT]) for r in parents if r.data.tags.get(run_tags.ATTEMPT, "").isdigit()
+    ]
+    return max([len(parents), *numbered]) + 1
 
 
 def log_splits(
