@@ -222,7 +222,7 @@ def up_to_date_url(tracker: Any, version: Any) -> str | None:
         experiment, key = expected_identity(version.dataset, version.path, paths.data_dir())
     except (ExperimentInputError, OSError):
         return None  # a bad experiment.yaml or an unreadable file: the run reports it
-    run = complete_run(tracker.client, experiment, key)
+    run = complete_run(tracker.client, experiment, version.dataset, version.version, key)
     return None if run is None else tracker.run_url(run.info.run_id, run.info.experiment_id)
 
 
@@ -420,4 +420,8 @@ def console_main() -> NoReturn:
 
 
 if __name__ == "__main__":
-    console_main()
+    # `python -m experiments_dagster.cli` (how `reproduce` starts its rerun): run the module as
+    # imported, so the exception types main() catches are those the other modules raise.
+    from experiments_dagster.cli import console_main as imported_main
+
+    imported_main()

@@ -67,35 +67,49 @@ class Report:
         }
 
 
-def current_config(dataset: str) -> dict[str, Any] | None:
+def current_config(dataset: str, data_dir: Path) -> dict[str, Any] | None:
     """The dataset's experiment.yaml resolved now (None if it no longer resolves)."""
     from experiments_dagster.catalog import dataset_dir
     from experiments_dagster.spec import resolve_spec
 
     try:
-        return resolve_spec(dataset, dataset_dir(paths.data_dir(), dataset), {}).model_dump(mode="json")
+        return resolve_spec(dataset, dataset_dir(data_dir, dataset), {}).model_dump(mode="json")
     except ExperimentInputError:
         return None
 
 
 def checks(
-    client: MlflowClient, run_id: str, manifest: dict[str, Any], repo: Path, strict: bool, at_commit: bool
+    client: MlflowClient,
+    run_id: str,
+    manifest: dict[str, Any],
+    *,
+    repo: Path,
+    data_dir: Path,
+    strict: bool,
+    at_commit: bool,
 ) -> list[Finding]:
     """Every check of the manifest against the data, the repository and the installed packages now."""
     dataset = manifest["dataset"]["dataset"]
     logged = reproduction_log.read_artifact_text(client, run_id, reproduction_log.REQUIREMENTS)
     return [
-        *reproduction.check_data(manifest, paths.data_dir()),
+        *reproduction.check_data(manifest, data_dir),
         *reproduction.check_commit(manifest, repo, at_commit),
         *reproduction.check_packages(logged, installed_requirements(), strict),
         *reproduction.check_config(
-            manifest["spec"], current_config(dataset), paths.data_dir() / dataset / "experiment.yaml"
+            manifest["spec"], current_config(dataset, data_dir), data_dir / dataset / "experiment.yaml"
         ),
     ]
 
 
 def reproduce(
-    client: MlflowClient, run_id: str, rerun: Rerun, *, repo: Path, strict: bool, at_commit: bool
+    client: MlflowClient,
+    run_id: str,
+    rerun: Rerun,
+    *,
+    repo: Path,
+    data_dir: Path,
+    strict: bool,
+    at_commit: bool,
 ) -> Report:
     """Check, rerun and compare; tag the original run with the time and verdict of the rerun."""
     original = client.get_run(run_id)
@@ -106,7 +120,9 @@ def reproduce(
         )
     manifest = reproduction_log.read_manifest(client, run_id)
     report = Report(run_id, f"{manifest['dataset']['dataset']}/{manifest['dataset']['version']}")
-    report.findings = checks(client, run_id, manifest, repo, strict, at_commit)
+    report.findings = checks(
+        client, run_id, manifest, repo=repo, data_dir=data_dir, strict=strict, at_commit=at_commit
+    )
     report.blocked = any(f.blocking for f in report.findings)
     if report.blocked:
         return report
@@ -174,11 +190,11 @@ def format_report(report: Report) -> str:
     if report.blocked:
         return f"Run {report.original_run_id} was not reproduced: a check above stops it ({BLOCKED})."
     lines = [reproduction.format_table(report.rows)] if report.rows else []
-    timing = sum(r.result == reproduction.TIMING for r in report.rows)
+    skipped = sum(r.result in (reproduction.TIMING, reproduction.PROMOTION) for r in report.rows)
     lines.append(
         f"\nReproduction of {report.original_run_id} ({report.partition_key}): {report.verdict}; "
-        f"rerun {report.rerun_id or '(none)'}; {len(report.rows)} params and metrics compared"
-        f"{f', {timing} timing metrics not' if timing else ''}."
+        f"rerun {report.rerun_id or '(none)'}; {len(report.rows) - skipped} params and metrics compared"
+        f"{f', {skipped} timing or promotion metrics listed only' if skipped else ''}."
     )
     return "\n".join(lines)
 
@@ -198,7 +214,15 @@ def run_command(args: Any) -> int:
 
     def run(code_dir: Path | None) -> Report:
         rerun = subprocess_rerun(client.tracking_uri, code_dir)
-        return reproduce(client, args.run_id, rerun, repo=repo, strict=args.strict, at_commit=args.at_commit)
+        return reproduce(
+            client,
+            args.run_id,
+            rerun,
+            repo=repo,
+            data_dir=paths.data_dir(),
+            strict=args.strict,
+            at_commit=args.at_commit,
+        )
 
     missing = any(f.blocking for f in reproduction.check_commit({"code": {"git.commit": commit}}, repo, True))
     if args.at_commit and not missing:

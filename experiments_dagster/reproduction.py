@@ -21,8 +21,11 @@ REL_TOLERANCE = 1e-9
 ABS_TOLERANCE = 1e-12
 # Wall-clock measurements differ on every run; they are listed but not compared.
 TIMING_SUFFIX = "_seconds"
+# Logged by the promotion step, which a reproduction leaves out (it never moves the champion).
+PROMOTION_PREFIX = "baseline_"
 
-IDENTICAL, WITHIN, DIFFERENT, TIMING = "identical", "within tolerance", "different", "timing (not compared)"
+IDENTICAL, WITHIN, DIFFERENT = "identical", "within tolerance", "different"
+TIMING, PROMOTION = "timing (not compared)", "promotion (not rerun)"
 
 
 @dataclass(frozen=True)
@@ -168,9 +171,12 @@ def _number(value: float | None) -> str:
 
 
 def compare_metric(name: str, a: float | None, b: float | None) -> Row:
-    """Identical, within ``REL_TOLERANCE``/``ABS_TOLERANCE``, different, or a timing left out."""
+    """Identical, within ``REL_TOLERANCE``/``ABS_TOLERANCE`` or different; timings and the
+    promotion's baseline (not rerun) are listed but not compared."""
     if name.endswith(TIMING_SUFFIX):
         result = TIMING
+    elif name.startswith(PROMOTION_PREFIX) and b is None:
+        result = PROMOTION
     elif a is None or b is None:
         result = DIFFERENT
     elif a == b or (math.isnan(a) and math.isnan(b)):

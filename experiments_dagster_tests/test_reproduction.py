@@ -110,6 +110,8 @@ def test_comparison_rows_and_verdicts():
     assert verdict(close) == "within tolerance"
     far = compare(({"n": "1"}, {"n": "2"}), ({"rmse": 1.0}, {"rmse": 1.0 + 1e-6}))
     assert [r.result for r in far] == ["different", "different"] and verdict(far) == "different"
+    promotion = compare(({}, {}), ({"baseline_rmse": 3.0, "rmse": 1.0}, {"rmse": 1.0}))
+    assert promotion[0].result == "promotion (not rerun)" and verdict(promotion) == "identical"
     missing = compare(({}, {}), ({"rmse": 1.0}, {}))
     assert missing[0].rerun == "(missing)" and verdict(missing) == "different"
     assert "accuracy" in reproduction.format_table(rows)
