@@ -108,6 +108,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
     from experiments_dagster.tracking.server import check_server, server_problem
     from experiments_dagster.tracking.store import Tracker
+    from experiments_dagster.tracking.up_to_date import up_to_date_url
 
     home = Path(os.environ["DAGSTER_HOME"])
     instance = open_instance(home)
@@ -124,7 +125,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     rows = []
     for v in versions:
         if not (args.force or args.select or args.reproduction_of):
-            done = up_to_date_url(tracker, v)
+            done = up_to_date_url(tracker, v, paths.data_dir())
             if done is not None:
                 rows.append((v.partition_key, UP_TO_DATE, done))
                 continue
@@ -210,20 +211,6 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     if refused:
         print(f"\n{len(refused)} entries of the data directory were refused (listed on stderr).")
     return 0 if not refused and all(status in ("SUCCESS", UP_TO_DATE) for _, status, _ in rows) else 1
-
-
-def up_to_date_url(tracker: Any, version: Any) -> str | None:
-    """The link of the complete parent run that makes ``version`` up to date (same data hash,
-    resolved experiment.yaml and code version), or None if it needs training."""
-    from experiments_dagster.tracking.up_to_date import complete_run
-    from experiments_dagster.versioning import expected_identity
-
-    try:
-        experiment, key = expected_identity(version.dataset, version.path, paths.data_dir())
-    except (ExperimentInputError, OSError):
-        return None  # a bad experiment.yaml or an unreadable file: the run reports it
-    run = complete_run(tracker.client, experiment, version.dataset, version.version, key)
-    return None if run is None else tracker.run_url(run.info.run_id, run.info.experiment_id)
 
 
 def sweep_dead_runs(tracking_uri: str) -> None:

@@ -2,7 +2,6 @@
 
 import hashlib
 import json
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -47,7 +46,7 @@ def _spec_changes(
         stamp = [st.st_size, st.st_mtime_ns]
         if known is not None and known["stamp"] == stamp:
             continue
-        sha = hashlib.sha256(Path(path).read_text().encode()).hexdigest()[:12]
+        sha = hashlib.sha256(path.read_text().encode()).hexdigest()[:12]
         state["specs"][dataset] = {"stamp": stamp, "sha": sha}
         if known is None or known["sha"] == sha:
             continue  # first sight, or touched without a change

@@ -27,6 +27,7 @@ from experiments_dagster.tracking.model_io import dump_pickle
 from experiments_dagster.tracking.registry import CHALLENGER, register_challenger
 from experiments_dagster.tracking.run_facts import hyperparameters, parent_run_tags, split_params
 from experiments_dagster.tracking.store import Tracker
+from experiments_dagster.tracking.up_to_date import next_attempt
 from experiments_dagster.values import (
     CvMetrics,
     DataFingerprint,
@@ -53,21 +54,6 @@ def open_parent_run(
         {**parent_run_tags(spec, prepared.task, fp), **tags, run_tags.ATTEMPT: str(attempt)},
     )
     return RunRef(run_id, experiment_id, tracker.run_url(run_id, experiment_id))
-
-
-def next_attempt(tracker: Tracker, experiment_id: str, fp: DataFingerprint) -> int:
-    """1 + the highest attempt number among the version's parent runs (runs older than the
-    ``attempt`` tag count as one attempt each), so names tell attempts apart in the runs list."""
-    runs = tracker.client.search_runs(
-        [experiment_id],
-        f"tags.`dataset.name` = '{fp.dataset}' and tags.`dataset.version` = '{fp.version}'",
-        max_results=50_000,
-    )
-    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    numbered = [
-        int(r.data.tags[run_tags.ATTEMPT]) for r in parents if r.data.tags.get(run_tags.ATTEMPT, "").isdigit()
-    ]
-    return max([len(parents), *numbered]) + 1
 
 
 def log_splits(
