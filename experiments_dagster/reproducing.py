@@ -90,7 +90,13 @@ def checks(
 ) -> list[Finding]:
     """Every check of the manifest against the data, the repository and the installed packages now."""
     dataset = manifest["dataset"]["dataset"]
-    logged = reproduction_log.read_artifact_text(client, run_id, reproduction_log.REQUIREMENTS)
+    # The manifest's package set; runs logged before it had one keep it in requirements.txt.
+    packages = manifest.get("packages")
+    logged = (
+        "\n".join(packages)
+        if packages is not None
+        else reproduction_log.read_artifact_text(client, run_id, reproduction_log.REQUIREMENTS)
+    )
     return [
         *reproduction.check_data(manifest, data_dir),
         *reproduction.check_commit(manifest, repo, at_commit),

@@ -62,9 +62,11 @@ def test_reproduce_every_task_bit_for_bit_and_the_checks_that_stop_it(tmp_path: 
 
     # A changed package version: a warning, and exit 2 with --strict (nothing is rerun).
     iris = originals["iris"]
-    requirements = local_artifact_root(iris.info.artifact_uri) / "requirements.txt"
-    installed_numpy = next(p for p in requirements.read_text().splitlines() if p.startswith("numpy=="))
-    requirements.write_text(requirements.read_text().replace(installed_numpy, "numpy==1.0.0"))
+    manifest_file = local_artifact_root(iris.info.artifact_uri) / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    installed_numpy = next(p for p in manifest["packages"] if p.startswith("numpy=="))
+    manifest["packages"] = [p if p != installed_numpy else "numpy==1.0.0" for p in manifest["packages"]]
+    manifest_file.write_text(json.dumps(manifest))
     strict = cli(env, tmp_path, "reproduce", iris.info.run_id, "--strict", "--json")
     assert strict.returncode == 2, strict.stderr[-3000:]
     assert f"numpy logged 1.0.0, installed {installed_numpy.split('==')[1]}" in strict.stderr

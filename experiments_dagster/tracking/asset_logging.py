@@ -40,6 +40,7 @@ from experiments_dagster.values import (
 )
 
 PICKLE_ARTIFACT = "pickle/pipeline.joblib"
+IDENTITY_TAG_PREFIXES = ("git.", "python.", "os.", "code.", "config.", "experiment.key")
 
 
 def open_parent_run(
@@ -297,7 +298,9 @@ def build_manifest(
         },
         "metrics": {"test": final.metrics, "cv": cv.summary},
         "artifacts": plots_.artifacts,
-        "code": {k: v for k, v in run.data.tags.items() if k.startswith(("git.", "python.", "os."))},
+        # git commit and dirty flag, Python, OS, and code.version/config.hash/experiment.key.
+        "code": {k: v for k, v in run.data.tags.items() if k.startswith(IDENTITY_TAG_PREFIXES)},
+        "packages": installed_requirements().splitlines(),
     }
 
 

@@ -10,6 +10,7 @@ from mlflow import MlflowClient
 
 from experiments_dagster.defs import defs
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
+from experiments_dagster.versioning import code_version
 
 
 @pytest.mark.slow
@@ -29,6 +30,12 @@ def test_reproduce_job_reruns_and_compares(
         for r in client.search_runs([client.get_experiment_by_name("iris").experiment_id])
         if "mlflow.parentRunId" not in r.data.tags
     ]
+    # Dagster's own versions: the code version on the assets, the experiment key as splits' data version.
+    splits = instance.get_latest_materialization_event(dg.AssetKey("splits")).asset_materialization
+    assert splits.tags["dagster/code_version"] == original.data.tags["code.version"] == code_version()
+    assert splits.tags["dagster/data_version"] == original.data.tags["experiment.key"]
+    data_hash = instance.get_latest_materialization_event(dg.AssetKey("data_hash")).asset_materialization
+    assert original.data.tags["experiment.key"].startswith(data_hash.tags["dagster/data_version"][:12])
     job = defs.resolve_job_def("reproduce_job")
     config = {**data_config, "ops": {"reproduce_run": {"config": {"run_id": original.info.run_id}}}}
     result = job.execute_in_process(instance=instance, run_config=config)
