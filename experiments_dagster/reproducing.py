@@ -207,9 +207,8 @@ def format_report(report: Report) -> str:
 
 def run_command(args: Any) -> int:
     """Reproduce one run: 0 all match, 1 a metric differs, 2 bad arguments or a blocking check."""
-    from experiments_dagster.cli import UsageError, _audit_client, _use_embedded_defaults
+    from experiments_dagster.cli import UsageError, _audit_client
 
-    _use_embedded_defaults()
     client = _audit_client(args.tracking_uri)
     try:
         client.get_run(args.run_id)

@@ -115,3 +115,18 @@ def test_comparison_rows_and_verdicts():
     missing = compare(({}, {}), ({"rmse": 1.0}, {}))
     assert missing[0].rerun == "(missing)" and verdict(missing) == "different"
     assert "accuracy" in reproduction.format_table(rows)
+
+
+def test_reproduce_exits_2_on_a_missing_store_an_unknown_run_or_a_run_without_manifest(
+    tmp_path: Path, tracker, tracking_uri: str, capsys
+):
+    from experiments_dagster import cli
+
+    missing = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
+    assert cli.main(["reproduce", "abc", "--tracking-uri", missing]) == 2
+    assert "No MLflow store at" in capsys.readouterr().err
+    run_id = tracker.start_run(tracker.experiment_id("iris"), "iris@v1 #1", {})
+    assert cli.main(["reproduce", "f" * 32, "--tracking-uri", tracking_uri]) == 2
+    assert f"No run '{'f' * 32}'" in capsys.readouterr().err
+    assert cli.main(["reproduce", run_id, "--tracking-uri", tracking_uri]) == 2
+    assert f"Run {run_id} has no manifest.json" in capsys.readouterr().err
