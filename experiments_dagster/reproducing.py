@@ -132,11 +132,17 @@ def reproduce(
     report.blocked = any(f.blocking for f in report.findings)
     if report.blocked:
         return report
+    earlier = reproduction_log.find_rerun(client, original.info.experiment_id, run_id)
     ok = rerun(report.partition_key, run_id)
     again = reproduction_log.find_rerun(client, original.info.experiment_id, run_id)
+    if again is not None and earlier is not None and again.info.run_id == earlier.info.run_id:
+        again = None  # the rerun made no parent run: this one is an earlier reproduction's
     if not ok or again is None or again.info.status != "FINISHED":
         report.verdict = FAILED
         report.rerun_id = again.info.run_id if again is not None else None
+        report.reproduced_at = reproduction_log.record_verdict(
+            client, run_id, report.rerun_id or "none", FAILED
+        )
         return report
     report.rerun_id = again.info.run_id
     report.rows = reproduction.compare(

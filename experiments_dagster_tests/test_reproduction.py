@@ -130,3 +130,35 @@ def test_reproduce_exits_2_on_a_missing_store_an_unknown_run_or_a_run_without_ma
     assert f"No run '{'f' * 32}'" in capsys.readouterr().err
     assert cli.main(["reproduce", run_id, "--tracking-uri", tracking_uri]) == 2
     assert f"Run {run_id} has no manifest.json" in capsys.readouterr().err
+
+
+def test_a_rerun_that_fails_is_verdict_rerun_failed_exit_1_and_tagged(
+    tmp_path: Path, tracker, data_dir: Path
+):
+    from experiments_dagster.paths import PROJECT_ROOT
+    from experiments_dagster.reproducing import reproduce
+    from experiments_dagster.tracking.environment import git_state, installed_requirements
+
+    path = data_dir / "iris" / "v1.csv"
+    spec = ExperimentSpec(dataset="iris", target="species").model_dump(mode="json")
+    manifest = manifest_for(path, commit=git_state()["commit"]) | {
+        "spec": spec,
+        "packages": installed_requirements().splitlines(),
+    }
+    run_id = tracker.start_run(tracker.experiment_id("iris"), "iris@v1 #1", {})
+    tracker.log_json(run_id, "manifest.json", manifest)
+    tracker.end_run(run_id)
+    calls: list[tuple[str, str]] = []
+
+    def rerun(partition_key: str, original: str) -> bool:
+        calls.append((partition_key, original))
+        return False  # as a rerun whose run ended FAILURE
+
+    report = reproduce(
+        tracker.client, run_id, rerun, repo=PROJECT_ROOT, data_dir=data_dir, strict=True, at_commit=False
+    )
+    assert calls == [("iris/v1", run_id)]
+    assert not report.blocked and report.verdict == "rerun failed" and report.exit_code == 1
+    tags = tracker.client.get_run(run_id).data.tags
+    assert tags["reproduction.last_verdict"] == "rerun failed" and tags["reproduction.last_run_id"] == "none"
+    assert any(f.check == "config" for f in report.findings)  # experiment.yaml differs from this spec
