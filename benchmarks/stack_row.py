@@ -52,7 +52,8 @@ def main() -> int:
     }
     base["EXPERIMENTS_DATA_DIR"] = str(args.data_dir)
     base["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"
-    cmd = [CLI, "run", "--dataset", args.dataset, "--version", args.version]
+    # --force: every repeat trains a new attempt on the one store (else it is "up to date").
+    cmd = [CLI, "run", "--dataset", args.dataset, "--version", args.version, "--force"]
     times: dict[str, list[float]] = {"embedded": [], "stack": []}
     codes: dict[str, list[int]] = {"embedded": [], "stack": []}
     try:

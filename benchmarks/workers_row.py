@@ -454,7 +454,13 @@ def search(
     with open(log, "wb") as out:
         try:
             code = subprocess.run(
-                [CLI, "run", "--dataset", name],
+                [
+                    CLI,
+                    "run",
+                    "--dataset",
+                    name,
+                    "--force",
+                ],  # trains even if an earlier call made it up to date
                 env={**env, "EXPERIMENTS_DATA_DIR": str(data)},
                 cwd=PROJECT,
                 stdout=out,

@@ -19,6 +19,7 @@ from experiments_dagster.profile import CELERY, Profile, load_profile
 PROFILE = Profile("embedded")  # set by main() from EXPERIMENTS_PROFILE
 # On Celery the run id is known only once execute_job has made the run; this tag ties it to the attempt.
 ATTEMPT_TAG = "experiments.attempt"
+UP_TO_DATE = "up to date"
 # The console logger of defs/console.py: steps, checks, INFO (EXPERIMENTS_LOG_LEVEL=DEBUG: everything).
 QUIET = {"loggers": {"console": {}}}
 
@@ -95,10 +96,20 @@ def _materialize_versions(args: argparse.Namespace) -> int:
                 f"--select {', '.join(unknown)}: no such asset; choose from {', '.join(sorted(assets))}."
             )
         selection = [dg.AssetKey(name) for name in args.select]
+    run_tags: dict[str, str] = {}
+    if args.reproduction_of:
+        from experiments_dagster.tracking.tags import REPRODUCTION_OF
+
+        # A reproduction trains and logs everything but never moves the champion alias.
+        run_tags = {REPRODUCTION_OF: args.reproduction_of}
+        selection = [
+            k for k in job.asset_layer.asset_graph.get_all_asset_keys() if k.path != ["model_promotion"]
+        ]
     from experiments_dagster.attempts import AttemptInProgress, open_instance, partition_attempt
     from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
     from experiments_dagster.tracking.server import check_server, server_problem
     from experiments_dagster.tracking.store import Tracker
+    from experiments_dagster.tracking.up_to_date import up_to_date_url
 
     home = Path(os.environ["DAGSTER_HOME"])
     instance = open_instance(home)
@@ -114,6 +125,11 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     gc.enable()
     rows = []
     for v in versions:
+        if not (args.force or args.select or args.reproduction_of):
+            done = up_to_date_url(tracker, v, paths.data_dir())
+            if done is not None:
+                rows.append((v.partition_key, UP_TO_DATE, done))
+                continue
         run_id = str(uuid.uuid4())  # known before the run starts, so a crash can still be traced to it
         # The data folder travels in the run's config: on Celery, steps read it on the workers.
         run_config = {**QUIET, "resources": {"data": {"config": {"data_dir": str(paths.data_dir())}}}}
@@ -126,7 +142,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
                         dg.reconstructable(experiment_job_on_workers),
                         instance=instance,
                         run_config=run_config,
-                        tags={"dagster/partition": v.partition_key, ATTEMPT_TAG: run_id},
+                        tags={"dagster/partition": v.partition_key, ATTEMPT_TAG: run_id, **run_tags},
                         raise_on_error=False,
                         asset_selection=selection,
                     )
@@ -139,6 +155,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
                         run_config=run_config,
                         asset_selection=selection,
                         run_id=run_id,
+                        tags=run_tags,
                     )
         except AttemptInProgress as exc:
             print(f"experiments-dagster run: {exc}", file=sys.stderr)
@@ -180,7 +197,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     width = max(len(r[0]) for r in rows)
     print("\nExperiments:")
     for key, status, where in rows:
-        print(f"  {key:<{width}}  {status:<7}  {where}")
+        print(f"  {key:<{width}}  {status:<10}  {where}")
     print(f"\nMLflow store:   {paths.default_tracking_uri()}")
     print(f"Dagster home:   {os.environ['DAGSTER_HOME']}")
     if PROFILE.production:
@@ -194,7 +211,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
         )
     if refused:
         print(f"\n{len(refused)} entries of the data directory were refused (listed on stderr).")
-    return 0 if not refused and all(status == "SUCCESS" for _, status, _ in rows) else 1
+    return 0 if not refused and all(status in ("SUCCESS", UP_TO_DATE) for _, status, _ in rows) else 1
 
 
 def sweep_dead_runs(tracking_uri: str) -> None:
@@ -337,6 +354,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="ASSET",
         help="materialize only this asset (repeatable; its checks run too; upstream values are reused)",
     )
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="train every chosen version, even one that is up to date (a complete run with the same "
+        "data hash, experiment.yaml and code version exists)",
+    )
+    run.add_argument(
+        "--reproduction-of",
+        metavar="RUN_ID",
+        help="(used by `reproduce`) train the run's logged config into a new run tagged reproduction.of",
+    )
     run.set_defaults(func=cmd_run)
     where = sub.add_parser("paths", help="print the data directory, tracking URI and DAGSTER_HOME")
     where.add_argument("--tracking-uri", action="store_true", help="print only the tracking URI")
@@ -349,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or the embedded one)"
     )
     audit.set_defaults(func=cmd_audit)
+    from experiments_dagster.reproduce_command import add_parser as add_reproduce
+
+    add_reproduce(sub)
     return parser
 
 
@@ -377,4 +408,8 @@ def console_main() -> NoReturn:
 
 
 if __name__ == "__main__":
-    console_main()
+    # `python -m experiments_dagster.cli` (how `reproduce` starts its rerun): run the module as
+    # imported, so the exception types main() catches are those the other modules raise.
+    from experiments_dagster.cli import console_main as imported_main
+
+    imported_main()

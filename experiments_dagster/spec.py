@@ -137,6 +137,10 @@ class ExperimentSpec(BaseModel):
     promotion_metric: str | None = Field(
         default=None, description="Metric a challenger must beat the champion on (default by task)."
     )
+    retrain_on_change: bool = Field(
+        default=False,
+        description="The sensor retrains this dataset's versions when experiment.yaml changes (else it only reports them).",
+    )
 
     @field_validator("thresholds")
     @classmethod

@@ -411,8 +411,8 @@ def test_experiment_materialized_by_the_graph_is_complete(instance, resources, t
     assert report["experiment"] == "iris" and report["complete"] is True
     (run,) = report["runs"]
     parent = MlflowClient(tracking_uri).get_run(run["run_id"])
-    assert "mlflow.parentRunId" not in parent.data.tags and parent.info.run_name == "iris@v1"
-    assert run["run_name"] == "iris@v1" and run["task"] == "multiclass" and run["complete"] is True
+    assert "mlflow.parentRunId" not in parent.data.tags and parent.info.run_name == "iris@v1 #1"
+    assert run["run_name"] == "iris@v1 #1" and run["task"] == "multiclass" and run["complete"] is True
     found = findings(run)
     # A Dagster run: the Dagster tags apply; only a search that was not configured is n/a.
     assert {key: f["status"] for key, f in found.items() if f["status"] != "present"} == NOT_APPLICABLE_SEARCH
@@ -432,7 +432,7 @@ def test_experiment_materialized_by_the_graph_is_complete(instance, resources, t
 
     code, out, err = audit(capsys, "--experiment", "iris", "--tracking-uri", tracking_uri)
     assert code == 0 and err == ""
-    assert f"run {run['run_id']} (iris@v1, multiclass): COMPLETE" in out
+    assert f"run {run['run_id']} (iris@v1 #1, multiclass): COMPLETE" in out
     assert "1/1 runs of 'iris' are complete." in out
     rows = [line.split() for line in out.splitlines()[1:] if line.startswith("  ")]
     assert len(rows) == len(run["findings"]) and {row[2] for row in rows} == {"present", "n/a"}

@@ -7,7 +7,7 @@ import pandas as pd
 
 from experiments_dagster.catalog import version_file
 from experiments_dagster.defs.failures import input_errors_as_failures
-from experiments_dagster.defs.partitions import GROUP, dataset_versions
+from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData
 from experiments_dagster.ml.dataset import hash_file, load_table
 from experiments_dagster.tracking.liveness import worker_id
@@ -21,7 +21,7 @@ warnings.filterwarnings(
 )
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"pandas"})
+@dg.asset(code_version=CODE_VERSION, partitions_def=dataset_versions, group_name=GROUP, kinds={"pandas"})
 def raw_data(context: dg.AssetExecutionContext, data: ExperimentData) -> dg.Output[pd.DataFrame]:
     """One dataset version, as read from `data/<dataset>/<version>.csv|.parquet`."""
     with input_errors_as_failures():
@@ -40,7 +40,7 @@ def raw_data(context: dg.AssetExecutionContext, data: ExperimentData) -> dg.Outp
     )
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"python"})
+@dg.asset(code_version=CODE_VERSION, partitions_def=dataset_versions, group_name=GROUP, kinds={"python"})
 def data_hash(
     context: dg.AssetExecutionContext, data: ExperimentData, raw_data: pd.DataFrame
 ) -> dg.Output[DataFingerprint]:

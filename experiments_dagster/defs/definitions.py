@@ -11,6 +11,7 @@ from experiments_dagster.defs.console import experiment_console_logger
 from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.lifecycle import failed_run_cleanup_job, mlflow_run_reconciler
+from experiments_dagster.defs.reproduce_job import reproduce_job
 from experiments_dagster.defs.resources import Coordination, ExperimentData, MlflowTracking
 from experiments_dagster.defs.sensors import dataset_version_sensor
 from experiments_dagster.profile import BACKEND_ENV, BROKER_ENV, CELERY, Profile, load_profile
@@ -64,7 +65,7 @@ PROFILE = load_profile()
 defs = dg.Definitions(
     assets=ASSETS,
     asset_checks=[*LOGGING_CHECKS, registry_assets.champion_alias_matches_decision],
-    jobs=[experiment_job, failed_run_cleanup_job],
+    jobs=[experiment_job, failed_run_cleanup_job, reproduce_job],
     sensors=[dataset_version_sensor, mlflow_run_reconciler],
     resources={
         # EXPERIMENTS_MLFLOW_UI_URL: where run links point for a local store (default: make mlflow-ui's port).

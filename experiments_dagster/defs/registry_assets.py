@@ -6,7 +6,7 @@ from typing import Any
 
 import dagster as dg
 
-from experiments_dagster.defs.partitions import GROUP, dataset_versions
+from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import Coordination, MlflowTracking
 from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.tracking.registry import CHAMPION, Decision, apply_decision, decide_promotion
@@ -17,7 +17,13 @@ from experiments_dagster.values import FinalModel, Splits
 # - in process: Dagster's `model_registry` pool (limit 1 in dagster.yaml) queues the steps;
 # - on Celery, which ignores pools (open PRs dagster #30256, #32411): a PostgreSQL advisory
 #   lock per registered model (locks.py) around reading the champion and moving the alias.
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"mlflow"}, pool="model_registry")
+@dg.asset(
+    code_version=CODE_VERSION,
+    partitions_def=dataset_versions,
+    group_name=GROUP,
+    kinds={"mlflow"},
+    pool="model_registry",
+)
 def model_promotion(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,

@@ -6,7 +6,7 @@ import dagster as dg
 
 from experiments_dagster.defs.lifecycle import mlflow_runs_failed
 from experiments_dagster.defs.metadata import plots_markdown, run_end, tags_for
-from experiments_dagster.defs.partitions import GROUP, dataset_versions
+from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking import asset_logging
 from experiments_dagster.tracking.liveness import worker_id
@@ -14,6 +14,7 @@ from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlo
 
 
 @dg.asset(
+    code_version=CODE_VERSION,
     partitions_def=dataset_versions,
     group_name=GROUP,
     hooks={mlflow_runs_failed},
@@ -37,7 +38,13 @@ def evaluation_plots(
     return dg.Output(value, metadata=metadata)
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"mlflow"})
+@dg.asset(
+    code_version=CODE_VERSION,
+    partitions_def=dataset_versions,
+    group_name=GROUP,
+    hooks={mlflow_runs_failed},
+    kinds={"mlflow"},
+)
 def repro_manifest(
     context: dg.AssetExecutionContext,
     mlflow: MlflowTracking,

@@ -40,6 +40,11 @@ class ExperimentData(dg.ConfigurableResource):
     """Where dataset folders live; unset means $EXPERIMENTS_DATA_DIR, else ``data/``."""
 
     data_dir: str | None = Field(default=None, description="Folder holding <dataset>/<version>.csv|.parquet.")
+    retrain_on_change: bool = Field(
+        default=False,
+        description="Sensor: retrain the versions of a dataset whose experiment.yaml changed "
+        "(else it only reports them; experiment.yaml's own `retrain_on_change` does it per dataset).",
+    )
 
     def path(self) -> Path:
         """The data directory, absolute."""

@@ -1,16 +1,19 @@
 """The retrain sensor: a new version file becomes a partition and a run of the experiment job."""
 
+import hashlib
 import json
 import os
 from typing import Any
 
 import dagster as dg
 
-from experiments_dagster.catalog import scan_versions
+from experiments_dagster.catalog import FileState, scan_versions
 from experiments_dagster.defs.console import CONSOLE_RUN_CONFIG
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.resources import ExperimentData
+from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.spec import SPEC_FILE, read_spec_file
 
 CURSOR_VERSION = 1
 # `EXPERIMENTS_SENSOR=off`: the retrain sensor starts stopped (it trains every version it finds on
@@ -22,20 +25,73 @@ def _load_cursor(raw: str | None) -> dict[str, Any]:
     state = json.loads(raw) if raw else {}
     if state.get("v") != CURSOR_VERSION:
         state = {"v": CURSOR_VERSION}
-    for key in ("pending", "trained", "changed", "rejected"):
+    for key in ("pending", "trained", "changed", "rejected", "specs"):
         state.setdefault(key, {})
     return state
 
 
-def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.SensorResult:
+def _spec_changes(
+    context: dg.SensorEvaluationContext, state: dict[str, Any], files: list[FileState], retrain_all: bool
+) -> tuple[list[dg.RunRequest], list[dg.AssetObservation]]:
+    """Report the trained versions of each dataset whose experiment.yaml changed; request their
+    retraining only when ``retrain_all`` (the resource's option) or the file's ``retrain_on_change``.
+
+    The file is stat'ed each tick and read only when its size or mtime moved; a dataset seen for
+    the first time is remembered, not reported. A retrain's run key is ``<partition>@spec-<sha>``,
+    so each content of the file trains each version at most once.
+    """
+    requests, events = [], []
+    for folder in sorted({f.version.path.parent for f in files}):
+        dataset, path = folder.name, folder / SPEC_FILE
+        try:
+            st = path.stat()
+        except OSError:
+            continue
+        known = state["specs"].get(dataset)
+        stamp = [st.st_size, st.st_mtime_ns]
+        if known is not None and known["stamp"] == stamp:
+            continue
+        sha = hashlib.sha256(path.read_text().encode()).hexdigest()[:12]
+        state["specs"][dataset] = {"stamp": stamp, "sha": sha}
+        if known is None or known["sha"] == sha:
+            continue  # first sight, or touched without a change
+        stale = sorted(k for k in state["trained"] if k.split("/", 1)[0] == dataset)
+        if not stale:
+            continue
+        try:
+            retrain = retrain_all or read_spec_file(folder).get("retrain_on_change") is True
+        except ExperimentInputError as exc:
+            context.log.error(f"{path} changed but cannot be read: {exc}")
+            continue
+        what = (
+            "retraining them"
+            if retrain
+            else "not retraining them (set `retrain_on_change: true` in the file or on the sensor's "
+            "`data` resource, or run `experiments-dagster run --dataset " + dataset + "`)"
+        )
+        message = f"{path} changed: versions {', '.join(stale)} are out of date; {what}."
+        context.log.warning(message)
+        for key in stale:
+            events.append(
+                dg.AssetObservation(asset_key="splits", partition=key, metadata={"out_of_date": message})
+            )
+            if retrain:
+                requests.append(dg.RunRequest(partition_key=key, run_key=f"{key}@spec-{sha}"))
+    return requests, events
+
+
+def evaluate_versions(
+    context: dg.SensorEvaluationContext, data_dir, retrain_on_change: bool = False
+) -> dg.SensorResult:
     """One tick: stat files (never read or hash them), compare with the cursor, request runs.
 
     - new file: remembered; requested on the next tick if its size and mtime did not change
       (a half-written file is still changing);
     - known version (in the cursor or already a partition): never requested again; if its
-      size/mtime differ from when it was trained it is reported once (raw data is immutable:
-      drop the file under a new version name to retrain);
-    - unsafe names or paths escaping the data directory: skipped with a warning, once.
+      size/mtime differ from when it was trained it is reported once as out of date (the
+      sensor's run key per version stays: `experiments-dagster run` trains a new attempt);
+    - unsafe names or paths escaping the data directory: skipped with a warning, once;
+    - a changed experiment.yaml: see ``_spec_changes``.
     """
     state = _load_cursor(context.cursor)
     scan = scan_versions(data_dir)
@@ -56,8 +112,9 @@ def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.Senso
             if trained != f.stamp and key not in state["changed"]:
                 message = (
                     f"{f.version.path} changed after version {key} was trained (size/mtime "
-                    f"{trained} -> {f.stamp}). Raw data is immutable: restore the file, or save "
-                    "the new data as a new version file to train it."
+                    f"{trained} -> {f.stamp}): that version is out of date. The sensor does not "
+                    "retrain it under the same name: `experiments-dagster run` trains a new attempt "
+                    "of it, or save the new data as a new version file."
                 )
                 context.log.error(message)
                 events.append(
@@ -76,6 +133,9 @@ def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.Senso
         else:
             pending[key] = f.stamp  # first sight, or still being written
     state["pending"] = pending
+    retrains, spec_events = _spec_changes(context, state, files, retrain_on_change)
+    requests += [r for r in retrains if r.partition_key not in new_keys]
+    events += spec_events
     partitions = [dg.AddDynamicPartitionsRequest(DATASET_VERSIONS, new_keys)] if new_keys else []
     return dg.SensorResult(
         run_requests=requests,
@@ -96,5 +156,6 @@ def evaluate_versions(context: dg.SensorEvaluationContext, data_dir) -> dg.Senso
     description="Adds a partition and runs the experiment job for each new, fully written version file.",
 )
 def dataset_version_sensor(context: dg.SensorEvaluationContext, data: ExperimentData) -> dg.SensorResult:
-    """Retrain on new data: one run per new dataset version file."""
-    return evaluate_versions(context, data.path())
+    """Retrain on new data: one run per new dataset version file; report (or retrain) versions
+    whose experiment.yaml changed."""
+    return evaluate_versions(context, data.path(), data.retrain_on_change)

@@ -17,11 +17,12 @@ from experiments_dagster.defs.metadata import (
     run_metadata,
     tags_for,
 )
-from experiments_dagster.defs.partitions import GROUP, dataset_versions
+from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 from experiments_dagster.ml.prepare import prepare_experiment
 from experiments_dagster.spec import resolve_spec
-from experiments_dagster.tracking import asset_logging
+from experiments_dagster.tracking import asset_logging, tags
+from experiments_dagster.tracking.reproduction_log import logged_spec
 from experiments_dagster.values import (
     CvMetrics,
     DataFingerprint,
@@ -30,10 +31,15 @@ from experiments_dagster.values import (
     SearchResult,
     Splits,
 )
+from experiments_dagster.versioning import config_hash, experiment_key
 
 
 @dg.asset(
-    partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"sklearn", "mlflow"}
+    code_version=CODE_VERSION,
+    partitions_def=dataset_versions,
+    group_name=GROUP,
+    hooks={mlflow_runs_failed},
+    kinds={"sklearn", "mlflow"},
 )
 def splits(
     context: dg.AssetExecutionContext,
@@ -44,20 +50,30 @@ def splits(
     data_hash: DataFingerprint,
 ) -> dg.Output[Splits]:
     """Train/test split of the version; validates the experiment, then opens its MLflow parent run."""
+    tracker = mlflow.tracker()
+    # A reproduction (`experiments-dagster reproduce`) trains the original run's logged config.
+    original = context.run.tags.get(tags.REPRODUCTION_OF)
     with input_errors_as_failures():
-        spec = resolve_spec(
-            data_hash.dataset, dataset_dir(data.path(), data_hash.dataset), config.overrides()
+        spec = (
+            logged_spec(tracker.client, original)
+            if original
+            else resolve_spec(
+                data_hash.dataset, dataset_dir(data.path(), data_hash.dataset), config.overrides()
+            )
         )
         prepared = prepare_experiment(raw_data, spec, Path(data_hash.path))
     for warning in prepared.warnings:  # free-text or identifier-like columns: trained, but said
         context.log.warning(warning)
-    tracker = mlflow.tracker()
-    ref = asset_logging.open_parent_run(tracker, spec, prepared, data_hash, tags_for(context, "splits"))
+    run_tags = tags_for(context, "splits") | ({tags.REPRODUCTION_OF: original} if original else {})
+    ref = asset_logging.open_parent_run(tracker, spec, prepared, data_hash, run_tags)
     with tracker.activity(ref.run_id, "splits", **run_end(context, "splits")):
         value = asset_logging.log_splits(tracker, ref, spec, prepared, data_hash)
     context.log.info(f"MLflow parent run {ref.run_id}: {ref.url}")
+    key = experiment_key(data_hash.sha256, config_hash(spec.model_dump(mode="json")), CODE_VERSION)
     return dg.Output(
         value,
+        # The experiment key (data hash, config, code version) is this asset's data version.
+        data_version=dg.DataVersion(key),
         metadata={
             **run_metadata(ref),
             "task": prepared.task,
@@ -69,7 +85,9 @@ def splits(
     )
 
 
-@dg.graph_asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"optuna", "mlflow"})
+@dg.graph_asset(
+    code_version=CODE_VERSION, partitions_def=dataset_versions, group_name=GROUP, kinds={"optuna", "mlflow"}
+)
 def search_trials(splits: Splits) -> SearchResult:
     """Optional hyperparameter search (config `search`): `search.workers` parallel steps share one
     Optuna study; one nested MLflow run per trial, the best params on the parent run."""
@@ -80,7 +98,11 @@ def search_trials(splits: Splits) -> SearchResult:
 
 
 @dg.asset(
-    partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"xgboost", "mlflow"}
+    code_version=CODE_VERSION,
+    partitions_def=dataset_versions,
+    group_name=GROUP,
+    hooks={mlflow_runs_failed},
+    kinds={"xgboost", "mlflow"},
 )
 def fold_models(
     context: dg.AssetExecutionContext, mlflow: MlflowTracking, splits: Splits, search_trials: SearchResult
@@ -101,7 +123,13 @@ def fold_models(
     )
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"mlflow"})
+@dg.asset(
+    code_version=CODE_VERSION,
+    partitions_def=dataset_versions,
+    group_name=GROUP,
+    hooks={mlflow_runs_failed},
+    kinds={"mlflow"},
+)
 def cv_metrics(
     context: dg.AssetExecutionContext, mlflow: MlflowTracking, fold_models: FoldModels
 ) -> dg.Output[CvMetrics]:
@@ -120,7 +148,11 @@ def cv_metrics(
 
 
 @dg.asset(
-    partitions_def=dataset_versions, group_name=GROUP, hooks={mlflow_runs_failed}, kinds={"xgboost", "mlflow"}
+    code_version=CODE_VERSION,
+    partitions_def=dataset_versions,
+    group_name=GROUP,
+    hooks={mlflow_runs_failed},
+    kinds={"xgboost", "mlflow"},
 )
 def final_model(
     context: dg.AssetExecutionContext,

@@ -27,6 +27,7 @@ from experiments_dagster.tracking.model_io import dump_pickle
 from experiments_dagster.tracking.registry import CHALLENGER, register_challenger
 from experiments_dagster.tracking.run_facts import hyperparameters, parent_run_tags, split_params
 from experiments_dagster.tracking.store import Tracker
+from experiments_dagster.tracking.up_to_date import next_attempt
 from experiments_dagster.values import (
     CvMetrics,
     DataFingerprint,
@@ -39,15 +40,19 @@ from experiments_dagster.values import (
 )
 
 PICKLE_ARTIFACT = "pickle/pipeline.joblib"
+IDENTITY_TAG_PREFIXES = ("git.", "python.", "os.", "code.", "config.", "experiment.key")
 
 
 def open_parent_run(
     tracker: Tracker, spec: ExperimentSpec, prepared: Prepared, fp: DataFingerprint, tags: Mapping[str, str]
 ) -> RunRef:
-    """Create the experiment's parent run ``<dataset>@<version>`` with its identity tags."""
+    """Create the experiment's parent run ``<dataset>@<version> #<attempt>`` with its identity tags."""
     experiment_id = tracker.experiment_id(spec.experiment)
+    attempt = next_attempt(tracker, experiment_id, fp)
     run_id = tracker.start_run(
-        experiment_id, f"{fp.dataset}@{fp.version}", {**parent_run_tags(spec, prepared.task, fp), **tags}
+        experiment_id,
+        f"{fp.dataset}@{fp.version} #{attempt}",
+        {**parent_run_tags(spec, prepared.task, fp), **tags, run_tags.ATTEMPT: str(attempt)},
     )
     return RunRef(run_id, experiment_id, tracker.run_url(run_id, experiment_id))
 
@@ -293,7 +298,9 @@ def build_manifest(
         },
         "metrics": {"test": final.metrics, "cv": cv.summary},
         "artifacts": plots_.artifacts,
-        "code": {k: v for k, v in run.data.tags.items() if k.startswith(("git.", "python.", "os."))},
+        # git commit and dirty flag, Python, OS, and code.version/config.hash/experiment.key.
+        "code": {k: v for k, v in run.data.tags.items() if k.startswith(IDENTITY_TAG_PREFIXES)},
+        "packages": installed_requirements().splitlines(),
     }
 
 

@@ -15,6 +15,7 @@ from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.environment import git_state, platform_facts
 from experiments_dagster.tracking.liveness import process_tags
 from experiments_dagster.values import DataFingerprint
+from experiments_dagster.versioning import code_version, config_hash, experiment_key
 
 SOURCE_NAME = "experiments_dagster"
 
@@ -41,8 +42,12 @@ def dagster_tags(run_id: str, partition_key: str, asset: str) -> dict[str, str]:
 def parent_run_tags(spec: ExperimentSpec, task: str, fp: DataFingerprint) -> dict[str, str]:
     """Tags of a parent run: user tags, version/stage, dataset identity, git, Python and OS."""
     git = git_state()
+    config = config_hash(spec.model_dump(mode="json"))
     return {
         **spec.tags,
+        tags.CODE_VERSION: code_version(),
+        tags.CONFIG_HASH: config,
+        tags.EXPERIMENT_KEY: experiment_key(fp.sha256, config, code_version()),
         "version": spec.version,
         "stage": spec.stage,
         "task": task,

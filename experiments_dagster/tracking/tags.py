@@ -16,3 +16,15 @@ MODEL_ID = "model.id"  # on the parent run and on each registry version made fro
 
 AUDIT_STATUS = "audit.status"
 AUDIT_PROBLEMS = "audit.problems"
+
+# What an attempt was trained from (versioning.py): up-to-date runs are found by EXPERIMENT_KEY.
+CODE_VERSION = "code.version"
+CONFIG_HASH = "config.hash"
+EXPERIMENT_KEY = "experiment.key"
+ATTEMPT = "attempt"  # 1, 2, 3... per dataset version in its experiment; also in the run name
+
+# Reproduction (`experiments-dagster reproduce`): on the rerun, and on the original run.
+REPRODUCTION_OF = "reproduction.of"
+REPRODUCED_AT = "reproduction.last_at"
+REPRODUCED_VERDICT = "reproduction.last_verdict"
+REPRODUCED_BY = "reproduction.last_run_id"

@@ -115,7 +115,7 @@ def test_graph_logs_complete_experiment(instance, resources, tracking_uri, data_
     dropped = int(frame[spec["target"]].isna().sum())
 
     assert parent.info.status == "FINISHED"
-    assert parent.info.run_name == f"{dataset}@{version}"
+    assert parent.info.run_name == f"{dataset}@{version} #1" and parent.data.tags["attempt"] == "1"
     params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
 
     # Params: dataset facts, split, seeds, and every hyperparameter of the fitted estimator.

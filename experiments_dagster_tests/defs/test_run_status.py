@@ -55,7 +55,7 @@ def test_a_failed_write_between_steps_ends_the_parent_failed(instance, resources
     )
     assert not result.success
     runs = runs_by_name(MlflowClient(tracking_uri))
-    parent = runs["iris@v1"]
+    parent = runs["iris@v1 #1"]
     assert parent.info.status == "FAILED"
     assert parent.data.tags["error.asset"] == "fold_models"
     assert parent.data.tags["error.type"] == "OSError"
@@ -73,7 +73,7 @@ def test_a_partial_run_never_leaves_the_parent_running_or_finished(instance, res
     selection = [a for a in ASSETS if a.key.to_user_string() in {"raw_data", "data_hash", "splits"}]
     result = dg.materialize(selection, instance=instance, partition_key=KEY, resources=resources)
     assert result.success
-    parent = runs_by_name(MlflowClient(tracking_uri))["iris@v1"]
+    parent = runs_by_name(MlflowClient(tracking_uri))["iris@v1 #1"]
     assert parent.info.status == "FAILED"
     assert parent.data.tags["error.type"] == "IncompleteAttempt"
     assert parent.data.tags["error.message"].startswith(
@@ -92,7 +92,7 @@ def test_the_full_graph_ends_the_parent_finished_once(instance, resources, track
     original = Tracker.end_run
 
     def recording_end_run(self, run_id, status="FINISHED"):
-        if status == "FINISHED" and self.client.get_run(run_id).info.run_name == "iris@v1":
+        if status == "FINISHED" and self.client.get_run(run_id).info.run_name == "iris@v1 #1":
             finished_by.append(sorted(a.path for a in self.client.list_artifacts(run_id)))
         return original(self, run_id, status)
 
@@ -102,4 +102,4 @@ def test_the_full_graph_ends_the_parent_finished_once(instance, resources, track
     assert result.success
     (artifacts_when_finished,) = finished_by  # FINISHED set once, when the manifest was there
     assert "manifest.json" in artifacts_when_finished and "requirements.txt" in artifacts_when_finished
-    assert runs_by_name(MlflowClient(tracking_uri))["iris@v1"].info.status == "FINISHED"
+    assert runs_by_name(MlflowClient(tracking_uri))["iris@v1 #1"].info.status == "FINISHED"

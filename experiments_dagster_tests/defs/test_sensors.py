@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -26,14 +27,14 @@ def data(tmp_path: Path, data_dir: Path) -> Path:
 class Ticker:
     """Evaluates the sensor like the daemon does: cursor carried over, partitions applied."""
 
-    def __init__(self, instance: dg.DagsterInstance, data: Path) -> None:
-        self.instance, self.data, self.cursor = instance, data, None
+    def __init__(self, instance: dg.DagsterInstance, data: Path, **resource: bool) -> None:
+        self.instance, self.data, self.cursor, self.resource = instance, data, None, resource
 
     def tick(self) -> dg.SensorResult:
         with dg.build_sensor_context(
             instance=self.instance,
             cursor=self.cursor,
-            resources={"data": ExperimentData(data_dir=str(self.data))},
+            resources={"data": ExperimentData(data_dir=str(self.data), **self.resource)},
         ) as context:
             result = dataset_version_sensor(context)
         self.cursor = result.cursor
@@ -155,3 +156,53 @@ def test_over_long_and_non_ascii_names_are_warned_once_never_requested(instance,
     assert text.count("it has 250 characters, more than 100") == 1
     assert text.count("version file iris/'données.csv' skipped") == 1
     assert instance.get_dynamic_partitions(DATASET_VERSIONS) == ["iris/v1"]
+
+
+def trained_ticker(instance, data, **resource) -> Ticker:
+    write(data / "iris" / "v1.csv", "a,species\n1,x\n2,y\n")
+    write(data / "iris" / "v2.csv", "a,species\n1,x\n2,y\n3,x\n")
+    ticker = Ticker(instance, data, **resource)
+    ticker.tick()
+    assert keys(ticker.tick()) == ["iris/v1", "iris/v2"]
+    return ticker
+
+
+def test_changed_experiment_yaml_is_reported_not_retrained(instance, data, capfd):
+    ticker = trained_ticker(instance, data)
+    spec = data / "iris" / "experiment.yaml"
+    os.utime(spec, ns=(1, 1))  # touched, same content: nothing to report
+    assert keys(ticker.tick()) == [] and not ticker.tick().asset_events
+    write(spec, spec.read_text() + "cv_folds: 3\n")
+    changed = ticker.tick()
+    assert keys(changed) == []
+    assert [(e.asset_key, e.partition) for e in changed.asset_events] == [
+        (dg.AssetKey("splits"), "iris/v1"),
+        (dg.AssetKey("splits"), "iris/v2"),
+    ]
+    message = changed.asset_events[0].metadata["out_of_date"].value
+    assert "versions iris/v1, iris/v2 are out of date; not retraining them" in message
+    assert "versions iris/v1, iris/v2 are out of date" in capfd.readouterr().err
+    again = ticker.tick()
+    assert keys(again) == [] and not again.asset_events  # reported once
+
+
+def test_retrain_on_change_in_experiment_yaml_retrains_each_content_once(instance, data):
+    ticker = trained_ticker(instance, data)
+    spec = data / "iris" / "experiment.yaml"
+    write(spec, spec.read_text() + "retrain_on_change: true\ncv_folds: 3\n")
+    changed = ticker.tick()
+    assert keys(changed) == ["iris/v1", "iris/v2"]
+    sha = hashlib.sha256(spec.read_text().encode()).hexdigest()[:12]
+    assert [r.run_key for r in changed.run_requests] == [f"iris/v1@spec-{sha}", f"iris/v2@spec-{sha}"]
+    assert keys(ticker.tick()) == []
+    write(spec, spec.read_text() + "test_size: 0.25\n")
+    again = ticker.tick()
+    assert keys(again) == ["iris/v1", "iris/v2"]
+    assert {r.run_key for r in again.run_requests}.isdisjoint({r.run_key for r in changed.run_requests})
+
+
+def test_retrain_on_change_on_the_sensor_resource(instance, data):
+    ticker = trained_ticker(instance, data, retrain_on_change=True)
+    spec = data / "iris" / "experiment.yaml"
+    write(spec, spec.read_text() + "cv_folds: 4\n")
+    assert keys(ticker.tick()) == ["iris/v1", "iris/v2"]

@@ -96,12 +96,12 @@ def test_sigkill_leaves_running_runs_that_the_reconciler_marks_failed(slow_exper
     proc.wait(timeout=30)
     runs = all_runs(client)
     in_flight = folds_in_flight(runs)
-    assert {runs[name].info.status for name in ["breast_cancer@v1", *in_flight]} == {
+    assert {runs[name].info.status for name in ["breast_cancer@v1 #1", *in_flight]} == {
         "RUNNING"
     }  # left dangling
 
     with dg.DagsterInstance.from_ref(dg._core.instance.InstanceRef.from_dir(str(home))) as instance:
-        dagster_run_id = runs["breast_cancer@v1"].data.tags["dagster.run_id"]
+        dagster_run_id = runs["breast_cancer@v1 #1"].data.tags["dagster.run_id"]
         assert instance.get_run_by_id(dagster_run_id).status == dg.DagsterRunStatus.STARTED
         resources = {"mlflow": MlflowTracking(tracking_uri=tracking_uri)}
         with dg.build_sensor_context(instance=instance, resources=resources) as context:
@@ -110,7 +110,7 @@ def test_sigkill_leaves_running_runs_that_the_reconciler_marks_failed(slow_exper
         assert instance.get_run_by_id(dagster_run_id).status == dg.DagsterRunStatus.FAILURE
         assert reconcile_runs(Tracker(tracking_uri), instance) == []  # idempotent
 
-    for name in ("breast_cancer@v1", *in_flight):
+    for name in ("breast_cancer@v1 #1", *in_flight):
         run = client.get_run(runs[name].info.run_id)
         assert run.info.status == "FAILED" and run.info.end_time is not None
         assert run.data.tags["error.type"] == "DagsterRunEnded"
@@ -121,7 +121,7 @@ def test_sigkill_leaves_running_runs_that_the_reconciler_marks_failed(slow_exper
 def test_cancellation_marks_runs_killed(slow_experiment, tracking_uri):
     env, home = slow_experiment
     proc, client = start_run_and_wait_for_a_fold(env, tracking_uri)
-    dagster_run_id = all_runs(client)["breast_cancer@v1"].data.tags["dagster.run_id"]
+    dagster_run_id = all_runs(client)["breast_cancer@v1 #1"].data.tags["dagster.run_id"]
     with dg.DagsterInstance.from_ref(dg._core.instance.InstanceRef.from_dir(str(home))) as instance:
         # What Dagster's run termination does to an in-process run worker: mark CANCELING, interrupt.
         instance.report_run_canceling(instance.get_run_by_id(dagster_run_id))
@@ -129,7 +129,7 @@ def test_cancellation_marks_runs_killed(slow_experiment, tracking_uri):
         proc.wait(timeout=60)
         runs = all_runs(client)
         in_flight = folds_in_flight(runs)
-        for name in ("breast_cancer@v1", *in_flight):
+        for name in ("breast_cancer@v1 #1", *in_flight):
             run = runs[name]
             assert run.info.status == "KILLED", (name, run.info.status)
             assert run.data.tags["error.asset"] == "fold_models"
