@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -110,6 +111,19 @@ class ExperimentSpec(BaseModel):
     search: SearchSpec = Field(default_factory=SearchSpec)
     registered_model_name: str | None = None
     promotion_metric: str | None = None
+    shap: bool = False
+    shap_sample_size: int = Field(default=200, ge=10, le=5000)
+
+    @field_validator("shap")
+    @classmethod
+    def _shap_installed(cls, value: bool) -> bool:
+        # Said when the experiment is set up, not after training: the option needs the package.
+        if value and importlib.util.find_spec("shap") is None:
+            raise ValueError(
+                "the optional package `shap` is not installed: `pip install shap` in this "
+                "environment, or set `shap: false`"
+            )
+        return value
 
     @field_validator("thresholds")
     @classmethod

@@ -41,6 +41,12 @@ class ExperimentConfig(dg.Config):
     experiment_name: str | None = Field(
         default=None, description="MLflow experiment (default: dataset name)."
     )
+    shap: bool | None = Field(
+        default=None, description="Log a SHAP summary of the test split (needs the optional `shap` package)."
+    )
+    shap_sample_size: int | None = Field(
+        default=None, description="Rows of the test split SHAP explains (seeded sample; default 200)."
+    )
 
     def overrides(self) -> dict[str, Any]:
         """The fields the user set, as spec overrides."""
