@@ -5,7 +5,13 @@ import warnings
 
 import dagster as dg
 
-from experiments_dagster.defs import data_assets, registry_assets, report_assets, training_assets
+from experiments_dagster.defs import (
+    data_assets,
+    drift_assets,
+    registry_assets,
+    report_assets,
+    training_assets,
+)
 from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.jobs import experiment_job
@@ -15,7 +21,9 @@ from experiments_dagster.defs.sensors import dataset_version_sensor
 from experiments_dagster.profile import BACKEND_ENV, BROKER_ENV, CELERY, Profile, load_profile
 
 ASSETS = [
-    *dg.load_assets_from_modules([data_assets, training_assets, report_assets, registry_assets]),
+    *dg.load_assets_from_modules(
+        [data_assets, training_assets, report_assets, registry_assets, drift_assets]
+    ),
 ]
 
 
@@ -60,7 +68,11 @@ PROFILE = load_profile()
 
 defs = dg.Definitions(
     assets=ASSETS,
-    asset_checks=[*LOGGING_CHECKS, registry_assets.champion_alias_matches_decision],
+    asset_checks=[
+        *LOGGING_CHECKS,
+        registry_assets.champion_alias_matches_decision,
+        drift_assets.data_drift_below_threshold,
+    ],
     jobs=[experiment_job, failed_run_cleanup_job],
     sensors=[dataset_version_sensor, mlflow_run_reconciler],
     resources={
