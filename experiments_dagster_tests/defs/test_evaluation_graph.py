@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -60,3 +61,27 @@ def test_evaluation_artifacts_and_metrics(instance, resources, tracking_uri, tmp
     found = {f.name: f.status for f in audit.findings}
     assert found["shap_summary.png"] == "n/a"
     assert {found[n] for n in files | names | {"train_example_count", "test_example_count"}} == {"present"}
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("shap") is None, reason="the optional package shap is not installed"
+)
+def test_shap_summary_logged_and_required_when_asked(instance, resources, tracking_uri, tmp_path) -> None:
+    config = {"ops": {"splits": {"config": {"shap": True, "shap_sample_size": 20}}}}
+    result = materialize(instance, resources, "iris/v1", run_config=config)
+    assert result.success
+    client = MlflowClient(tracking_uri)
+    (parent,) = parent_runs(client)
+    run_id = parent.info.run_id
+    assert parent.data.params["shap.enabled"] == "true" and parent.data.params["shap.sample_rows"] == "20"
+    png = Path(client.download_artifacts(run_id, "shap_summary.png", str(tmp_path))).read_bytes()
+    assert png_problem(png) is None
+    table = pd.read_csv(client.download_artifacts(run_id, "shap_importance.csv", str(tmp_path)))
+    assert set(table["column"]) == {
+        "sepal_length_(cm)",
+        "sepal_width_(cm)",
+        "petal_length_(cm)",
+        "petal_width_(cm)",
+    }
+    found = {f.name: f.status for f in Auditor(client).audit(run_id).findings}
+    assert found["shap_summary.png"] == "present"

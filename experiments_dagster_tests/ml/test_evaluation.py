@@ -18,7 +18,7 @@ from experiments_dagster.ml import evaluation
 from experiments_dagster.ml.dataset import load_table
 from experiments_dagster.ml.metrics import Predictions, positive_label, predict, task_metrics
 from experiments_dagster.ml.prepare import prepare_experiment
-from experiments_dagster.ml.training import fit_final_model
+from experiments_dagster.ml.training import fit_final_model, make_pipeline
 from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.spec import resolve_spec
 
@@ -147,3 +147,20 @@ def test_metrics_agree_with_mlflow_evaluate(tmp_path: Path, dataset: str, versio
     assert ours["test_example_count"] == theirs["example_count"]
     logged = MlflowClient(uri).get_run(run.info.run_id).data.metrics
     assert logged["example_count"] == len(s.y_test)
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("shap") is None, reason="the optional package shap is not installed"
+)
+def test_shap_importance_ranks_the_informative_column_first() -> None:
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"signal": rng.normal(size=200), "noise": rng.normal(size=200)})
+    y = pd.Series(np.where(X["signal"] > 0, "yes", "no"))
+    spec = resolve_spec("iris", DATA / "iris", {"model": "sklearn.linear_model.LogisticRegression"})
+    pipeline = make_pipeline(X, "binary", spec.model, {}, 0).fit(X, y)
+    sample = evaluation.shap_sample(X, 50, 3)
+    importance = evaluation.shap_importance(pipeline, sample, "binary", 3)
+    assert importance.index.tolist() == ["signal", "noise"] and importance["signal"] > 5 * importance["noise"]
+    again = evaluation.shap_importance(pipeline, sample, "binary", 3)
+    assert again.tolist() == pytest.approx(importance.tolist())  # seeded
+    assert evaluation.plot_shap_summary(importance).axes[0].get_title().startswith("SHAP summary")
