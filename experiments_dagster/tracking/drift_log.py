@@ -3,6 +3,7 @@ and the champion's metrics on this version's test split, logged on the version's
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,7 @@ TABLE_ARTIFACT = "data_drift.csv"
 SCHEMA_ARTIFACT = "data_drift_schema.json"
 PLOT_ARTIFACT = "data_drift_top_features.png"
 COMPARISON_ARTIFACT = "champion_comparison.csv"
+MAX_METRIC_NAME = 250  # MLflow's limit on a metric name's length
 
 
 @dataclass(frozen=True)
@@ -64,22 +66,32 @@ class DataDrift:
         return [str(f) for f in self.table.loc[self.table["psi"] > self.threshold, "feature"]]
 
 
-def metric_key(feature: str) -> str:
-    """``drift.<feature>.psi`` with characters MLflow refuses in metric names replaced by ``_``."""
-    return "drift." + re.sub(r"[^\w.\- /]", "_", str(feature)) + ".psi"
+def metric_keys(features: list[str]) -> dict[str, str]:
+    """``drift.<feature>.psi`` per feature: characters MLflow refuses in metric names become ``_``;
+    a name that is too long or collides after that gets a short sha1 of the feature's name."""
+    keys: dict[str, str] = {}
+    for feature in features:
+        key = "drift." + re.sub(r"[^\w.\- /]", "_", str(feature)) + ".psi"
+        if len(key) > MAX_METRIC_NAME or key in keys.values():
+            digest = hashlib.sha1(str(feature).encode()).hexdigest()[:8]
+            key = f"drift.{key[6 : MAX_METRIC_NAME - 20]}_{digest}.psi"
+        keys[feature] = key
+    return keys
 
 
 def champion_version(client: MlflowClient, model_name: str, version: str) -> Champion:
     """A registry version with its run's dataset and the data hash recorded in the registry."""
     found = client.get_model_version(model_name, version)
-    run = client.get_run(found.run_id)
+    dataset = client.get_run(found.run_id).data.params.get("dataset.name") if found.run_id else None
+    facts = {"dataset.name": dataset, **{k: found.tags.get(k) for k in ("dataset.version", "data.hash")}}
+    missing = [k for k, v in facts.items() if not v]
+    if missing:
+        raise ExperimentInputError(
+            f"{model_name} v{version} does not record {', '.join(missing)} (registry tags and its run's "
+            "params): its training data cannot be named, so there is nothing to compare against."
+        )
     return Champion(
-        model_name,
-        str(found.version),
-        found.run_id,
-        run.data.params["dataset.name"],
-        found.tags["dataset.version"],
-        found.tags["data.hash"],
+        model_name, str(found.version), found.run_id, dataset, facts["dataset.version"], facts["data.hash"]
     )
 
 
@@ -140,7 +152,10 @@ def measure_drift(
 ) -> DataDrift:
     """Compare this version with its champion's training data; say so when there is none."""
     client, name = tracker.client, final.registered_name
-    champion = champion_before(client, decision)
+    try:
+        champion = champion_before(client, decision)
+    except ExperimentInputError as exc:
+        return DataDrift(final.run, UNAVAILABLE, str(exc), threshold)
     if champion is None:
         return DataDrift(
             final.run, NO_CHAMPION, f"{name} has no champion yet: nothing to compare against", threshold
@@ -200,9 +215,8 @@ def log_drift(tracker: Tracker, value: DataDrift) -> dict[str, bytes]:
         return {}
     tracker.log_bytes(run_id, TABLE_ARTIFACT, value.table.to_csv(index=False).encode())
     tracker.log_json(run_id, SCHEMA_ARTIFACT, {"schema": value.schema, "target": value.target})
-    metrics = {
-        metric_key(f): float(p) for f, p in zip(value.table["feature"], value.table["psi"], strict=True)
-    }
+    keys = metric_keys(list(value.table["feature"]))
+    metrics = {keys[f]: float(p) for f, p in zip(value.table["feature"], value.table["psi"], strict=True)}
     metrics["drift.psi_threshold"] = value.threshold
     metrics["drift.features_above_threshold"] = float(len(value.above_threshold))
     if "psi" in value.target:
