@@ -11,6 +11,7 @@ this project's tags) to get the same audit the experiment graph gets::
 See ``examples/dagster_mlflow_user/`` for a whole example.
 """
 
+import warnings
 from collections.abc import Iterable, Sequence
 
 import dagster as dg
@@ -58,12 +59,24 @@ def _asset_key(asset: dg.AssetsDefinition | dg.AssetKey | str) -> dg.AssetKey:
     return asset if isinstance(asset, dg.AssetKey) else dg.AssetKey.from_user_string(asset)
 
 
+def _latest_materialization(
+    context: dg.AssetCheckExecutionContext, key: dg.AssetKey
+) -> dg.EventLogEntry | None:
+    if not context.has_partition_key:
+        return context.instance.get_latest_materialization_event(key)
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(key, asset_partitions=[context.partition_key]), limit=1
+    ).records
+    return records[0].event_log_entry if records else None
+
+
 def mlflow_completeness_checks(
     asset: dg.AssetsDefinition | dg.AssetKey | str,
     task: str,
     standard: Sequence[Requirement | str] | None = None,
     tracking_uri: str | None = None,
     blocking: bool = False,
+    partitions_def: dg.PartitionsDefinition | None = None,
 ) -> list[dg.AssetChecksDefinition]:
     """One asset check that audits the MLflow run the asset's latest materialization logged to
     against the logging standard of ``task`` (or the ``standard`` subset).
@@ -72,21 +85,41 @@ def mlflow_completeness_checks(
     ``mlflow_tracking`` (``dagster_run_id``) or by us (``dagster.run_id``); a materialization
     whose metadata names ``mlflow_run_id`` points at it directly. ``tracking_uri``: default
     MLflow's own resolution (``MLFLOW_TRACKING_URI``). Missing or malformed items fail the check
-    (severity ERROR) and are listed in its metadata.
+    (severity ERROR) and are listed in its metadata. A partitioned asset's check (its
+    ``partitions_def``, taken from an ``AssetsDefinition``) audits that partition's latest
+    materialization.
     """
     key = _asset_key(asset)
+    if partitions_def is None and isinstance(asset, dg.AssetsDefinition):
+        partitions_def = asset.partitions_def
     items = standard_items(task, standard)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks are "preview" in 1.13
+        check = _build(key, items, task, tracking_uri, blocking, partitions_def)
+    return [check]
+
+
+def _build(
+    key: dg.AssetKey,
+    items: list[Requirement],
+    task: str,
+    tracking_uri: str | None,
+    blocking: bool,
+    partitions_def: dg.PartitionsDefinition | None,
+) -> dg.AssetChecksDefinition:
     check_name = f"{key.path[-1]}_mlflow_logged_completely"
 
     @dg.asset_check(
         asset=key,
         name=check_name,
         blocking=blocking,
+        partitions_def=partitions_def,
         description=f"Audits the asset's MLflow run against the logging standard ({task}, {len(items)} items).",
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         client = MlflowClient(tracking_uri)
-        event = context.instance.get_latest_materialization_event(key)
+        event = _latest_materialization(context, key)
         if event is None or event.asset_materialization is None:
             return dg.AssetCheckResult(passed=False, metadata={"problem": "the asset was never materialized"})
         named = event.asset_materialization.metadata.get("mlflow_run_id")
@@ -117,4 +150,4 @@ def mlflow_completeness_checks(
             },
         )
 
-    return [_check]
+    return _check

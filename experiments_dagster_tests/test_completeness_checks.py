@@ -76,3 +76,38 @@ def test_example_check_green_when_complete_and_red_naming_the_confusion_matrix(i
         names = {a.path for a in client.list_artifacts(logged.value)}
         assert ("confusion_matrix.png" in names) is (evaluation is green)
     assert green.metadata["mlflow_run_id"].value != red.metadata["mlflow_run_id"].value
+
+
+LETTERS = dg.StaticPartitionsDefinition(["a", "b"])
+
+
+def test_partitioned_asset_logged_with_our_tags_is_audited_per_partition(instance, tracking_uri) -> None:
+    @dg.asset(partitions_def=LETTERS)
+    def scored(context) -> None:  # unannotated: Dagster refuses string annotations (__future__)
+        """Logs with MlflowClient and this project's tags; partition b forgets f1."""
+        client = MlflowClient(tracking_uri)
+        experiment = client.get_experiment_by_name("scored") or client.create_experiment("scored")
+        experiment_id = getattr(experiment, "experiment_id", experiment)
+        run = client.create_run(
+            experiment_id, tags={"dagster.run_id": context.run_id, "dagster.asset_key": "scored"}
+        )
+        client.log_metric(run.info.run_id, "accuracy", 0.9)
+        if context.partition_key == "a":
+            client.log_metric(run.info.run_id, "f1", 0.8)
+        client.set_terminated(run.info.run_id)
+
+    checks = mlflow_completeness_checks(
+        scored, task="binary", standard=["accuracy", "f1"], tracking_uri=tracking_uri
+    )
+    verdicts = {}
+    for key in ("a", "b"):
+        result = dg.materialize([scored, *checks], instance=instance, partition_key=key)
+        (evaluation,) = result.get_asset_check_evaluations()
+        verdicts[key] = evaluation
+        run = MlflowClient(tracking_uri).get_run(evaluation.metadata["mlflow_run_id"].value)
+        assert run.data.tags["dagster.run_id"] == result.run_id
+    assert verdicts["a"].passed and verdicts["a"].metadata["items_checked"].value == 2
+    assert not verdicts["b"].passed
+    assert verdicts["b"].metadata["missing_or_malformed"].value == ["metric f1: missing"]
+    a_run, b_run = (verdicts[k].metadata["mlflow_run_id"].value for k in ("a", "b"))
+    assert a_run != b_run  # each partition's check audited its own materialization's run
