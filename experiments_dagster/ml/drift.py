@@ -38,6 +38,11 @@ def _kind(column: pd.Series) -> str:
     return "numeric" if is_numeric_dtype(column) and not column.dtype == bool else "categorical"
 
 
+def _common_kind(reference: pd.Series, current: pd.Series) -> str:
+    kinds = {_kind(reference), _kind(current)}
+    return "numeric" if kinds == {"numeric"} else "categorical"
+
+
 def _psi(ref_share: np.ndarray, cur_share: np.ndarray) -> float:
     ref_share = np.clip(ref_share, PSI_FLOOR, None)
     cur_share = np.clip(cur_share, PSI_FLOOR, None)
@@ -103,7 +108,8 @@ def feature_drift(reference: pd.DataFrame, current: pd.DataFrame) -> pd.DataFram
     rows = [
         {
             "feature": c,
-            **column_drift(reference[c], current[c]),
+            # A column retyped between the frames is compared as text: its numbers no longer mean one thing.
+            **column_drift(reference[c], current[c], _common_kind(reference[c], current[c])),
             "reference_rows": len(reference),
             "current_rows": len(current),
         }

@@ -65,3 +65,13 @@ def test_feature_drift_table_sorted_with_the_most_drifted_first() -> None:
     assert list(table.columns) == drift.DRIFT_COLUMNS
     fig = drift.plot_top_drift(table, 0.2)
     assert fig.axes[0].get_title() == "Most drifted features (top 2)"
+
+
+def test_a_retyped_column_is_compared_as_text() -> None:
+    ref = pd.DataFrame({"code": [1, 2, 3, 4] * 25})
+    cur = pd.DataFrame({"code": ["1", "2", "x", "y"] * 25})
+    (row,) = drift.feature_drift(ref, cur).to_dict(orient="records")
+    assert row["kind"] == "categorical" and row["test"] == "chi2" and row["psi"] > 1.0
+    assert drift.schema_changes(ref, cur)["retyped"] == [
+        {"column": "code", "reference": "int64", "current": "object"}
+    ]
