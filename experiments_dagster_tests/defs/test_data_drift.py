@@ -90,3 +90,23 @@ def test_drift_against_the_champions_training_data(
     assert comparison.loc["accuracy", "challenger"] == pytest.approx(metrics["accuracy"])
     # v1's model sees petal length shifted by 3 cm and no sepal width: it does worse than v2's.
     assert metrics["champion.accuracy"] < metrics["accuracy"]
+
+
+def test_drift_between_the_shipped_breast_cancer_versions(
+    instance, resources, tracking_uri, tmp_path
+) -> None:
+    """A categorical column (chi-square), missing values, a string target, v2 as parquet."""
+    assert _materialize(instance, resources, "breast_cancer/v1").success
+    second = _materialize(instance, resources, "breast_cancer/v2")
+    assert second.success
+    client = MlflowClient(tracking_uri)
+    run2 = next(r for r in parent_runs(client) if r.info.run_name == "breast_cancer@v2")
+    assert run2.data.tags["drift.status"] == "compared" and run2.data.tags["drift.champion_version"] == "1"
+    table = pd.read_csv(client.download_artifacts(run2.info.run_id, "data_drift.csv", str(tmp_path)))
+    assert len(table) == 31  # every feature column of both versions
+    clinic = table.set_index("feature").loc["clinic"]
+    assert clinic["test"] == "chi2" and 0.0 <= clinic["p_value"] <= 1.0
+    metrics = run2.data.metrics
+    assert {"drift_target.psi", "drift_target.p_value", "champion.roc_auc", "champion.f1"} <= set(metrics)
+    (check,) = second.get_asset_check_evaluations()
+    assert check.passed and table["psi"].max() < 0.2  # v2 holds v1's rows and more: little drift
