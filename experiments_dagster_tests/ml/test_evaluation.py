@@ -129,7 +129,11 @@ def test_metrics_agree_with_mlflow_evaluate(tmp_path: Path, dataset: str, versio
     data = s.X_test.assign(**{spec.target: s.y_test.to_numpy()})
     with mlflow.start_run() as run:
         info = mlflow.sklearn.log_model(
-            fit.pipeline, name="model", serialization_format="cloudpickle", input_example=s.X_test.head(3)
+            fit.pipeline,
+            name="model",
+            serialization_format="cloudpickle",
+            input_example=s.X_test.head(3),
+            pip_requirements=["scikit-learn"],  # no inference: it re-imports the model in a subprocess
         )
         config = {"log_model_explainability": False}
         if task == "binary":
