@@ -106,6 +106,7 @@ MLFLOW_NAMES = {
 }
 
 
+@pytest.mark.slow  # three fits, three MLflow models logged and evaluated: ~10 s each
 @pytest.mark.parametrize(
     ("dataset", "version"), [("breast_cancer", "v1"), ("iris", "v1"), ("diabetes", "v1")]
 )
