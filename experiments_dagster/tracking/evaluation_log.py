@@ -48,8 +48,10 @@ def log_evaluation(tracker: Tracker, splits: Splits, final: FinalModel) -> Evalu
         per_class = evaluation.per_class_metrics(y_true, preds)
         tracker.log_bytes(run_id, PER_CLASS_ARTIFACT, per_class.to_csv().encode())
         artifacts.append(PER_CLASS_ARTIFACT)
-    tracker.log_params(run_id, {SHAP_PARAM: str(spec.shap).lower()})
-    if spec.shap:
+    # Splits stored before `shap` existed unpickle without it: such a spec never asked for SHAP.
+    asked = bool(getattr(spec, "shap", False))
+    tracker.log_params(run_id, {SHAP_PARAM: str(asked).lower()})
+    if asked:
         seed = spec.resolved_seeds.numpy
         sample = evaluation.shap_sample(s.X_test, spec.shap_sample_size, seed)
         importance = evaluation.shap_importance(final.pipeline, sample, task, seed)
