@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
@@ -141,6 +142,24 @@ class ExperimentSpec(BaseModel):
         default=False,
         description="The sensor retrains this dataset's versions when experiment.yaml changes (else it only reports them).",
     )
+    shap: bool = Field(
+        default=False,
+        description="Log a SHAP summary of the test split (needs the optional `shap` package).",
+    )
+    shap_sample_size: int = Field(
+        default=200, ge=10, le=5000, description="Rows of the test split SHAP explains (seeded sample)."
+    )
+
+    @field_validator("shap")
+    @classmethod
+    def _shap_installed(cls, value: bool) -> bool:
+        # Said when the experiment is set up, not after training: the option needs the package.
+        if value and importlib.util.find_spec("shap") is None:
+            raise ValueError(
+                "the optional package `shap` is not installed: `pip install shap` in this "
+                "environment, or set `shap: false`"
+            )
+        return value
 
     @field_validator("thresholds")
     @classmethod

@@ -29,6 +29,7 @@ import pytest
 from matplotlib.figure import Figure
 from mlflow import MlflowClient
 from sklearn.base import clone
+from sklearn.calibration import CalibrationDisplay
 from sklearn.datasets import load_breast_cancer
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import (
@@ -37,6 +38,7 @@ from sklearn.metrics import (
     RocCurveDisplay,
     accuracy_score,
     average_precision_score,
+    brier_score_loss,
     f1_score,
     log_loss,
     precision_score,
@@ -58,7 +60,8 @@ THRESHOLDS = (0.3, 0.5, 0.7)
 # Pinned here only to skip MLflow's requirement inference (a subprocess of several seconds).
 PIP = [f"scikit-learn=={md.version('scikit-learn')}", f"mlflow=={mlflow.__version__}"]
 DAGSTER_TAGS = {"dagster.run_id", "dagster.partition_key", "dagster.asset_key"}
-NOT_APPLICABLE_SEARCH = {("search", "trials"): "n/a"}  # search.enabled=false: no trials expected
+# search.enabled=false: no trials expected; shap.enabled not true: no SHAP summary expected.
+NOT_APPLICABLE_SEARCH = {("search", "trials"): "n/a", ("png", "shap_summary.png"): "n/a"}
 
 
 # --- plain scripts, written from the logging standard (no project code) ---------------------
@@ -252,6 +255,8 @@ def log_complete_run(tracking_uri: str, experiment: str, workdir: Path) -> str:
         }
         test |= {f"test_{k}": v for k, v in counts.items()}
         test["revenue_impact_usd"] = sum(counts[k] * business[k] for k in counts)
+        test["brier_score"] = brier_score_loss(y_test, proba)
+        test |= {"train_example_count": len(y_train), "test_example_count": len(y_test)}
         mlflow.log_metrics(test)
 
         info = mlflow.sklearn.log_model(
@@ -269,6 +274,8 @@ def log_complete_run(tracking_uri: str, experiment: str, workdir: Path) -> str:
             "roc_curve.png": lambda ax: RocCurveDisplay.from_predictions(y_test, proba, ax=ax),
             "pr_curve.png": lambda ax: PrecisionRecallDisplay.from_predictions(y_test, proba, ax=ax),
             "feature_importance.png": lambda ax: ax.barh(list(X.columns), np.abs(model.coef_[0])),
+            "lift_curve.png": lambda ax: ax.plot(np.cumsum(np.sort(proba)[::-1])),
+            "calibration_curve.png": lambda ax: CalibrationDisplay.from_predictions(y_test, proba, ax=ax),
         }
         for name, draw in plots.items():
             fig = Figure(figsize=(6, 5))

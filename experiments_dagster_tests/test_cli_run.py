@@ -70,5 +70,6 @@ def test_run_uses_the_embedded_store_beside_the_data_dir(tmp_path: Path, data_di
     )
     assert wrong.returncode == 2
     assert (
-        "--select plots: no such asset; choose from cv_metrics, data_hash, evaluation_plots" in wrong.stderr
+        "--select plots: no such asset; choose from cv_metrics, data_drift, data_hash, evaluation_plots"
+        in wrong.stderr
     )

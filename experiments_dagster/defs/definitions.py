@@ -5,7 +5,13 @@ import warnings
 
 import dagster as dg
 
-from experiments_dagster.defs import data_assets, registry_assets, report_assets, training_assets
+from experiments_dagster.defs import (
+    data_assets,
+    drift_assets,
+    registry_assets,
+    report_assets,
+    training_assets,
+)
 from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.console import experiment_console_logger
 from experiments_dagster.defs.io_manager import ExperimentIOManager
@@ -19,7 +25,9 @@ from experiments_dagster.profile import BACKEND_ENV, BROKER_ENV, CELERY, Profile
 MLFLOW_UI_ENV = "EXPERIMENTS_MLFLOW_UI_URL"
 
 ASSETS = [
-    *dg.load_assets_from_modules([data_assets, training_assets, report_assets, registry_assets]),
+    *dg.load_assets_from_modules(
+        [data_assets, training_assets, report_assets, registry_assets, drift_assets]
+    ),
 ]
 
 
@@ -64,7 +72,11 @@ PROFILE = load_profile()
 
 defs = dg.Definitions(
     assets=ASSETS,
-    asset_checks=[*LOGGING_CHECKS, registry_assets.champion_alias_matches_decision],
+    asset_checks=[
+        *LOGGING_CHECKS,
+        registry_assets.champion_alias_matches_decision,
+        drift_assets.data_drift_below_threshold,
+    ],
     jobs=[experiment_job, failed_run_cleanup_job, reproduce_job],
     sensors=[dataset_version_sensor, mlflow_run_reconciler],
     resources={

@@ -107,3 +107,17 @@ def frame_markdown(frame) -> dg.MetadataValue:
         for row in frame.itertuples(index=False)
     )
     return dg.MetadataValue.md(f"{head}\n{body}")
+
+
+def table_metadata(frame) -> dg.MetadataValue:
+    """A small DataFrame (index included) as a Dagster table, with typed columns."""
+    frame = frame.reset_index()
+    kinds = {"i": "int", "u": "int", "f": "float", "b": "bool"}
+    schema = dg.TableSchema(
+        columns=[dg.TableColumn(str(c), kinds.get(frame[c].dtype.kind, "string")) for c in frame.columns]
+    )
+    records = [
+        dg.TableRecord({str(k): (v.item() if hasattr(v, "item") else v) for k, v in row.items()})
+        for row in frame.to_dict(orient="records")
+    ]
+    return dg.MetadataValue.table(records, schema=schema)

@@ -1,14 +1,22 @@
 """Assets that evaluate the final model and close the experiment with its manifest."""
 
+from dataclasses import replace
 from typing import Any
 
 import dagster as dg
 
 from experiments_dagster.defs.lifecycle import mlflow_runs_failed
-from experiments_dagster.defs.metadata import plots_markdown, run_end, tags_for
+from experiments_dagster.defs.metadata import (
+    metrics_metadata,
+    plots_markdown,
+    run_end,
+    table_metadata,
+    tags_for,
+)
 from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking import asset_logging
+from experiments_dagster.tracking.evaluation_log import log_evaluation
 from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
 
@@ -23,18 +31,25 @@ from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlo
 def evaluation_plots(
     context: dg.AssetExecutionContext, mlflow: MlflowTracking, final_model: FinalModel, splits: Splits
 ) -> dg.Output[EvaluationPlots]:
-    """Feature importance, confusion matrix and ROC/PR curves (classification) or residual plots."""
+    """Feature importance, confusion matrix and ROC/PR curves (classification) or residual plots;
+    lift and calibration curves with the Brier score (binary), per-class metrics (multiclass),
+    example counts, and a SHAP summary when config `shap` asks."""
     tracker = mlflow.tracker()
     with tracker.activity(final_model.run.run_id, "evaluation_plots", **run_end(context, "evaluation_plots")):
         value, pngs = asset_logging.log_evaluation_plots(tracker, splits, final_model)
+        extra = log_evaluation(tracker, splits, final_model)
+    value = replace(value, artifacts=sorted({*value.artifacts, *extra.artifacts}))
     metadata: dict[str, Any] = {
-        "plots": plots_markdown(pngs),
+        "plots": plots_markdown({**pngs, **extra.pngs}),
         "mlflow_run_url": dg.MetadataValue.url(value.run.url),
         "mlflow_run_id": value.run.run_id,
         "worker": worker_id(),
         "importance_method": value.importance_method,
         "artifacts": dg.MetadataValue.json(value.artifacts),
+        **metrics_metadata(extra.metrics),
     }
+    if extra.per_class is not None:
+        metadata["per_class_metrics"] = table_metadata(extra.per_class)
     return dg.Output(value, metadata=metadata)
 
 

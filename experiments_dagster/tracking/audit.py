@@ -10,6 +10,7 @@ import math
 import tempfile
 import urllib.parse
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -134,21 +135,34 @@ class Auditor:
         self.client = client
         self.load_models = load_models
 
-    def audit(self, run_id: str, assets: set[str] | None = None) -> RunAudit:
-        """Audit one run against the standard (optionally only some assets' items)."""
+    def audit(
+        self,
+        run_id: str,
+        assets: set[str] | None = None,
+        items: Sequence[Requirement] | None = None,
+        task: str | None = None,
+    ) -> RunAudit:
+        """Audit one run against the standard (optionally only some assets' items, or only
+        ``items``); ``task`` overrides the one read from the run."""
         run = self.client.get_run(run_id)
-        task = infer_run_task(run)
+        task = task or infer_run_task(run)
         result = RunAudit(run_id, run.info.run_name or run_id, task)
         from_dagster = tags.DAGSTER_RUN_ID in run.data.tags
+        chosen = requirements(task, assets) if items is None else [r for r in items if task in r.tasks]
         # MLflow resolves logged models inside artifact listings through the global URI.
         with tempfile.TemporaryDirectory() as tmp:
             self._tmp = Path(tmp)
             self._local_root = local_artifact_root(run.info.artifact_uri)
             self._artifacts = self._list_artifacts(run_id)
-            for req in requirements(task, assets):
+            for req in chosen:
                 if req.dagster_only and not from_dagster:
                     result.findings.append(
                         Finding(req.kind, req.name, req.asset, "n/a", "run not logged by Dagster")
+                    )
+                    continue
+                if req.when is not None and run.data.params.get(req.when) != "true":
+                    result.findings.append(
+                        Finding(req.kind, req.name, req.asset, "n/a", f"{req.when} not set")
                     )
                     continue
                 result.findings.extend(getattr(self, f"_check_{req.kind}")(run, req, task))

@@ -15,8 +15,11 @@ from experiments_dagster.ml.metrics import DEFAULT_METRICS
 from experiments_dagster.tracking import tags
 
 ALL = frozenset(TASKS)
+# The run param that says SHAP was asked for (config `shap`); its items apply only then.
+SHAP_PARAM = "shap.enabled"
 CLASSIFICATION = frozenset({"binary", "multiclass"})
 BINARY = frozenset({"binary"})
+MULTICLASS = frozenset({"multiclass"})
 REGRESSION = frozenset({"regression"})
 
 Kind = Literal[
@@ -42,6 +45,7 @@ class Requirement:
     """One item of a complete experiment, the asset that logs it and the tasks it applies to.
 
     ``dagster_only`` items (Dagster tags) are not applicable to runs logged outside Dagster.
+    ``when``: a run param; the item applies only to runs where it is ``true`` (an option asked for).
     """
 
     kind: Kind
@@ -49,6 +53,7 @@ class Requirement:
     asset: str
     tasks: frozenset[str] = ALL
     dagster_only: bool = False
+    when: str | None = None
 
 
 def _params(asset: str, *names: str, tasks: frozenset[str] = ALL) -> tuple[Requirement, ...]:
@@ -139,6 +144,14 @@ STANDARD: tuple[Requirement, ...] = (
     Requirement("png", "pr_curve.png", "evaluation_plots", CLASSIFICATION),
     Requirement("png", "residuals.png", "evaluation_plots", REGRESSION),
     Requirement("png", "residual_distribution.png", "evaluation_plots", REGRESSION),
+    # evaluation_plots: what mlflow.models.evaluate's default evaluator logs, on the test split.
+    Requirement("png", "lift_curve.png", "evaluation_plots", BINARY),
+    Requirement("png", "calibration_curve.png", "evaluation_plots", BINARY),
+    Requirement("metric", "brier_score", "evaluation_plots", BINARY),
+    Requirement("artifact", "per_class_metrics.csv", "evaluation_plots", MULTICLASS),
+    Requirement("metric", "train_example_count", "evaluation_plots"),
+    Requirement("metric", "test_example_count", "evaluation_plots"),
+    Requirement("png", "shap_summary.png", "evaluation_plots", when=SHAP_PARAM),
     # repro_manifest: the reproducibility files.
     Requirement("artifact", "requirements.txt", "repro_manifest"),
     Requirement("artifact", "manifest.json", "repro_manifest"),
