@@ -45,7 +45,7 @@ def test_evaluation_artifacts_and_metrics(instance, resources, tracking_uri, tmp
     assert meta["test_example_count"].value == metrics["test_example_count"]
     if task == "binary":
         assert 0.0 <= metrics["brier_score"] <= 0.25
-        assert "data:image/png;base64," in meta["lift_curve"].value
+        assert "![lift_curve.png](data:image/png;base64," in meta["plots"].value
     if task == "multiclass":
         table = pd.read_csv(client.download_artifacts(run_id, "per_class_metrics.csv", str(tmp_path)))
         assert list(table.columns) == ["class", "precision", "recall", "f1", "support"]
