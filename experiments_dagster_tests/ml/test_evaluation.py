@@ -4,6 +4,7 @@ cross-check of our test metrics with ``mlflow.models.evaluate`` on the same mode
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import mlflow
@@ -75,8 +76,10 @@ def test_shap_sample_is_bounded_and_seeded() -> None:
     assert len(evaluation.shap_sample(X.head(10), 50, 7)) == 10
 
 
-@pytest.mark.skipif(importlib.util.find_spec("shap") is not None, reason="shap is installed here")
-def test_shap_without_the_package_fails_naming_it() -> None:
+def test_shap_without_the_package_fails_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The lock installs shap (for the tests of its path); a None entry in sys.modules is Python's
+    # own way to make a package unimportable (find_spec returns None, import raises ImportError).
+    monkeypatch.setitem(sys.modules, "shap", None)
     with pytest.raises(ExperimentInputError, match=r"`shap: true` needs the optional package `shap`"):
         evaluation.require_shap()
     with pytest.raises(ExperimentInputError, match=r"shap: .*optional package `shap` is not installed"):
