@@ -59,9 +59,19 @@ def _asset_key(asset: dg.AssetsDefinition | dg.AssetKey | str) -> dg.AssetKey:
     return asset if isinstance(asset, dg.AssetKey) else dg.AssetKey.from_user_string(asset)
 
 
-def _latest_materialization(
+def _checked_materialization(
     context: dg.AssetCheckExecutionContext, key: dg.AssetKey
 ) -> dg.EventLogEntry | None:
+    """The materialization this check judges: the one of its own Dagster run when the asset was
+    materialized in it (never a concurrent run's of the same partition), else the latest."""
+    partition = context.partition_key if context.has_partition_key else None
+    own = context.instance.get_records_for_run(
+        context.run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    for record in reversed(own):
+        event = record.event_log_entry.asset_materialization
+        if event is not None and event.asset_key == key and event.partition == partition:
+            return record.event_log_entry
     if not context.has_partition_key:
         return context.instance.get_latest_materialization_event(key)
     records = context.instance.fetch_materializations(
@@ -78,7 +88,8 @@ def mlflow_completeness_checks(
     blocking: bool = False,
     partitions_def: dg.PartitionsDefinition | None = None,
 ) -> list[dg.AssetChecksDefinition]:
-    """One asset check that audits the MLflow run the asset's latest materialization logged to
+    """One asset check that audits the MLflow run the asset's materialization logged to (the one
+    of the check's own Dagster run, or the latest when the check runs alone)
     against the logging standard of ``task`` (or the ``standard`` subset).
 
     The run is the one tagged with the materializing Dagster run's id, by dagster-mlflow's
@@ -119,7 +130,7 @@ def _build(
     )
     def _check(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
         client = MlflowClient(tracking_uri)
-        event = _latest_materialization(context, key)
+        event = _checked_materialization(context, key)
         if event is None or event.asset_materialization is None:
             return dg.AssetCheckResult(passed=False, metadata={"problem": "the asset was never materialized"})
         named = event.asset_materialization.metadata.get("mlflow_run_id")
