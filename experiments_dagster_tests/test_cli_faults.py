@@ -75,11 +75,21 @@ def test_two_run_processes_on_the_same_versions_never_share_an_attempt(tmp_path:
         assert parent.info.run_id in trained[0]  # the process that trained it printed its own run
         versions = client.search_model_versions(f"name = '{name}_model'")
         assert [v.run_id for v in versions] == [parent.info.run_id]
+        # The other process was refused while it trained (BUSY), or came after it had finished
+        # and found the version up to date, linking the same run.
+        rows = [
+            re.search(rf"^  {re.escape(key)}\s+(SUCCESS|BUSY|up to date)\s+(.*)$", o, re.M) for o, _ in outs
+        ]
+        assert sorted(r.group(1) for r in rows) in (["BUSY", "SUCCESS"], ["SUCCESS", "up to date"]), text[
+            -3000:
+        ]
+        assert all(parent.info.run_id in r.group(2) for r in rows if r.group(1) == "up to date")
     refusals = re.findall(
         r"is being trained by another `experiments-dagster run` \(Dagster run ([0-9a-f-]{36})", text
     ) + re.findall(r"has a Dagster run in progress \(([0-9a-f-]{36})", text)
-    busy_rows = len(re.findall(r"\s+BUSY\s+", "\n".join(o for o, _ in outs)))
-    assert busy_rows == 2 and len(refusals) >= 2 and codes == [1, 1], text[-3000:]
+    busy = [len(re.findall(r"\s+BUSY\s+", o)) for o, _ in outs]
+    assert sum(busy) >= 1 and len(refusals) >= sum(busy), text[-3000:]
+    assert codes == [1 if n else 0 for n in busy], text[-3000:]  # exit 1 only for a BUSY row
     for name in ("iris", "diabetes"):
         audit = subprocess.run(
             [str(CLI), "audit", "--experiment", name], env=env, capture_output=True, text=True, timeout=300
