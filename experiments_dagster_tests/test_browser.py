@@ -139,22 +139,6 @@ def test_dg_dev_materialize_checks_mlflow_link_and_search_in_the_browser(browser
         assert first["jobName"] == "experiment_job" and tags["dagster/partition"] == PARTITION
         assert tags["dagster/from_ui"] == "true"
 
-        # 1b. A version without its file: the run's failure summary says which file is missing.
-        known = {r["runId"] for r in runs(ui.url)}
-        page(job_page)
-        click("//button[contains(., 'Materialize all')]")
-        click("//*[normalize-space(text())='Add a partition']")
-        browser.find_element(By.XPATH, "//input[@placeholder='name']").send_keys("iris/v9")
-        click("//button[normalize-space()='Save']")
-        click("//button[normalize-space()='Launch 1 run']")
-        failed = wait_for("the run to fail", lambda: finished_run(ui.url, known, "FAILURE"), timeout=300)
-        page(f"{ui.url}/runs/{failed['runId']}")
-        summary = text_appears("RUN_FAILURE")
-        summary = summary[summary.index("RUN_FAILURE") :][:600]
-        assert "Steps failed: ['raw_data']" in summary and "v9" in summary, summary
-        assert summary.index("v9") < summary.index("Stack Trace") if "Stack Trace" in summary else True
-        screenshot(browser, shots / "dagster-run-failure.png")
-
         # 2. The partition page: the check reads "Passed", the MLflow link is there.
         page(f"{ui.url}/assets/final_model?view=checks")
         text_appears("Passed")
@@ -194,7 +178,23 @@ def test_dg_dev_materialize_checks_mlflow_link_and_search_in_the_browser(browser
         assert len(images) == 4  # confusion matrix, feature importance, ROC, PR (multiclass)
         screenshot(browser, shots / "dagster-plots.png")
 
-        # 5. Search on in the launchpad: the partition, the `splits` config, Launch Run.
+        # 5. A version without its file: the run's failure summary says which file is missing.
+        known = {r["runId"] for r in runs(ui.url)}
+        page(job_page)
+        click("//button[contains(., 'Materialize all')]")
+        click("//*[normalize-space(text())='Add a partition']")
+        browser.find_element(By.XPATH, "//input[@placeholder='name']").send_keys("iris/v9")
+        click("//button[normalize-space()='Save']")
+        click("//button[normalize-space()='Launch 1 run']")
+        failed = wait_for("the run to fail", lambda: finished_run(ui.url, known, "FAILURE"), timeout=300)
+        page(f"{ui.url}/runs/{failed['runId']}")
+        summary = text_appears("RUN_FAILURE")
+        summary = summary[summary.index("RUN_FAILURE") :][:600]
+        assert "Steps failed: ['raw_data']" in summary and "v9" in summary, summary
+        assert summary.index("v9") < summary.index("Stack Trace") if "Stack Trace" in summary else True
+        screenshot(browser, shots / "dagster-run-failure.png")
+
+        # 6. Search on in the launchpad: the partition, the `splits` config, Launch Run.
         known = {r["runId"] for r in runs(ui.url)}
         page(f"{job_page}/playground")
         partition_box = browser.find_element(By.XPATH, "//input[@placeholder='Partition']")

@@ -117,8 +117,9 @@ def test_launchpad_overrides_merge_sections_with_the_file(tmp_path: Path) -> Non
 
 @pytest.mark.slow
 def test_webserver_launchpad_schema_has_every_experiment_yaml_key(tmp_path: Path, data_dir: Path) -> None:
-    env = ui_env(tmp_path, data_dir, f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with dagster_webserver(tmp_path, env) as server:
+    env = {**ui_env(tmp_path, data_dir, f"sqlite:///{tmp_path / 'mlflow.db'}"), "EXPERIMENTS_SENSOR": "off"}
+    # `dagster dev -w workspace.yaml`, as `make dagster-ui` starts it (the browser test uses `dg dev`).
+    with dagster_webserver(tmp_path, env, "dagster dev") as server:
         keys_by_job = {}
         for job in ("__ASSET_JOB", "experiment_job"):
             selector = {"repositoryLocationName": LOCATION, "repositoryName": REPOSITORY, "pipelineName": job}
