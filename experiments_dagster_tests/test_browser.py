@@ -178,7 +178,18 @@ def test_dg_dev_materialize_checks_mlflow_link_and_search_in_the_browser(browser
         assert len(images) == 4  # confusion matrix, feature importance, ROC, PR (multiclass)
         screenshot(browser, shots / "dagster-plots.png")
 
-        # 5. A version without its file: the run's failure summary says which file is missing.
+        # 5. An asset page's Materialize: Dagster's implicit __ASSET_JOB, found by the partition tag.
+        known = {r["runId"] for r in runs(ui.url)}
+        page(f"{ui.url}/assets/raw_data")
+        click("//button[contains(., 'Materialize')]")
+        click("//button[normalize-space()='All']")  # the one partition, iris/v1
+        click("//button[starts-with(normalize-space(), 'Launch 1 run')]")
+        asset_run = wait_for("the asset page's run", lambda: finished_run(ui.url, known), timeout=300)
+        asset_tags = {t["key"]: t["value"] for t in asset_run["tags"]}
+        assert asset_run["jobName"] == "__ASSET_JOB" and asset_tags["dagster/partition"] == PARTITION
+        assert asset_tags["dagster/from_ui"] == "true"
+
+        # 5b. A version without its file: the run's failure summary says which file is missing.
         known = {r["runId"] for r in runs(ui.url)}
         page(job_page)
         click("//button[contains(., 'Materialize all')]")
