@@ -155,11 +155,11 @@ def test_dg_dev_materialize_checks_mlflow_link_and_search_in_the_browser(browser
         client = MlflowClient(tracking_uri)
         parent_id = links[0].rsplit("/", 1)[1]
         parent = client.get_run(parent_id)
-        assert parent.info.run_name == "iris@v1" and parent.data.tags["dagster.run_id"] == first["runId"]
+        assert parent.info.run_name == "iris@v1 #1" and parent.data.tags["dagster.run_id"] == first["runId"]
 
         # 3. Follow the link: MLflow's run page shows the run's name.
         browser.get(links[0])
-        text_appears("iris@v1")
+        text_appears("iris@v1 #1")
         time.sleep(2)
         screenshot(browser, shots / "mlflow-run.png")
 

@@ -39,6 +39,10 @@ def test_dg_list_defs_lists_what_definitions_holds(tmp_path: Path) -> None:
     assert {a["asset_key"] for a in listed["assets"]} == {
         k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()
     }
-    assert {j["name"] for j in listed["jobs"]} == {"experiment_job", "failed_run_cleanup_job"}
+    assert {j["name"] for j in listed["jobs"]} == {
+        "experiment_job",
+        "failed_run_cleanup_job",
+        "reproduce_job",
+    }
     assert {s["name"] for s in listed["sensors"]} == {"dataset_version_sensor", "mlflow_run_reconciler"}
     assert "final_model_logged_completely" in {c["name"] for c in listed["asset_checks"]}

@@ -6,10 +6,11 @@ from typing import Any
 import dagster as dg
 from pydantic import Field
 
-from experiments_dagster.defs.metadata import frame_markdown, png_markdown, table_metadata
-from experiments_dagster.defs.partitions import GROUP, dataset_versions
+from experiments_dagster.defs.metadata import frame_markdown, plots_markdown, table_metadata
+from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 from experiments_dagster.tracking.drift_log import COMPARED, DataDrift, log_drift, measure_drift
+from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.tracking.registry import Decision
 from experiments_dagster.values import FinalModel, Splits
 
@@ -32,6 +33,7 @@ def drift_metadata(value: DataDrift, pngs: dict[str, bytes]) -> dict[str, Any]:
         "mlflow_run_id": value.run.run_id,
         "mlflow_run_url": dg.MetadataValue.url(value.run.url),
         "psi_threshold": value.threshold,
+        "worker": worker_id(),
     }
     if value.status == COMPARED:
         metadata |= {
@@ -46,11 +48,13 @@ def drift_metadata(value: DataDrift, pngs: dict[str, bytes]) -> dict[str, Any]:
             metadata["champion_vs_challenger"] = frame_markdown(value.comparison)
         if value.champion_error:
             metadata["champion_error"] = value.champion_error
-        metadata |= {name.removesuffix(".png"): png_markdown(png, name) for name, png in pngs.items()}
+        metadata["plots"] = plots_markdown(pngs)
     return metadata
 
 
-@dg.asset(partitions_def=dataset_versions, group_name=GROUP, kinds={"scipy", "mlflow"})
+@dg.asset(
+    code_version=CODE_VERSION, partitions_def=dataset_versions, group_name=GROUP, kinds={"scipy", "mlflow"}
+)
 def data_drift(
     context: dg.AssetExecutionContext,
     config: DriftConfig,

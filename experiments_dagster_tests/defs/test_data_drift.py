@@ -52,7 +52,7 @@ def test_drift_against_the_champions_training_data(
 
     second = _materialize(instance, resources, "flowers/v2")
     assert second.success
-    run2 = next(r for r in parent_runs(client) if r.info.run_name == "flowers@v2")
+    run2 = next(r for r in parent_runs(client) if r.info.run_name == "flowers@v2 #1")
     meta = second.asset_materializations_for_node("data_drift")[0].metadata
     assert meta["status"].value == "compared" and meta["champion_version"].value == "1"
 
@@ -100,7 +100,7 @@ def test_drift_between_the_shipped_breast_cancer_versions(
     second = _materialize(instance, resources, "breast_cancer/v2")
     assert second.success
     client = MlflowClient(tracking_uri)
-    run2 = next(r for r in parent_runs(client) if r.info.run_name == "breast_cancer@v2")
+    run2 = next(r for r in parent_runs(client) if r.info.run_name == "breast_cancer@v2 #1")
     assert run2.data.tags["drift.status"] == "compared" and run2.data.tags["drift.champion_version"] == "1"
     table = pd.read_csv(client.download_artifacts(run2.info.run_id, "data_drift.csv", str(tmp_path)))
     assert len(table) == 31  # every feature column of both versions

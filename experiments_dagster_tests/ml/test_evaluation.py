@@ -130,8 +130,10 @@ def test_metrics_agree_with_mlflow_evaluate(tmp_path: Path, dataset: str, versio
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
+    # An experiment of its own: the default one keeps artifacts in ./mlruns of the working directory.
+    experiment = MlflowClient(uri).create_experiment("cross_check", (tmp_path / "artifacts").as_uri())
     data = s.X_test.assign(**{spec.target: s.y_test.to_numpy()})
-    with mlflow.start_run() as run:
+    with mlflow.start_run(experiment_id=experiment) as run:
         info = mlflow.sklearn.log_model(
             fit.pipeline,
             name="model",
