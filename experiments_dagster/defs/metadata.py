@@ -56,13 +56,14 @@ def run_end(context: StepContext, asset: str, last_step: str | None = None) -> d
     """
     later = LOGGING_ORDER[LOGGING_ORDER.index(asset) + 1 :]
     planned = planned_assets(context)
+    this_run = {"dagster_run_id": context.run.run_id}
     if last_step is not None:
         steps = context.run.step_keys_to_execute
         if steps is None or last_step in steps or any(name in planned for name in later):
-            return {"finish": False, "unfinished": ()}
-        return {"finish": False, "unfinished": (asset, *later)}
+            return {"finish": False, "unfinished": (), **this_run}
+        return {"finish": False, "unfinished": (asset, *later), **this_run}
     unfinished = () if any(name in planned for name in later) else later
-    return {"finish": not later, "unfinished": unfinished}
+    return {"finish": not later, "unfinished": unfinished, **this_run}
 
 
 def tags_for(context: StepContext, asset: str) -> dict[str, str]:

@@ -121,12 +121,15 @@ class Tracker(RunValues, RunFiles):
         """Set a terminal status (FINISHED, FAILED or KILLED) and end time."""
         self.client.set_terminated(run_id, status=status)
 
-    def reopen(self, run_id: str, asset: str | None = None) -> str:
+    def reopen(self, run_id: str, asset: str | None = None, dagster_run_id: str | None = None) -> str:
         """Mark a run RUNNING again for more logging; return its previous status.
 
         The run's ``process.*`` and ``worker`` tags then name this process, so the reconciler
         judges the process that logs now (on Celery, each step may run on another worker);
-        ``worker.<asset>`` records each step that ran elsewhere than the run's opener.
+        ``worker.<asset>`` records each step that ran elsewhere than the run's opener. Likewise
+        ``dagster.run_id`` names ``dagster_run_id``, the Dagster run logging now (a re-execution
+        of a failed one; the earlier id moves to ``dagster.previous_run_id``): judged by the failed
+        run's id, the daemon's reconciler would close the run again in the middle of its retry.
 
         Reopening a FAILED/KILLED run (a re-execution from failure) moves its error tags to
         ``retry.previous_error.*`` and counts ``retry.count``, so a run that then finishes
@@ -144,16 +147,20 @@ class Tracker(RunValues, RunFiles):
         if moved:  # never on the in-process executor: every step runs in the run's process
             if asset is not None:
                 moved[f"{WORKER}.{asset}"] = here[WORKER]
+        logged_by = run.data.tags.get(tags.DAGSTER_RUN_ID)
+        if dagster_run_id is not None and logged_by not in (None, dagster_run_id):
+            moved |= {tags.DAGSTER_RUN_ID: dagster_run_id, tags.DAGSTER_PREVIOUS_RUN_ID: logged_by}
+        if moved:
             self.set_tags(run_id, moved)
         if previous in ("FAILED", "KILLED"):
-            tags = run.data.tags
-            errors = {k: v for k, v in tags.items() if k.startswith("error.")}
+            logged = run.data.tags
+            errors = {k: v for k, v in logged.items() if k.startswith("error.")}
             self.set_tags(
                 run_id,
                 {
                     **{f"retry.previous_{k}": v for k, v in errors.items()},
                     "retry.previous_status": previous,
-                    "retry.count": int(tags.get("retry.count", "0")) + 1,
+                    "retry.count": int(logged.get("retry.count", "0")) + 1,
                 },
             )
             for key in errors:
@@ -164,7 +171,12 @@ class Tracker(RunValues, RunFiles):
 
     @contextmanager
     def activity(
-        self, run_id: str, asset: str, finish: bool, unfinished: Sequence[str] = ()
+        self,
+        run_id: str,
+        asset: str,
+        finish: bool,
+        unfinished: Sequence[str] = (),
+        dagster_run_id: str | None = None,
     ) -> Iterator[None]:
         """Log inside a run: on error mark it FAILED (KILLED if interrupted); on success end it
         FINISHED if ``finish`` (the experiment's last asset logged) or if it was FINISHED before
@@ -172,7 +184,7 @@ class Tracker(RunValues, RunFiles):
         this attempt leaves out, end it FAILED with them as the error: never RUNNING, never
         FINISHED while incomplete.
         """
-        previous = self.reopen(run_id, asset)
+        previous = self.reopen(run_id, asset, dagster_run_id)
         try:
             yield
         except BaseException as exc:

@@ -1,6 +1,8 @@
 """MLflow tag names this project writes and reads: one definition each (users' scripts rely on them)."""
 
 DAGSTER_RUN_ID = "dagster.run_id"
+# The Dagster run that logged into the run before a re-execution took it over (Tracker.reopen).
+DAGSTER_PREVIOUS_RUN_ID = "dagster.previous_run_id"
 DAGSTER_PARTITION_KEY = "dagster.partition_key"
 DAGSTER_ASSET_KEY = "dagster.asset_key"
 WORKER = "worker"  # <hostname>:<pid> of the process that logs (Celery worker child or run process)

@@ -59,6 +59,9 @@ def test_reexecution_from_failure_supersedes_the_failed_attempt(
     assert run.data.tags["retry.previous_status"] == "FAILED"
     assert run.data.tags["retry.previous_error.message"] == "transient failure"
     assert run.data.tags["retry.count"] == "1"
+    # The run now names the Dagster run that completed it (the reconciler judges that one).
+    assert run.data.tags["dagster.run_id"] == retry.run_id
+    assert run.data.tags["dagster.previous_run_id"] == first.run_id
     folds = [r for r in runs(client) if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
     assert len(folds) == 5 and {f.info.status for f in folds} == {"FINISHED"}
     assert Auditor(client).audit(parent.info.run_id).complete
