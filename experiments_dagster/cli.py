@@ -15,13 +15,10 @@ from experiments_dagster import paths
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.profile import CELERY, Profile, load_profile
 
-# Step events at INFO; DEBUG repeats every IO-manager call.
 PROFILE = Profile("embedded")  # set by main() from EXPERIMENTS_PROFILE
 # On Celery the run id is known only once execute_job has made the run; this tag ties it to the attempt.
 ATTEMPT_TAG = "experiments.attempt"
 UP_TO_DATE = "up to date"
-# The console logger of defs/console.py: steps, checks, INFO (EXPERIMENTS_LOG_LEVEL=DEBUG: everything).
-QUIET = {"loggers": {"console": {}}}
 
 
 def _use_embedded_defaults() -> None:
@@ -64,6 +61,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
 
     from experiments_dagster.catalog import scan_versions
     from experiments_dagster.defs import defs
+    from experiments_dagster.defs.console import CONSOLE_RUN_CONFIG
     from experiments_dagster.defs.definitions import experiment_job_on_workers
     from experiments_dagster.defs.partitions import DATASET_VERSIONS
 
@@ -132,7 +130,10 @@ def _materialize_versions(args: argparse.Namespace) -> int:
                 continue
         run_id = str(uuid.uuid4())  # known before the run starts, so a crash can still be traced to it
         # The data folder travels in the run's config: on Celery, steps read it on the workers.
-        run_config = {**QUIET, "resources": {"data": {"config": {"data_dir": str(paths.data_dir())}}}}
+        run_config = {
+            **CONSOLE_RUN_CONFIG,
+            "resources": {"data": {"config": {"data_dir": str(paths.data_dir())}}},
+        }
         try:
             with partition_attempt(instance, home, v.partition_key, run_id):
                 if PROFILE.executor == CELERY:

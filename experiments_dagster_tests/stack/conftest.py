@@ -80,6 +80,19 @@ def run_cli(env: dict[str, str], *args: str, timeout: float = 600) -> subprocess
     )
 
 
+def start_cli(env: dict[str, str], *args: str) -> subprocess.Popen:
+    """``experiments-dagster <args>`` started in the background, output captured as text (for
+    tests that act on the stack while it runs)."""
+    return subprocess.Popen(
+        [str(BIN / "experiments-dagster"), *args],
+        env=env,
+        cwd=PROJECT_ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
 def reexecute_from_failure(env: dict[str, str], dagster_run_id: str) -> subprocess.CompletedProcess:
     """Re-execute a failed run from failure on the workers (Dagster's public API, as the UI's
     "Re-execute from failure" does); prints the new run's id and whether it succeeded."""

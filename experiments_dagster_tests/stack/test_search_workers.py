@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
 import time
 from collections import Counter
 
@@ -15,14 +14,13 @@ import pytest
 import yaml
 
 from experiments_dagster.ml.search import WORKER_ATTR
-from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.stack.local import LocalStack
 from experiments_dagster_tests.stack.conftest import (
-    BIN,
     client_for,
     copy_dataset,
     reexecute_from_failure,
     run_cli,
+    start_cli,
 )
 from experiments_dagster_tests.stack.test_workers import worker_pids
 
@@ -114,14 +112,7 @@ def test_a_worker_killed_during_a_search_fails_its_trial_and_the_search_reaches_
     }
     (folder / "experiment.yaml").write_text(yaml.safe_dump(spec))
     storage = stack_env["EXPERIMENTS_OPTUNA_STORAGE"]
-    process = subprocess.Popen(
-        [str(BIN / "experiments-dagster"), "run"],
-        env=stack_env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(stack_env, "run")
     try:
         deadline = time.monotonic() + 300
         study = running_study(storage, "killed_search_iris-", deadline)

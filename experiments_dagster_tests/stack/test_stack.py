@@ -24,7 +24,7 @@ from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.stack.local import LocalStack
 from experiments_dagster.tracking.server import server_problem
 from experiments_dagster_tests.backfill import launch_backfill
-from experiments_dagster_tests.stack.conftest import BIN, client_for, copy_dataset, run_cli
+from experiments_dagster_tests.stack.conftest import BIN, client_for, copy_dataset, run_cli, start_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -185,14 +185,7 @@ def test_server_gone_mid_run_fails_the_step_and_the_reconciler_closes_its_runs(
     spec = (folder / "experiment.yaml").read_text().replace("n_estimators: 60", "n_estimators: 6000")
     (folder / "experiment.yaml").write_text(spec)
     client = client_for(stack_env)
-    process = subprocess.Popen(
-        [str(BIN / "experiments-dagster"), "run"],
-        env=stack_env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(stack_env, "run")
     try:
         deadline = time.monotonic() + 180
         folds = []

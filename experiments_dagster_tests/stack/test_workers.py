@@ -23,6 +23,7 @@ from experiments_dagster_tests.stack.conftest import (
     copy_dataset,
     reexecute_from_failure,
     run_cli,
+    start_cli,
 )
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
@@ -165,14 +166,7 @@ def test_worker_killed_mid_step_fails_the_run_and_a_reexecution_completes(
     spec = (folder / "experiment.yaml").read_text().replace("n_estimators: 60", "n_estimators: 4000")
     (folder / "experiment.yaml").write_text(spec)
     client = client_for(stack_env)
-    process = subprocess.Popen(
-        [str(BIN / "experiments-dagster"), "run"],
-        env=stack_env,
-        cwd=PROJECT_ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    process = start_cli(stack_env, "run")
     try:
         deadline = time.monotonic() + 300
         folds: list = []
