@@ -1004,7 +1004,8 @@ def main() -> int:
         "\nwall = whole cold process (imports included); store creation is separate and not in wall. "
         "fit+predict = the CV's time (sum of the 5 fold runs' fit_time_seconds + predict_time_seconds, or, "
         "when folds trained at once, the wall time their runs covered, whichever is smaller) plus the final "
-        "fit_time_seconds, read back from each side's MLflow store.",
+        "fit_time_seconds, read back from each side's MLflow store; where the final fit trained in the CV's "
+        "pool (ours' training_wall_seconds), the pool's wall time if smaller than the sum of all fits.",
         flush=True,
     )
 

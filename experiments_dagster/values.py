@@ -8,6 +8,8 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from experiments_dagster.ml.cv import Refit
+from experiments_dagster.ml.metrics import Predictions, predict
 from experiments_dagster.ml.search import SearchSettings, TrialResult
 from experiments_dagster.ml.training import FoldResult, TrainTestSplit
 from experiments_dagster.spec import ExperimentSpec
@@ -97,11 +99,15 @@ class WorkerTrials:
 
 @dataclass(frozen=True)
 class FoldModels:
-    """One fitted pipeline per CV fold, with the nested MLflow run each was logged to."""
+    """One fitted pipeline per CV fold, with the nested MLflow run each was logged to; and the
+    refit on the whole train split that ``final_model`` scores and logs (``None`` in values stored
+    before the refit moved into the CV's pool: ``final_model`` then fits it itself)."""
 
     run: RunRef
     folds: list[FoldResult]
     fold_run_ids: list[str]
+    refit: Refit | None = None
+    training_seconds: float = 0.0  # wall time of the pool that trained the folds and the refit
 
 
 @dataclass(frozen=True)
@@ -126,6 +132,12 @@ class FinalModel:
     hyperparameters: dict[str, Any] = field(default_factory=dict)
     registered_name: str = ""
     registered_version: str = ""
+    predictions: Predictions | None = None  # on the test split, as scored by `final_model`
+
+    def test_predictions(self, X_test: pd.DataFrame, task: str) -> Predictions:
+        """The predictions on the test split that `final_model` scored; values stored before they
+        were kept predict again."""
+        return self.predictions if self.predictions is not None else predict(self.pipeline, X_test, task)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from experiments_dagster.defs.metadata import (
 )
 from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
-from experiments_dagster.tracking import asset_logging
+from experiments_dagster.tracking import report_log
 from experiments_dagster.tracking.evaluation_log import log_evaluation
 from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
@@ -36,7 +36,7 @@ def evaluation_plots(
     example counts, and a SHAP summary when config `shap` asks."""
     tracker = mlflow.tracker()
     with tracker.activity(final_model.run.run_id, "evaluation_plots", **run_end(context, "evaluation_plots")):
-        value, pngs = asset_logging.log_evaluation_plots(tracker, splits, final_model)
+        value, pngs = report_log.log_evaluation_plots(tracker, splits, final_model)
         extra = log_evaluation(tracker, splits, final_model)
     value = replace(value, artifacts=sorted({*value.artifacts, *extra.artifacts}))
     metadata: dict[str, Any] = {
@@ -73,7 +73,7 @@ def repro_manifest(
     tracker = mlflow.tracker()
     run_id = final_model.run.run_id
     with tracker.activity(run_id, "repro_manifest", **run_end(context, "repro_manifest")):
-        manifest = asset_logging.build_manifest(
+        manifest = report_log.build_manifest(
             data_hash,
             splits,
             cv_metrics,
@@ -82,7 +82,7 @@ def repro_manifest(
             tags_for(context, "repro_manifest"),
             tracker,
         )
-        asset_logging.log_manifest(tracker, run_id, manifest)
+        report_log.log_manifest(tracker, run_id, manifest)
     context.log.info(f"Experiment complete: {final_model.run.url}")
     return dg.Output(
         manifest,

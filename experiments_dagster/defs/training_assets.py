@@ -119,6 +119,7 @@ def fold_models(
             **run_metadata(splits.run),
             "folds": len(value.folds),
             "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids),
+            "training_wall_seconds": round(value.training_seconds, 3),
         },
     )
 
@@ -159,13 +160,14 @@ def final_model(
     mlflow: MlflowTracking,
     splits: Splits,
     search_trials: SearchResult,
+    fold_models: FoldModels,
     cv_metrics: CvMetrics,
 ) -> dg.Output[FinalModel]:
-    """The pipeline fitted on the train split: hyperparameters, test metrics, MLflow model, pickle;
-    registered as the `challenger` version."""
+    """The pipeline fitted on the train split (trained in `fold_models`' pool beside the last folds):
+    hyperparameters, test metrics, MLflow model, pickle; registered as the `challenger` version."""
     tracker = mlflow.tracker()
     with tracker.activity(splits.run.run_id, "final_model", **run_end(context, "final_model")):
-        value = asset_logging.log_final_model(tracker, splits, search_trials, cv_metrics)
+        value = asset_logging.log_final_model(tracker, splits, search_trials, cv_metrics, fold_models)
     return dg.Output(
         value,
         metadata={

@@ -1,13 +1,14 @@
-"""Cross-validation of the pipeline: the folds of a train split, several trained at once in threads."""
+"""Cross-validation of the pipeline: the folds of a train split and, if asked, the refit on all of
+it (the final model), several trained at once in threads."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
-import functools
 import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -15,10 +16,19 @@ import pandas as pd
 from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
-from experiments_dagster.ml.estimators import EncodedTargetClassifier, build_estimator, usable_cpus
+from experiments_dagster.ml.estimators import build_estimator
 from experiments_dagster.ml.metrics import predict, task_metrics
-from experiments_dagster.ml.training import FoldResult, Timed, fit_timed, make_pipeline
-from experiments_dagster.paths import env_int
+from experiments_dagster.ml.parallel import (  # noqa: F401  (part of this module's interface)
+    CV_MEMORY_ENV,
+    CV_WORKERS_ENV,
+    DEFAULT_CV_MEMORY_MB,
+    FOLD_MEMORY_FACTOR,
+    FoldCancelled,
+    fit_stoppable,
+    fold_memory_bytes,
+    fold_workers,
+)
+from experiments_dagster.ml.training import FoldResult, Timed, make_pipeline, set_threads
 
 log = logging.getLogger(__name__)
 
@@ -34,46 +44,6 @@ def cv_fold_indices(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """(train rows, validation rows) per fold, in fold order."""
     return list(cv_splitter(task, folds, cv_seed).split(X, None if task == "regression" else y))
-
-
-# --- stopping a fit nobody waits for any more -----------------------------------------------
-
-
-class FoldCancelled(Exception):
-    """Raised inside a fold's fit once the cross-validation has stopped waiting for it."""
-
-
-@functools.cache
-def _stop_callback_class() -> type:
-    import xgboost  # imported here: the code location loads without paying for it
-
-    class StopWhenSet(xgboost.callback.TrainingCallback):
-        """Ends an XGBoost fit at its next boosting round once ``event`` is set."""
-
-        def __init__(self, event: threading.Event) -> None:
-            super().__init__()
-            self.event = event
-
-        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
-            if self.event.is_set():
-                raise FoldCancelled(f"stopped at boosting round {epoch}")
-            return False
-
-        def __deepcopy__(self, memo: dict) -> StopWhenSet:
-            return self  # sklearn's clone deep-copies params; the event must stay shared
-
-    return StopWhenSet
-
-
-def _set_callbacks(pipeline: Pipeline, callbacks: list | None) -> None:
-    """XGBoost's ``callbacks`` on the pipeline's estimator (and, for a classifier, its fitted copy)."""
-    step = pipeline.named_steps["model"]
-    if isinstance(step, EncodedTargetClassifier):
-        step.estimator.set_params(callbacks=callbacks)
-        if hasattr(step, "estimator_"):
-            step.estimator_.set_params(callbacks=callbacks)
-    else:
-        step.set_params(callbacks=callbacks)
 
 
 def fit_fold(
@@ -98,14 +68,7 @@ def fit_fold(
     """
     train_idx, val_idx = rows
     pipe = make_pipeline(X, task, model, hyperparameters, model_seed, fits_at_once)
-    stoppable = stop is not None and model == "xgboost" and "callbacks" not in hyperparameters
-    if stoppable:
-        _set_callbacks(pipe, [_stop_callback_class()(stop)])
-    try:
-        pipe, fit_s = fit_timed(pipe, X.iloc[train_idx], y.iloc[train_idx])
-    finally:
-        if stoppable:
-            _set_callbacks(pipe, None)
+    pipe, fit_s = fit_stoppable(pipe, X.iloc[train_idx], y.iloc[train_idx], model, hyperparameters, stop)
     start = time.perf_counter()
     preds = predict(pipe, X.iloc[val_idx], task)
     pred_s = time.perf_counter() - start
@@ -119,55 +82,49 @@ def fit_fold(
     )
 
 
-# --- how many folds train at once -----------------------------------------------------------
+@dataclass
+class Refit:
+    """The pipeline fitted on every row the folds came from: the final model, not yet scored."""
 
-CV_WORKERS_ENV = "EXPERIMENTS_CV_WORKERS"
-CV_MEMORY_ENV = "EXPERIMENTS_CV_MEMORY_MB"
-DEFAULT_CV_MEMORY_MB = 512
-# A fold holds its train rows, their preprocessed float64 matrix and XGBoost's copy: about four
-# times the frame's own bytes (measured on the 1,000,000 x 50 workload: ~1.1 GB a fold).
-FOLD_MEMORY_FACTOR = 4
-
-
-def fold_memory_bytes(X: pd.DataFrame, folds: int) -> int:
-    """Rough working set of one fold being trained."""
-    return int(X.memory_usage(index=False).sum() * (folds - 1) / folds * FOLD_MEMORY_FACTOR)
+    pipeline: Pipeline
+    fit_seconds: float
+    fits_at_once: int = 1
 
 
-def fold_workers(folds: int, fold_bytes: int = 0) -> int:
-    """Folds trained at once: ``$EXPERIMENTS_CV_WORKERS``, else one per usable CPU within a memory budget.
+def refit_all(
+    X: pd.DataFrame,
+    y: pd.Series,
+    task: str,
+    model: str,
+    hyperparameters: dict[str, Any],
+    model_seed: int,
+    fits_at_once: int = 1,
+    stop: threading.Event | None = None,
+) -> Refit:
+    """Fit the pipeline on all of ``X`` while ``fits_at_once`` fits share the CPUs.
 
-    Folds are independent, so this is where a CV parallelizes without changing any result.
-    Threads suffice: XGBoost and NumPy release the GIL while they compute. Each extra fold in
-    flight costs another fold's working set (``fold_bytes``), so by default the extra ones must
-    fit in ``$EXPERIMENTS_CV_MEMORY_MB`` (512): big data trains its folds one after another, with
-    all CPUs for each fit, which is where XGBoost's own threads already do well.
+    Its ``n_jobs`` is then set to what a fit alone would get, so the model predicts with every
+    usable CPU and logs the same hyperparameters however it was scheduled (XGBoost's trees do
+    not depend on the thread count).
     """
-    cpus = usable_cpus()
-    explicit = env_int(
-        CV_WORKERS_ENV,
-        0,
-        1,
-        "a positive integer, the number of folds to train at once (1 = one after another)",
-        f"or unset it for one per CPU ({cpus}) within ${CV_MEMORY_ENV}.",
-    )
-    if explicit:
-        return min(explicit, folds)
-    budget = (
-        env_int(
-            CV_MEMORY_ENV,
-            DEFAULT_CV_MEMORY_MB,
-            0,
-            "a whole number of MB that folds trained beside the first may use (0 = one fold at a time)",
-            f"or unset it for {DEFAULT_CV_MEMORY_MB}.",
-        )
-        * 2**20
-    )
-    by_memory = 1 + (budget // fold_bytes if fold_bytes > 0 else folds)
-    return max(1, min(folds, cpus, by_memory))
+    pipe = make_pipeline(X, task, model, hyperparameters, model_seed, fits_at_once)
+    pipe, fit_s = fit_stoppable(pipe, X, y, model, hyperparameters, stop)
+    if fits_at_once > 1:
+        set_threads(pipe, make_pipeline(X, task, model, hyperparameters, model_seed))
+    return Refit(pipe, fit_s, fits_at_once)
 
 
 # --- the folds, scheduled -------------------------------------------------------------------
+
+
+@dataclass
+class CrossValidation:
+    """The folds' results in fold order, the refit when one was asked for, and the wall time of
+    the pool that trained them all."""
+
+    folds: list[FoldResult]
+    refit: Refit | None
+    wall_seconds: float
 
 
 def cross_validate(
@@ -179,7 +136,25 @@ def cross_validate(
     folds: int,
     cv_seed: int,
     model_seed: int,
+    **options: Any,
+) -> list[FoldResult]:
+    """The folds alone, in fold order (``cross_validate_and_refit`` without the refit)."""
+    return cross_validate_and_refit(
+        X, y, task, model, hyperparameters, folds, cv_seed, model_seed, refit=False, **options
+    ).folds
+
+
+def cross_validate_and_refit(
+    X: pd.DataFrame,
+    y: pd.Series,
+    task: str,
+    model: str,
+    hyperparameters: dict[str, Any],
+    folds: int,
+    cv_seed: int,
+    model_seed: int,
     *,
+    refit: bool = True,
     positive_class: str | None = None,
     metric_names: tuple[str, ...] | None = None,
     workers: int = 1,
@@ -187,39 +162,53 @@ def cross_validate(
     on_done: Callable[[FoldResult], None] | None = None,
     on_error: Callable[[int, BaseException], None] | None = None,
     on_abandon: Callable[[int, BaseException], None] | None = None,
-) -> list[FoldResult]:
-    """Fit and score one pipeline per fold, ``workers`` folds at once; the results in fold order.
+) -> CrossValidation:
+    """Fit and score one pipeline per fold and, with ``refit``, fit one on all of ``X`` (as
+    scikit-learn's ``GridSearchCV(refit=True)`` does), ``workers`` fits at once.
 
-    The callbacks run on the calling thread, so they may use clients that are not thread-safe:
-    ``on_start(i)`` just before fold ``i`` starts training, ``on_done(result)`` once it is
-    scored, ``on_error(i, exc)`` if its fit or scoring raised. After an error (in a fold or in a
-    callback) or an interrupt, nothing new starts; folds that already finished go to
-    ``on_done``, folds still training to ``on_abandon(i, exc)`` and are not waited for (an
-    XGBoost fit stops at its next boosting round; other estimators' threads run out unobserved);
-    then the error propagates.
+    The refit is the last job of the same pool. Five folds on two CPUs would otherwise end with
+    one fold training alone and the final fit after it, each on two threads that scale worse
+    than two one-thread fits side by side; in the pool, the refit pairs with the last fold.
 
-    While several folds train, each fit gets its share of the usable CPUs as ``n_jobs``; the
-    last, partial round starts when the CPUs are free and shares all of them.
+    The callbacks concern folds only and run on the calling thread, so they may use clients
+    that are not thread-safe: ``on_start(i)`` just before fold ``i`` starts training,
+    ``on_done(result)`` once it is scored, ``on_error(i, exc)`` if its fit or scoring raised.
+    After an error (in a fold, the refit or a callback) or an interrupt, nothing new starts;
+    folds that already finished go to ``on_done``, folds still training to ``on_abandon(i, exc)``
+    and are not waited for (an XGBoost fit stops at its next boosting round; other estimators'
+    threads run out unobserved); then the error propagates.
+
+    While several fits run, each gets its share of the usable CPUs as ``n_jobs``; the last,
+    partial round starts when the CPUs are free and shares all of them.
     """
+    began = time.perf_counter()
     indices = cv_fold_indices(X, y, task, folds, cv_seed)
     n = len(indices)
-    workers = max(1, min(workers, n))
+    jobs = n + 1 if refit else n  # job n, when there, is the refit
+    workers = max(1, min(workers, jobs))
     threaded = isinstance(
         build_estimator(model, task, hyperparameters, model_seed).get_params().get("n_jobs"), int
     )
     stop = threading.Event()
     pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cv-fold")
-    running: dict[cf.Future[FoldResult], int] = {}
-    results: dict[int, FoldResult] = {}
-    tail = n - n % workers  # folds from here on are the last, partial round
-    opening: int | None = None  # started (on_start returned) but not yet handed to the pool
+    running: dict[cf.Future[Any], int] = {}
+    results: dict[int, Any] = {}
+    tail = jobs - jobs % workers  # jobs from here on are the last, partial round
+    opening: int | None = None  # a fold started (on_start returned) but not yet handed to the pool
     try:
-        while len(results) < n:
-            while len(results) + len(running) < n and len(running) < workers:
+        while len(results) < jobs:
+            while len(results) + len(running) < jobs and len(running) < workers:
                 i = len(results) + len(running)
                 if i >= tail and running and threaded:
                     break  # the last, partial round waits for the CPUs, then shares all of them
-                fits_at_once = workers if i < tail else n - tail
+                fits_at_once = workers if i < tail else jobs - tail
+                if i == n:
+                    running[
+                        pool.submit(
+                            refit_all, X, y, task, model, hyperparameters, model_seed, fits_at_once, stop
+                        )
+                    ] = i
+                    continue
                 if on_start:
                     on_start(i)
                 opening = i
@@ -246,20 +235,21 @@ def cross_validate(
                 i = running.pop(future)
                 error = future.exception()
                 if error is not None:
-                    if on_error:
+                    if on_error and i < n:
                         on_error(i, error)
                     raise error
                 results[i] = future.result()
-                if on_done:
+                if on_done and i < n:
                     on_done(results[i])
     except BaseException as exc:
         stop.set()
-        # Returns at once: only folds already training remain, and those are not waited for.
+        # Returns at once: only fits already running remain, and those are not waited for.
         pool.shutdown(wait=False, cancel_futures=True)
-        _settle(running, opening, exc, on_done, on_error, on_abandon)
+        folds_running = {f: i for f, i in running.items() if i < n}
+        _settle(folds_running, opening, exc, on_done, on_error, on_abandon)
         raise
     pool.shutdown()
-    return [results[i] for i in range(n)]
+    return CrossValidation([results[i] for i in range(n)], results.get(n), time.perf_counter() - began)
 
 
 def _settle(

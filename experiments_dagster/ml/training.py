@@ -80,6 +80,18 @@ def estimator_of(pipeline: Pipeline) -> BaseEstimator:
     return step
 
 
+def set_threads(fitted: Pipeline, like: Pipeline) -> None:
+    """Give a fitted pipeline's estimator the ``n_jobs`` of ``like`` (an unfitted one), if it has one."""
+    n_jobs = estimator_of(like).get_params().get("n_jobs")
+    step = fitted.named_steps["model"]
+    estimators = [step]
+    if isinstance(step, EncodedTargetClassifier):
+        estimators = [step.estimator, getattr(step, "estimator_", None)]
+    for est in estimators:
+        if est is not None and "n_jobs" in est.get_params():
+            est.set_params(n_jobs=n_jobs)
+
+
 @dataclass
 class Timed:
     """Seconds spent fitting and predicting: the floor under our overhead."""
@@ -114,6 +126,7 @@ class FinalFit:
     pipeline: Pipeline
     metrics: dict[str, float]
     fit_seconds: float
+    predictions: Predictions | None = None  # on the test split, the ones the metrics came from
 
 
 def final_metrics(
@@ -134,6 +147,21 @@ def final_metrics(
     return out
 
 
+def score_final_model(
+    pipeline: Pipeline,
+    fit_seconds: float,
+    split: TrainTestSplit,
+    task: str,
+    spec: ExperimentSpec,
+    metric_names: tuple[str, ...] | None = None,
+) -> FinalFit:
+    """Score the pipeline fitted on the train split on the test split."""
+    preds = predict(pipeline, split.X_test, task)
+    return FinalFit(
+        pipeline, final_metrics(spec, task, np.asarray(split.y_test), preds, metric_names), fit_seconds, preds
+    )
+
+
 def fit_final_model(
     split: TrainTestSplit,
     task: str,
@@ -144,5 +172,4 @@ def fit_final_model(
     """Fit the pipeline on the train split (alone, with all usable CPUs) and score it on the test split."""
     pipeline = make_pipeline(split.X_train, task, spec.model, hyperparameters, spec.resolved_seeds.model)
     pipeline, fit_s = fit_timed(pipeline, split.X_train, split.y_train)
-    preds = predict(pipeline, split.X_test, task)
-    return FinalFit(pipeline, final_metrics(spec, task, np.asarray(split.y_test), preds, metric_names), fit_s)
+    return score_final_model(pipeline, fit_s, split, task, spec, metric_names)

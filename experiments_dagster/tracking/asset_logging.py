@@ -2,27 +2,22 @@
 
 from __future__ import annotations
 
-import io
-import json
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 
-from experiments_dagster.ml import plots
-from experiments_dagster.ml.cv import cross_validate, fold_memory_bytes, fold_workers
+from experiments_dagster.ml.cv import cross_validate_and_refit
 from experiments_dagster.ml.estimators import model_type
-from experiments_dagster.ml.importance import feature_importance
-from experiments_dagster.ml.metrics import predict, summarize_folds
+from experiments_dagster.ml.metrics import summarize_folds
+from experiments_dagster.ml.parallel import fold_memory_bytes, fold_workers
 from experiments_dagster.ml.prepare import Prepared
-from experiments_dagster.ml.training import FoldResult, estimator_of, fit_final_model
+from experiments_dagster.ml.training import FoldResult, estimator_of, fit_final_model, score_final_model
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import standard
 from experiments_dagster.tracking import tags as run_tags
-from experiments_dagster.tracking.environment import installed_requirements
 from experiments_dagster.tracking.model_io import dump_pickle
 from experiments_dagster.tracking.registry import CHALLENGER, register_challenger
 from experiments_dagster.tracking.run_facts import hyperparameters, parent_run_tags, split_params
@@ -31,7 +26,6 @@ from experiments_dagster.tracking.up_to_date import next_attempt
 from experiments_dagster.values import (
     CvMetrics,
     DataFingerprint,
-    EvaluationPlots,
     FinalModel,
     FoldModels,
     RunRef,
@@ -40,7 +34,8 @@ from experiments_dagster.values import (
 )
 
 PICKLE_ARTIFACT = "pickle/pipeline.joblib"
-IDENTITY_TAG_PREFIXES = ("git.", "python.", "os.", "code.", "config.", "experiment.key")
+# Wall time of the pool that trained the CV folds and the final refit (parent run, seconds).
+TRAINING_WALL_METRIC = "training_wall_seconds"
 
 
 def open_parent_run(
@@ -83,16 +78,19 @@ def model_hyperparameters(splits: Splits, search: SearchResult) -> dict[str, Any
 def log_fold_models(
     tracker: Tracker, splits: Splits, search: SearchResult, tags: Mapping[str, str]
 ) -> FoldModels:
-    """Train the CV folds (several at once, see ``ml.cv.cross_validate``), each in its own nested run.
+    """Train the CV folds, each in its own nested run, and the refit on the whole train split that
+    ``final_model`` scores and logs, several at once (see ``ml.cv.cross_validate_and_refit``).
 
-    A fold's run opens when its training starts and closes when it is logged. If a fold fails,
-    its run is FAILED with the error; folds training beside it are KILLED (their results are
-    not waited for), nothing new starts, and the error propagates. An interrupt KILLs the folds
-    in flight the same way.
+    The pool's wall time goes on the parent run as ``training_wall_seconds``. A fold's run opens
+    when its training starts and closes when it is logged. If a fold fails, its run is FAILED
+    with the error; folds training beside it are KILLED (their results are not waited for),
+    nothing new starts, and the error propagates. A failing refit KILLs the folds in flight the
+    same way, and so does an interrupt.
     """
     spec, s = splits.spec, splits.split
     seeds = spec.resolved_seeds
-    workers = fold_workers(spec.cv_folds, fold_memory_bytes(s.X_train, spec.cv_folds))
+    # The refit is one more job of the pool; it holds a little more than a fold does.
+    workers = fold_workers(spec.cv_folds + 1, fold_memory_bytes(s.X_train, spec.cv_folds))
     supersede_fold_runs(tracker, splits.run, tags[run_tags.DAGSTER_RUN_ID])
     run_ids: list[str] = []
 
@@ -106,7 +104,7 @@ def log_fold_models(
             )
         )
 
-    folds = cross_validate(
+    cv = cross_validate_and_refit(
         s.X_train,
         s.y_train,
         splits.task,
@@ -123,7 +121,8 @@ def log_fold_models(
         on_error=lambda i, exc: tracker.mark_failed(run_ids[i], "fold_models", exc, "FAILED"),
         on_abandon=lambda i, exc: tracker.mark_failed(run_ids[i], "fold_models", exc, "KILLED"),
     )
-    return FoldModels(splits.run, folds, run_ids)
+    tracker.log_metrics(splits.run.run_id, {TRAINING_WALL_METRIC: cv.wall_seconds})
+    return FoldModels(splits.run, cv.folds, run_ids, cv.refit, cv.wall_seconds)
 
 
 def log_fold(tracker: Tracker, run_id: str, fold: FoldResult, seeds: Any, workers: int) -> None:
@@ -173,12 +172,19 @@ def log_cv_metrics(tracker: Tracker, fold_models: FoldModels) -> CvMetrics:
     return CvMetrics(fold_models.run, table, summary)
 
 
-def log_final_model(tracker: Tracker, splits: Splits, search: SearchResult, cv: CvMetrics) -> FinalModel:
-    """Fit on the train split; log hyperparameters, test metrics, the pyfunc model and a pickle;
-    register the model as the `challenger` version of the dataset's registered model."""
+def log_final_model(
+    tracker: Tracker, splits: Splits, search: SearchResult, cv: CvMetrics, fold_models: FoldModels
+) -> FinalModel:
+    """Score the refit on the test split (fit it here if ``fold_models`` has none); log
+    hyperparameters, test metrics, the pyfunc model and a pickle; register the model as the
+    `challenger` version of the dataset's registered model."""
     spec, s, ref = splits.spec, splits.split, splits.run
-    fit = fit_final_model(
-        s, splits.task, spec, model_hyperparameters(splits, search), standard.metric_names(splits.task)
+    names = standard.metric_names(splits.task)
+    refit = fold_models.refit
+    fit = (
+        score_final_model(refit.pipeline, refit.fit_seconds, s, splits.task, spec, names)
+        if refit is not None
+        else fit_final_model(s, splits.task, spec, model_hyperparameters(splits, search), names)
     )
     pipeline, metrics = fit.pipeline, fit.metrics | {"fit_time_seconds": fit.fit_seconds}
     estimator = estimator_of(pipeline)
@@ -227,84 +233,6 @@ def log_final_model(tracker: Tracker, splits: Splits, search: SearchResult, cv: 
         ref.run_id,
         {"registry.model_name": spec.model_name, "registry.version": version, "registry.alias": CHALLENGER},
     )
-    return FinalModel(ref, pipeline, model_id, uri, sha, metrics, hp, spec.model_name, version)
-
-
-def plot_set(splits: Splits, final: FinalModel, seed: int) -> tuple[dict[str, Any], pd.Series, str]:
-    """Figures by artifact name for the task, and the feature importance behind one of them."""
-    s, task = splits.split, splits.task
-    preds = predict(final.pipeline, s.X_test, task)
-    y_true = np.asarray(s.y_test)
-    importance, method = feature_importance(final.pipeline, s.X_test, s.y_test, seed)
-    figures: dict[str, Any] = {"feature_importance.png": plots.plot_feature_importance(importance, method)}
-    if task == "regression":
-        figures["residuals.png"] = plots.plot_residuals(y_true, preds)
-        figures["residual_distribution.png"] = plots.plot_residual_distribution(y_true, preds)
-    else:
-        pos = splits.spec.positive_class
-        figures["confusion_matrix.png"] = plots.plot_confusion_matrix(y_true, preds)
-        figures["roc_curve.png"] = plots.plot_roc_curve(y_true, preds, pos)
-        figures["pr_curve.png"] = plots.plot_pr_curve(y_true, preds, pos)
-    return figures, importance, method
-
-
-def log_evaluation_plots(
-    tracker: Tracker, splits: Splits, final: FinalModel
-) -> tuple[EvaluationPlots, dict[str, bytes]]:
-    """Log every figure as a PNG (and the importance table); return the PNG bytes too."""
-    figures, importance, method = plot_set(splits, final, splits.spec.resolved_seeds.numpy)
-    pngs = {name: tracker.log_figure(final.run.run_id, fig, name) for name, fig in figures.items()}
-    buf = io.StringIO()
-    importance.rename_axis("feature").to_csv(buf)
-    tracker.log_bytes(final.run.run_id, "feature_importance.csv", buf.getvalue().encode())
-    tracker.set_tags(final.run.run_id, {"feature_importance.method": method})
-    return EvaluationPlots(final.run, sorted(pngs), importance, method), pngs
-
-
-def build_manifest(
-    fp: DataFingerprint,
-    splits: Splits,
-    cv: CvMetrics,
-    final: FinalModel,
-    plots_: EvaluationPlots,
-    tags: Mapping[str, str],
-    tracker: Tracker,
-) -> dict[str, Any]:
-    """Everything needed to reproduce the experiment, as one JSON-able document."""
-    run = tracker.client.get_run(final.run.run_id)
-    return {
-        "mlflow": {
-            "run_id": final.run.run_id,
-            "experiment_id": final.run.experiment_id,
-            "run_url": final.run.url,
-            "tracking_uri": tracker.tracking_uri,
-        },
-        "dagster": dict(tags),
-        "dataset": fp.__dict__,
-        "spec": json.loads(splits.spec.model_dump_json()),
-        "task": splits.task,
-        "seeds": splits.spec.resolved_seeds.model_dump(),
-        "split": {
-            "train_rows": len(splits.split.y_train),
-            "test_rows": len(splits.split.y_test),
-            "rows_dropped_missing_target": splits.rows_dropped,
-        },
-        "model": {
-            "model_id": final.model_id,
-            "uri": final.model_uri,
-            "pickle_sha256": final.pickle_sha256,
-            "pickle_artifact": PICKLE_ARTIFACT,
-            "hyperparameters": {k: str(v) for k, v in final.hyperparameters.items()},
-        },
-        "metrics": {"test": final.metrics, "cv": cv.summary},
-        "artifacts": plots_.artifacts,
-        # git commit and dirty flag, Python, OS, and code.version/config.hash/experiment.key.
-        "code": {k: v for k, v in run.data.tags.items() if k.startswith(IDENTITY_TAG_PREFIXES)},
-        "packages": installed_requirements().splitlines(),
-    }
-
-
-def log_manifest(tracker: Tracker, run_id: str, manifest: dict[str, Any]) -> None:
-    """``manifest.json`` and the exact installed set as ``requirements.txt``."""
-    tracker.log_json(run_id, "manifest.json", manifest)
-    tracker.log_bytes(run_id, "requirements.txt", installed_requirements().encode())
+    return FinalModel(
+        ref, pipeline, model_id, uri, sha, metrics, hp, spec.model_name, version, fit.predictions
+    )

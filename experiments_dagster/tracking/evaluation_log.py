@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 from experiments_dagster.ml import evaluation
-from experiments_dagster.ml.metrics import predict
 from experiments_dagster.tracking.standard import SHAP_PARAM
 from experiments_dagster.tracking.store import Tracker
 from experiments_dagster.values import FinalModel, Splits
@@ -32,7 +31,7 @@ class Evaluation:
 def log_evaluation(tracker: Tracker, splits: Splits, final: FinalModel) -> Evaluation:
     """Evaluate the final model on the test split per task and log it on the parent run."""
     s, task, spec, run_id = splits.split, splits.task, splits.spec, final.run.run_id
-    preds = predict(final.pipeline, s.X_test, task)
+    preds = final.test_predictions(s.X_test, task)
     y_true = np.asarray(s.y_test)
     metrics = evaluation.example_counts(len(s.y_train), len(s.y_test))
     figures = {}

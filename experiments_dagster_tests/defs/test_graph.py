@@ -20,6 +20,7 @@ from mlflow import MlflowClient
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.ml.cv import fold_workers
+from experiments_dagster.ml.estimators import usable_cpus
 from experiments_dagster.ml.training import estimator_of
 from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.tracking.model_io import load_verified_model
@@ -147,6 +148,15 @@ def test_graph_logs_complete_experiment(instance, resources, tracking_uri, data_
         per_fold = [r.data.metrics[name] for r in folds]
         assert metrics[f"cv_{name}_mean"] == pytest.approx(np.mean(per_fold))
         assert metrics[f"cv_{name}_std"] == pytest.approx(np.std(per_fold))
+
+    # The final model is the refit `fold_models` trained in its pool beside the last folds: the
+    # same trees as the pickle, a lone fit's n_jobs, and the pool's wall time on the parent.
+    refit = result.output_for_node("fold_models").refit
+    booster = estimator_of(refit.pipeline).get_booster().save_raw("ubj")
+    assert booster == estimator.get_booster().save_raw("ubj")
+    assert estimator.get_params()["n_jobs"] == usable_cpus()
+    assert metrics["fit_time_seconds"] == pytest.approx(refit.fit_seconds)
+    assert metrics["training_wall_seconds"] >= metrics["fit_time_seconds"] > 0
 
     # The pyfunc model predicts exactly as the pickled pipeline does, on raw test rows.
     test_rows = frame.dropna(subset=[spec["target"]]).drop(columns=[spec["target"]]).head(40)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 
@@ -317,3 +318,80 @@ def test_fold_workers_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) 
 def test_fold_memory_estimate_scales_with_the_train_rows() -> None:
     X = pd.DataFrame({"a": np.zeros(1000), "b": np.zeros(1000)})  # 16,000 bytes
     assert cv.fold_memory_bytes(X, 5) == 16_000 * 4 // 5 * cv.FOLD_MEMORY_FACTOR
+
+
+# --- the refit (the final model) in the same pool -------------------------------------------
+
+
+def test_the_refit_is_the_lone_fit_on_every_row_and_predicts_with_every_cpu(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    X, y = _frame(40)
+    _cpus(monkeypatch, 8)
+    hp = {"n_estimators": 5, "max_depth": 2}
+    started: list[int] = []
+
+    result = cv.cross_validate_and_refit(
+        X, y, "binary", "xgboost", hp, 5, 2, 3, workers=2, on_start=started.append
+    )
+
+    assert started == [0, 1, 2, 3, 4]  # callbacks concern folds only
+    assert [f.fold for f in result.folds] == [0, 1, 2, 3, 4]
+    # Six jobs on two workers: three full rounds, the refit paired with the last fold.
+    assert [estimator_of(f.pipeline).get_params()["n_jobs"] for f in result.folds] == [4] * 5
+    assert result.refit is not None and result.refit.fits_at_once == 2
+    refit = result.refit.pipeline
+    assert estimator_of(refit).get_params()["n_jobs"] == 8  # set back to a lone fit's share
+    assert refit.named_steps["model"].estimator.get_params()["n_jobs"] == 8
+    booster_config = json.loads(estimator_of(refit).get_booster().save_config())
+    assert booster_config["learner"]["generic_param"]["nthread"] == "8"
+    assert result.refit.fit_seconds > 0 and result.wall_seconds >= result.refit.fit_seconds
+    alone = cv.make_pipeline(X, "binary", "xgboost", hp, 3).fit(X, y)
+    assert estimator_of(refit).get_booster().save_raw("ubj") == estimator_of(alone).get_booster().save_raw(
+        "ubj"
+    )
+    np.testing.assert_array_equal(refit.predict_proba(X), alone.predict_proba(X))
+    folds_alone = cv.cross_validate(X, y, "binary", "xgboost", hp, 5, 2, 3, workers=2)
+    assert [_booster_bytes(f) for f in result.folds] == [_booster_bytes(f) for f in folds_alone]
+
+
+def test_a_failing_refit_stops_the_folds_in_flight_and_propagates(monkeypatch: pytest.MonkeyPatch) -> None:
+    X, y = _frame(40)
+    real = cv.fit_fold
+    monkeypatch.setattr(
+        cv,
+        "fit_fold",
+        lambda i, X, y, rows, task, model, hp, *a: real(
+            i, X, y, rows, task, model, ENDLESS_XGB if i == 2 else hp, *a
+        ),
+    )
+
+    def broken_refit(*args):
+        time.sleep(0.3)
+        raise MemoryError("no room for the refit")
+
+    monkeypatch.setattr(cv, "refit_all", broken_refit)
+    events: list[tuple] = []
+
+    with pytest.raises(MemoryError, match="no room for the refit"):
+        cv.cross_validate_and_refit(
+            X,
+            y,
+            "binary",
+            "xgboost",
+            FAST_XGB,
+            3,
+            2,
+            3,
+            workers=2,
+            on_start=lambda i: events.append(("start", i)),
+            on_done=lambda f: events.append(("done", f.fold)),
+            on_error=lambda i, e: events.append(("error", i, str(e))),
+            on_abandon=lambda i, e: events.append(("abandon", i, str(e))),
+        )
+
+    # Three folds and the refit on two workers: folds 0 and 1, then fold 2 beside the refit. The
+    # refit has no fold run, so no on_error; fold 2, still training, is abandoned.
+    assert [e for e in events if e[0] == "start"] == [("start", 0), ("start", 1), ("start", 2)]
+    assert sorted(e for e in events if e[0] == "done") == [("done", 0), ("done", 1)]
+    assert events[-1] == ("abandon", 2, "no room for the refit") and len(events) == 6

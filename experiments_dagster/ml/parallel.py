@@ -1,0 +1,121 @@
+"""Running fits side by side: how many at once (CPUs, memory), and stopping one nobody waits for."""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+import pandas as pd
+from sklearn.pipeline import Pipeline
+
+from experiments_dagster.ml.estimators import EncodedTargetClassifier, usable_cpus
+from experiments_dagster.ml.training import fit_timed
+from experiments_dagster.paths import env_int
+
+# --- how many folds train at once -----------------------------------------------------------
+
+CV_WORKERS_ENV = "EXPERIMENTS_CV_WORKERS"
+CV_MEMORY_ENV = "EXPERIMENTS_CV_MEMORY_MB"
+DEFAULT_CV_MEMORY_MB = 512
+# A fold holds its train rows, their preprocessed float64 matrix and XGBoost's copy: about four
+# times the frame's own bytes (measured on the 1,000,000 x 50 workload: ~1.1 GB a fold).
+FOLD_MEMORY_FACTOR = 4
+
+
+def fold_memory_bytes(X: pd.DataFrame, folds: int) -> int:
+    """Rough working set of one fold being trained."""
+    return int(X.memory_usage(index=False).sum() * (folds - 1) / folds * FOLD_MEMORY_FACTOR)
+
+
+def fold_workers(folds: int, fold_bytes: int = 0) -> int:
+    """Folds trained at once: ``$EXPERIMENTS_CV_WORKERS``, else one per usable CPU within a memory budget.
+
+    Folds are independent, so this is where a CV parallelizes without changing any result.
+    Threads suffice: XGBoost and NumPy release the GIL while they compute. Each extra fold in
+    flight costs another fold's working set (``fold_bytes``), so by default the extra ones must
+    fit in ``$EXPERIMENTS_CV_MEMORY_MB`` (512): big data trains its folds one after another, with
+    all CPUs for each fit, which is where XGBoost's own threads already do well.
+    """
+    cpus = usable_cpus()
+    explicit = env_int(
+        CV_WORKERS_ENV,
+        0,
+        1,
+        "a positive integer, the number of folds to train at once (1 = one after another)",
+        f"or unset it for one per CPU ({cpus}) within ${CV_MEMORY_ENV}.",
+    )
+    if explicit:
+        return min(explicit, folds)
+    budget = (
+        env_int(
+            CV_MEMORY_ENV,
+            DEFAULT_CV_MEMORY_MB,
+            0,
+            "a whole number of MB that folds trained beside the first may use (0 = one fold at a time)",
+            f"or unset it for {DEFAULT_CV_MEMORY_MB}.",
+        )
+        * 2**20
+    )
+    by_memory = 1 + (budget // fold_bytes if fold_bytes > 0 else folds)
+    return max(1, min(folds, cpus, by_memory))
+
+
+# --- stopping a fit nobody waits for any more -----------------------------------------------
+
+
+class FoldCancelled(Exception):
+    """Raised inside a fold's fit once the cross-validation has stopped waiting for it."""
+
+
+@functools.cache
+def _stop_callback_class() -> type:
+    import xgboost  # imported here: the code location loads without paying for it
+
+    class StopWhenSet(xgboost.callback.TrainingCallback):
+        """Ends an XGBoost fit at its next boosting round once ``event`` is set."""
+
+        def __init__(self, event: threading.Event) -> None:
+            super().__init__()
+            self.event = event
+
+        def after_iteration(self, model: Any, epoch: int, evals_log: Any) -> bool:
+            if self.event.is_set():
+                raise FoldCancelled(f"stopped at boosting round {epoch}")
+            return False
+
+        def __deepcopy__(self, memo: dict) -> StopWhenSet:
+            return self  # sklearn's clone deep-copies params; the event must stay shared
+
+    return StopWhenSet
+
+
+def _set_callbacks(pipeline: Pipeline, callbacks: list | None) -> None:
+    """XGBoost's ``callbacks`` on the pipeline's estimator (and, for a classifier, its fitted copy)."""
+    step = pipeline.named_steps["model"]
+    if isinstance(step, EncodedTargetClassifier):
+        step.estimator.set_params(callbacks=callbacks)
+        if hasattr(step, "estimator_"):
+            step.estimator_.set_params(callbacks=callbacks)
+    else:
+        step.set_params(callbacks=callbacks)
+
+
+def fit_stoppable(
+    pipe: Pipeline,
+    X: pd.DataFrame,
+    y: pd.Series,
+    model: str,
+    hyperparameters: dict[str, Any],
+    stop: threading.Event | None,
+) -> tuple[Pipeline, float]:
+    """Fit with the stop hook on an XGBoost estimator (when it has no callbacks of its own);
+    the fitted pipeline carries no trace of the hook."""
+    stoppable = stop is not None and model == "xgboost" and "callbacks" not in hyperparameters
+    if stoppable:
+        _set_callbacks(pipe, [_stop_callback_class()(stop)])
+    try:
+        return fit_timed(pipe, X, y)
+    finally:
+        if stoppable:
+            _set_callbacks(pipe, None)
