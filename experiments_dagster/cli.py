@@ -9,9 +9,10 @@ import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from experiments_dagster import paths
+from experiments_dagster.audit_command import UsageError, cmd_audit, report_reconciled
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.profile import CELERY, Profile, load_profile
 
@@ -215,29 +216,6 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     return 0 if not refused and all(status in ("SUCCESS", UP_TO_DATE) for _, status, _ in rows) else 1
 
 
-def sweep_dead_runs(tracking_uri: str) -> None:
-    """Close runs of dead or ended Dagster runs of the local instance before auditing (no daemon needed)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or paths.default_dagster_home())
-    if not (home / "dagster.yaml").is_file() and not (home / "history").is_dir():
-        return  # no Dagster instance here to judge the runs against
-    os.environ.setdefault("DAGSTER_HOME", str(home))
-    from experiments_dagster.attempts import open_instance
-    from experiments_dagster.defs.lifecycle import reconcile_runs
-    from experiments_dagster.tracking.store import Tracker
-
-    report_reconciled(reconcile_runs(Tracker(tracking_uri), open_instance(home)), "before the audit")
-
-
-def report_reconciled(done: Sequence[Any], when: str) -> None:
-    """Say which MLflow runs left RUNNING by dead or ended Dagster runs were just closed."""
-    for r in done:
-        print(
-            f"experiments-dagster: closed MLflow run {r.mlflow_run_id} {when}: {r.status} ({r.reason}; "
-            f"Dagster run {r.dagster_run_id})",
-            file=sys.stderr,
-        )
-
-
 def storage_failure(exc: BaseException, home: Path) -> str | None:
     """One line naming what could not be written, for errors of the Dagster instance itself
     (None for any other error)."""
@@ -264,83 +242,6 @@ def cmd_paths(args: argparse.Namespace) -> int:
     print(f"tracking_uri={paths.default_tracking_uri()}")
     print(f"dagster_home={os.environ.get('DAGSTER_HOME') or paths.default_dagster_home()}")
     return 0
-
-
-class UsageError(Exception):
-    """Bad arguments or an unreachable store: exit 2."""
-
-
-def _audit_client(tracking_uri: str | None):
-    """A client on a store that exists and answers; UsageError otherwise (never creates one)."""
-    from mlflow import MlflowClient
-
-    uri = tracking_uri or paths.default_tracking_uri()
-    db = paths.sqlite_path(uri)
-    if uri.startswith("sqlite:") and (db is None or not db.is_file()):
-        raise UsageError(
-            f"No MLflow store at {uri}: the SQLite file does not exist. Set MLFLOW_TRACKING_URI "
-            "or --tracking-uri to an existing store (run `make run` to create the default)."
-        )
-    # Fail fast on a dead server instead of MLflow's minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
-    client = MlflowClient(uri)
-    try:
-        client.search_experiments(max_results=1)
-    except Exception as exc:  # connection errors surface as many types
-        from experiments_dagster.tracking.server import refusal
-
-        problem = refusal(exc, uri)  # refused credentials or permission: the server's one line
-        raise UsageError(
-            problem or f"MLflow store {uri} is unreachable: {type(exc).__name__}: {exc}"
-        ) from exc
-    return client
-
-
-def cmd_audit(args: argparse.Namespace) -> int:
-    """Audit runs of an experiment against the logging standard: 0 complete, 1 incomplete, 2 error."""
-    import json
-
-    from experiments_dagster.tracking.audit import Auditor, format_audit
-
-    client = _audit_client(args.tracking_uri)
-    sweep_dead_runs(client.tracking_uri)
-    experiment = client.get_experiment_by_name(args.experiment)
-    if experiment is None:
-        names = sorted(e.name for e in client.search_experiments())
-        raise UsageError(f"No experiment named {args.experiment!r}; experiments here: {names}.")
-    if args.run_id:
-        try:
-            run = client.get_run(args.run_id)
-        except Exception as exc:  # MlflowException for unknown ids
-            raise UsageError(f"No run {args.run_id!r} in this store: {exc}") from exc
-        if run.info.experiment_id != experiment.experiment_id:
-            raise UsageError(
-                f"Run {args.run_id} belongs to experiment id {run.info.experiment_id}, "
-                f"not {args.experiment!r}."
-            )
-        run_ids = [args.run_id]
-    else:
-        runs = client.search_runs([experiment.experiment_id], max_results=50_000)
-        run_ids = [r.info.run_id for r in runs if "mlflow.parentRunId" not in r.data.tags]
-    auditor = Auditor(client)
-    audits = [auditor.audit(run_id) for run_id in run_ids]
-    if args.json:
-        print(
-            json.dumps(
-                {
-                    "experiment": args.experiment,
-                    "complete": all(a.complete for a in audits),
-                    "runs": [a.to_dict() for a in audits],
-                },
-                indent=2,
-            )
-        )
-    else:
-        for audit in audits:
-            print(format_audit(audit), end="\n\n")
-        print(f"{sum(a.complete for a in audits)}/{len(audits)} runs of {args.experiment!r} are complete.")
-    return 0 if audits and all(a.complete for a in audits) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:

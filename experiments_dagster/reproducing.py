@@ -213,9 +213,9 @@ def format_report(report: Report) -> str:
 
 def run_command(args: Any) -> int:
     """Reproduce one run: 0 all match, 1 a metric differs, 2 bad arguments or a blocking check."""
-    from experiments_dagster.cli import UsageError, _audit_client
+    from experiments_dagster.audit_command import UsageError, audit_client
 
-    client = _audit_client(args.tracking_uri)
+    client = audit_client(args.tracking_uri)
     try:
         client.get_run(args.run_id)
     except Exception as exc:  # MlflowException for unknown ids
