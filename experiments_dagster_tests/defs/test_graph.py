@@ -302,3 +302,42 @@ def test_bad_input_fails_before_any_run_with_a_clear_error(instance, resources, 
     message += failure.step_failure_data.error.message
     assert "no_such_column" in message and "species" in message and "experiment.yaml" in message
     assert runs_of(MlflowClient(tracking_uri)) == []
+
+
+def test_a_stored_fold_models_value_without_a_refit_gets_its_final_model_fitted_in_final_model(
+    instance, resources, tracking_uri, monkeypatch, tmp_path
+):
+    """A `FoldModels` value stored before the refit joined the CV's pool has no refit:
+    `final_model` fits the model itself, with the same trees, and the experiment is complete."""
+    from dataclasses import replace
+
+    from experiments_dagster.ml import cv
+    from experiments_dagster.tracking import asset_logging
+    from experiments_dagster.tracking.audit import Auditor
+
+    def without_refit(*args, **kwargs):
+        return replace(cv.cross_validate_and_refit(*args, **kwargs), refit=None)
+
+    monkeypatch.setattr(asset_logging, "cross_validate_and_refit", without_refit)
+    fitted_here: list = []
+    real_fit = asset_logging.fit_final_model
+
+    def recording_fit(*args, **kwargs):
+        fitted_here.append(real_fit(*args, **kwargs))
+        return fitted_here[-1]
+
+    monkeypatch.setattr(asset_logging, "fit_final_model", recording_fit)
+
+    result = materialize(instance, resources, "iris/v1")
+
+    assert result.success
+    assert result.output_for_node("fold_models").refit is None
+    assert len(fitted_here) == 1  # the fallback ran, once
+    client = MlflowClient(tracking_uri)
+    (parent,) = parent_runs(client)
+    assert parent.data.metrics["fit_time_seconds"] == pytest.approx(fitted_here[0].fit_seconds)
+    pipeline = joblib.load(
+        client.download_artifacts(parent.info.run_id, "pickle/pipeline.joblib", str(tmp_path))
+    )
+    assert estimator_of(pipeline).get_params()["n_jobs"] == usable_cpus()
+    assert Auditor(client).audit(parent.info.run_id).complete
