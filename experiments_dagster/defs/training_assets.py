@@ -119,7 +119,7 @@ def fold_models(
             **run_metadata(splits.run),
             "folds": len(value.folds),
             "fold_run_ids": dg.MetadataValue.json(value.fold_run_ids),
-            "training_wall_seconds": round(value.training_seconds, 3),
+            asset_logging.TRAINING_WALL_METRIC: round(value.training_seconds, 3),
         },
     )
 

@@ -18,17 +18,8 @@ from sklearn.pipeline import Pipeline
 
 from experiments_dagster.ml.estimators import build_estimator
 from experiments_dagster.ml.metrics import predict, task_metrics
-from experiments_dagster.ml.parallel import (  # noqa: F401  (part of this module's interface)
-    CV_MEMORY_ENV,
-    CV_WORKERS_ENV,
-    DEFAULT_CV_MEMORY_MB,
-    FOLD_MEMORY_FACTOR,
-    FoldCancelled,
-    fit_stoppable,
-    fold_memory_bytes,
-    fold_workers,
-)
-from experiments_dagster.ml.training import FoldResult, Timed, make_pipeline, set_threads
+from experiments_dagster.ml.parallel import FoldCancelled, fit_stoppable
+from experiments_dagster.ml.training import FoldResult, Timed, make_pipeline, set_estimator_params
 
 log = logging.getLogger(__name__)
 
@@ -109,8 +100,9 @@ def refit_all(
     """
     pipe = make_pipeline(X, task, model, hyperparameters, model_seed, fits_at_once)
     pipe, fit_s = fit_stoppable(pipe, X, y, model, hyperparameters, stop)
-    if fits_at_once > 1:
-        set_threads(pipe, make_pipeline(X, task, model, hyperparameters, model_seed))
+    alone = build_estimator(model, task, hyperparameters, model_seed).get_params().get("n_jobs")
+    if fits_at_once > 1 and alone is not None:
+        set_estimator_params(pipe, n_jobs=alone)
     return Refit(pipe, fit_s, fits_at_once)
 
 

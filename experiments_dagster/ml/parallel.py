@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from experiments_dagster.ml.estimators import EncodedTargetClassifier, usable_cpus
-from experiments_dagster.ml.training import fit_timed
+from experiments_dagster.ml.estimators import usable_cpus
+from experiments_dagster.ml.training import fit_timed, set_estimator_params
 from experiments_dagster.paths import env_int
 
 # --- how many folds train at once -----------------------------------------------------------
@@ -90,17 +90,6 @@ def _stop_callback_class() -> type:
     return StopWhenSet
 
 
-def _set_callbacks(pipeline: Pipeline, callbacks: list | None) -> None:
-    """XGBoost's ``callbacks`` on the pipeline's estimator (and, for a classifier, its fitted copy)."""
-    step = pipeline.named_steps["model"]
-    if isinstance(step, EncodedTargetClassifier):
-        step.estimator.set_params(callbacks=callbacks)
-        if hasattr(step, "estimator_"):
-            step.estimator_.set_params(callbacks=callbacks)
-    else:
-        step.set_params(callbacks=callbacks)
-
-
 def fit_stoppable(
     pipe: Pipeline,
     X: pd.DataFrame,
@@ -113,9 +102,9 @@ def fit_stoppable(
     the fitted pipeline carries no trace of the hook."""
     stoppable = stop is not None and model == "xgboost" and "callbacks" not in hyperparameters
     if stoppable:
-        _set_callbacks(pipe, [_stop_callback_class()(stop)])
+        set_estimator_params(pipe, callbacks=[_stop_callback_class()(stop)])
     try:
         return fit_timed(pipe, X, y)
     finally:
         if stoppable:
-            _set_callbacks(pipe, None)
+            set_estimator_params(pipe, callbacks=None)

@@ -80,16 +80,16 @@ def estimator_of(pipeline: Pipeline) -> BaseEstimator:
     return step
 
 
-def set_threads(fitted: Pipeline, like: Pipeline) -> None:
-    """Give a fitted pipeline's estimator the ``n_jobs`` of ``like`` (an unfitted one), if it has one."""
-    n_jobs = estimator_of(like).get_params().get("n_jobs")
-    step = fitted.named_steps["model"]
-    estimators = [step]
+def set_estimator_params(pipeline: Pipeline, **params: Any) -> None:
+    """Set params on the pipeline's estimator: for a classifier, on the wrapped estimator and on
+    its fitted copy, if there is one."""
+    step = pipeline.named_steps["model"]
     if isinstance(step, EncodedTargetClassifier):
-        estimators = [step.estimator, getattr(step, "estimator_", None)]
-    for est in estimators:
-        if est is not None and "n_jobs" in est.get_params():
-            est.set_params(n_jobs=n_jobs)
+        step.estimator.set_params(**params)
+        if hasattr(step, "estimator_"):
+            step.estimator_.set_params(**params)
+    else:
+        step.set_params(**params)
 
 
 @dataclass

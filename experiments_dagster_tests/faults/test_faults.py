@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from experiments_dagster.defs.lifecycle import mlflow_run_reconciler, reconcile_runs
 from experiments_dagster.defs.resources import MlflowTracking
-from experiments_dagster.ml.cv import fold_workers
+from experiments_dagster.ml.parallel import fold_workers
 from experiments_dagster.tracking.store import Tracker
 
 pytestmark = pytest.mark.slow

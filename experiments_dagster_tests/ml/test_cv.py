@@ -12,7 +12,7 @@ import pytest
 from sklearn.model_selection import KFold, StratifiedKFold
 
 from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.ml import cv
+from experiments_dagster.ml import cv, parallel
 from experiments_dagster.ml.metrics import predict, task_metrics
 from experiments_dagster.ml.training import estimator_of
 
@@ -37,7 +37,7 @@ def _booster_bytes(fold: object) -> bytes:
 
 @pytest.fixture(autouse=True)
 def _no_cpu_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("EXPERIMENTS_CPUS", cv.CV_WORKERS_ENV, cv.CV_MEMORY_ENV):
+    for name in ("EXPERIMENTS_CPUS", parallel.CV_WORKERS_ENV, parallel.CV_MEMORY_ENV):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -281,43 +281,43 @@ def test_fold_threads_share_the_usable_cpus(monkeypatch: pytest.MonkeyPatch) -> 
 def test_fold_workers_default_is_one_per_cpu_capped_by_folds(monkeypatch: pytest.MonkeyPatch) -> None:
     for cpus, expected in ((8, 5), (2, 2), (1, 1)):
         _cpus(monkeypatch, cpus)
-        assert cv.fold_workers(5) == expected
+        assert parallel.fold_workers(5) == expected
     _cpus(monkeypatch, 8)
     monkeypatch.setenv("EXPERIMENTS_CPUS", "3")  # one run's share of a shared machine
-    assert cv.fold_workers(5) == 3
+    assert parallel.fold_workers(5) == 3
 
 
 def test_fold_workers_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(cv.CV_WORKERS_ENV, "3")
-    assert cv.fold_workers(5) == 3
-    assert cv.fold_workers(2) == 2
+    monkeypatch.setenv(parallel.CV_WORKERS_ENV, "3")
+    assert parallel.fold_workers(5) == 3
+    assert parallel.fold_workers(2) == 2
     for bad in ("0", "-1", "two", "1.5"):
-        monkeypatch.setenv(cv.CV_WORKERS_ENV, bad)
+        monkeypatch.setenv(parallel.CV_WORKERS_ENV, bad)
         with pytest.raises(ExperimentInputError, match="EXPERIMENTS_CV_WORKERS=.*positive integer"):
-            cv.fold_workers(5)
+            parallel.fold_workers(5)
 
 
 def test_fold_workers_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) -> None:
     _cpus(monkeypatch, 8)
     mb = 2**20
-    assert cv.fold_workers(5, 100 * mb) == 5  # 4 extra folds x 100 MB fit in 512 MB
-    assert cv.fold_workers(5, 200 * mb) == 3  # 2 extra x 200 MB
-    assert cv.fold_workers(5, 600 * mb) == 1  # big data: one fold at a time
-    monkeypatch.setenv(cv.CV_MEMORY_ENV, "4096")
-    assert cv.fold_workers(5, 600 * mb) == 5
-    monkeypatch.setenv(cv.CV_MEMORY_ENV, "0")
-    assert cv.fold_workers(5, 1) == 1
-    monkeypatch.setenv(cv.CV_WORKERS_ENV, "4")  # an explicit count wins over the budget
-    assert cv.fold_workers(5, 600 * mb) == 4
-    monkeypatch.delenv(cv.CV_WORKERS_ENV)
-    monkeypatch.setenv(cv.CV_MEMORY_ENV, "lots")
+    assert parallel.fold_workers(5, 100 * mb) == 5  # 4 extra folds x 100 MB fit in 512 MB
+    assert parallel.fold_workers(5, 200 * mb) == 3  # 2 extra x 200 MB
+    assert parallel.fold_workers(5, 600 * mb) == 1  # big data: one fold at a time
+    monkeypatch.setenv(parallel.CV_MEMORY_ENV, "4096")
+    assert parallel.fold_workers(5, 600 * mb) == 5
+    monkeypatch.setenv(parallel.CV_MEMORY_ENV, "0")
+    assert parallel.fold_workers(5, 1) == 1
+    monkeypatch.setenv(parallel.CV_WORKERS_ENV, "4")  # an explicit count wins over the budget
+    assert parallel.fold_workers(5, 600 * mb) == 4
+    monkeypatch.delenv(parallel.CV_WORKERS_ENV)
+    monkeypatch.setenv(parallel.CV_MEMORY_ENV, "lots")
     with pytest.raises(ExperimentInputError, match="EXPERIMENTS_CV_MEMORY_MB='lots' is not valid"):
-        cv.fold_workers(5, 1)
+        parallel.fold_workers(5, 1)
 
 
 def test_fold_memory_estimate_scales_with_the_train_rows() -> None:
     X = pd.DataFrame({"a": np.zeros(1000), "b": np.zeros(1000)})  # 16,000 bytes
-    assert cv.fold_memory_bytes(X, 5) == 16_000 * 4 // 5 * cv.FOLD_MEMORY_FACTOR
+    assert parallel.fold_memory_bytes(X, 5) == 16_000 * 4 // 5 * parallel.FOLD_MEMORY_FACTOR
 
 
 # --- the refit (the final model) in the same pool -------------------------------------------
