@@ -13,7 +13,8 @@ from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.resources import ExperimentData
 from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.spec import SPEC_FILE, read_spec_file
+from experiments_dagster.spec import SPEC_FILE, resolve_spec
+from experiments_dagster.versioning import config_hash
 
 CURSOR_VERSION = 1
 # `EXPERIMENTS_SENSOR=off`: the retrain sensor starts stopped (it trains every version it finds on
@@ -33,8 +34,9 @@ def _load_cursor(raw: str | None) -> dict[str, Any]:
 def _spec_changes(
     context: dg.SensorEvaluationContext, state: dict[str, Any], files: list[FileState], retrain_all: bool
 ) -> tuple[list[dg.RunRequest], list[dg.AssetObservation]]:
-    """Report the trained versions of each dataset whose experiment.yaml changed; request their
-    retraining only when ``retrain_all`` (the resource's option) or the file's ``retrain_on_change``.
+    """Report the trained versions of each dataset whose experiment.yaml changed what trains (its
+    resolved config); request their retraining only when ``retrain_all`` (the resource's option)
+    or the file's ``retrain_on_change``.
 
     The file is stat'ed each tick and read only when its size or mtime moved; a dataset seen for
     the first time is remembered, not reported. A retrain's run key is ``<partition>@spec-<sha>``,
@@ -51,18 +53,26 @@ def _spec_changes(
         stamp = [st.st_size, st.st_mtime_ns]
         if known is not None and known["stamp"] == stamp:
             continue
-        sha = hashlib.sha256(path.read_text().encode()).hexdigest()[:12]
-        state["specs"][dataset] = {"stamp": stamp, "sha": sha}
-        if known is None or known["sha"] == sha:
-            continue  # first sight, or touched without a change
+        # What trains is the resolved config (the experiment key's config hash): a comment, the
+        # order of keys or `retrain_on_change` itself leave the trained versions up to date.
+        try:
+            spec = resolve_spec(dataset, folder, {})
+        except ExperimentInputError as exc:
+            # Keep the last good config: a fixed file is compared with it, not with this one.
+            state["specs"][dataset] = {"stamp": stamp, "config": known and known.get("config")}
+            if known is not None:
+                context.log.error(f"{path} changed but cannot be read: {exc}")
+            continue
+        config = config_hash(spec.model_dump(mode="json"))
+        state["specs"][dataset] = {"stamp": stamp, "config": config}
+        if known is None or known.get("config") in (None, config):
+            continue  # first sight, or no change to what trains
         stale = sorted(k for k in state["trained"] if k.split("/", 1)[0] == dataset)
         if not stale:
             continue
-        try:
-            retrain = retrain_all or read_spec_file(folder).get("retrain_on_change") is True
-        except ExperimentInputError as exc:
-            context.log.error(f"{path} changed but cannot be read: {exc}")
-            continue
+        retrain = retrain_all or spec.retrain_on_change
+        # The run key names the file's content, so each content trains each version at most once.
+        sha = hashlib.sha256(path.read_text().encode()).hexdigest()[:12]
         what = (
             "retraining them"
             if retrain

@@ -186,6 +186,33 @@ def test_changed_experiment_yaml_is_reported_not_retrained(instance, data, capfd
     assert keys(again) == [] and not again.asset_events  # reported once
 
 
+def test_an_edit_that_changes_nothing_trained_is_not_reported(instance, data, capfd):
+    ticker = trained_ticker(instance, data)
+    spec = data / "iris" / "experiment.yaml"
+    # A comment, and `retrain_on_change` alone: the resolved config (the experiment key) is the same.
+    write(spec, "# tuned later\n" + spec.read_text() + "retrain_on_change: true\n")
+    quiet = ticker.tick()
+    assert keys(quiet) == [] and not quiet.asset_events
+    assert "out of date" not in capfd.readouterr().err
+    write(spec, spec.read_text() + "cv_folds: 3\n")  # this one changes what trains
+    assert keys(ticker.tick()) == ["iris/v1", "iris/v2"]
+
+
+def test_a_broken_experiment_yaml_is_reported_and_its_fix_compared_with_the_last_good_one(
+    instance, data, capfd
+):
+    ticker = trained_ticker(instance, data)
+    spec = data / "iris" / "experiment.yaml"
+    good = spec.read_text()
+    write(spec, good + "cv_folds: not-a-number\n")
+    broken = ticker.tick()
+    assert keys(broken) == [] and not broken.asset_events
+    assert "changed but cannot be read" in capfd.readouterr().err
+    write(spec, good + "\n")  # fixed back to the same config: nothing is out of date
+    fixed = ticker.tick()
+    assert keys(fixed) == [] and not fixed.asset_events
+
+
 def test_retrain_on_change_in_experiment_yaml_retrains_each_content_once(instance, data):
     ticker = trained_ticker(instance, data)
     spec = data / "iris" / "experiment.yaml"
