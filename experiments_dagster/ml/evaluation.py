@@ -12,21 +12,13 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
-from sklearn.metrics import brier_score_loss, precision_recall_fscore_support
+from sklearn.metrics import precision_recall_fscore_support
 
 from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.ml.metrics import Predictions, positive_label
+from experiments_dagster.ml.metrics import Predictions, positive_scores, task_metrics
 
 CALIBRATION_BINS = 10
 SHAP_TOP_FEATURES = 20
-
-
-def positive_scores(y_true: np.ndarray, preds: Predictions, positive_class: str | None):
-    """(binary truth, probability of the positive class, the positive label)."""
-    assert preds.proba is not None and preds.classes is not None
-    pos = positive_label(preds.classes, positive_class)
-    idx = int(np.flatnonzero(preds.classes == pos)[0])
-    return (np.asarray(y_true) == pos).astype(int), preds.proba[:, idx], pos
 
 
 def lift_table(truth: np.ndarray, score: np.ndarray) -> pd.DataFrame:
@@ -56,8 +48,7 @@ def plot_lift_curve(y_true: np.ndarray, preds: Predictions, positive_class: str 
 
 def brier_score(y_true: np.ndarray, preds: Predictions, positive_class: str | None) -> float:
     """Mean squared error of the positive class's probability (the calibration's Brier score)."""
-    truth, score, _ = positive_scores(y_true, preds, positive_class)
-    return float(brier_score_loss(truth, score))
+    return task_metrics("binary", y_true, preds, positive_class, ("brier_score",))["brier_score"]
 
 
 def plot_calibration_curve(y_true: np.ndarray, preds: Predictions, positive_class: str | None) -> Figure:
@@ -66,7 +57,12 @@ def plot_calibration_curve(y_true: np.ndarray, preds: Predictions, positive_clas
     observed, predicted = calibration_curve(truth, score, n_bins=CALIBRATION_BINS, strategy="quantile")
     fig = Figure(figsize=(6, 5))
     ax = fig.add_subplot()
-    ax.plot(predicted, observed, marker="o", label=f"model (Brier {brier_score_loss(truth, score):.4f})")
+    ax.plot(
+        predicted,
+        observed,
+        marker="o",
+        label=f"model (Brier {brier_score(y_true, preds, positive_class):.4f})",
+    )
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfectly calibrated")
     ax.set(
         xlabel=f"Mean predicted probability of {pos}",

@@ -139,11 +139,17 @@ def task_metrics(
     y_true = np.asarray(y_true)
     scored = Scored(y_true, preds)
     if task == "binary":
-        assert preds.proba is not None and preds.classes is not None
-        pos = positive_label(preds.classes, positive_class)
-        p_pos = preds.proba[:, int(np.flatnonzero(preds.classes == pos)[0])]
-        scored = Scored(y_true, preds, (y_true == pos).astype(int), p_pos, pos)
+        y_bin, p_pos, pos = positive_scores(y_true, preds, positive_class)
+        scored = Scored(y_true, preds, y_bin, p_pos, pos)
     return {name: float(METRIC_FUNCTIONS[task][name](scored)) for name in names}
+
+
+def positive_scores(y_true: np.ndarray, preds: Predictions, positive_class: str | None):
+    """(0/1 truth for the positive class, its predicted probability, the positive label)."""
+    assert preds.proba is not None and preds.classes is not None
+    pos = positive_label(preds.classes, positive_class)
+    idx = int(np.flatnonzero(preds.classes == pos)[0])
+    return (np.asarray(y_true) == pos).astype(int), preds.proba[:, idx], pos
 
 
 def threshold_name(metric: str, threshold: float) -> str:
@@ -155,10 +161,7 @@ def threshold_metrics(
     y_true: np.ndarray, preds: Predictions, thresholds: tuple[float, ...], positive_class: str | None
 ) -> dict[str, float]:
     """f1, precision and recall of the positive class when predicting ``p >= threshold``."""
-    assert preds.proba is not None and preds.classes is not None
-    pos = positive_label(preds.classes, positive_class)
-    y_bin = (np.asarray(y_true) == pos).astype(int)
-    p_pos = preds.proba[:, int(np.flatnonzero(preds.classes == pos)[0])]
+    y_bin, p_pos, _ = positive_scores(y_true, preds, positive_class)
     out: dict[str, float] = {}
     for t in thresholds:
         y_hat = (p_pos >= t).astype(int)

@@ -10,7 +10,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import ConfusionMatrixDisplay, auc, precision_recall_curve, roc_curve
 
-from experiments_dagster.ml.metrics import Predictions, positive_label
+from experiments_dagster.ml.metrics import Predictions, positive_scores
 
 TOP_FEATURES = 20
 
@@ -42,9 +42,8 @@ def _one_vs_rest(y_true: np.ndarray, preds: Predictions, positive_class: str | N
     assert preds.proba is not None and preds.classes is not None
     classes = preds.classes
     if len(classes) == 2:
-        pos = positive_label(classes, positive_class)
-        idx = int(np.flatnonzero(classes == pos)[0])
-        return [(str(pos), (np.asarray(y_true) == pos).astype(int), preds.proba[:, idx])]
+        truth, score, pos = positive_scores(y_true, preds, positive_class)
+        return [(str(pos), truth, score)]
     return [(str(c), (np.asarray(y_true) == c).astype(int), preds.proba[:, i]) for i, c in enumerate(classes)]
 
 
