@@ -18,9 +18,8 @@ from experiments_dagster.catalog import partition_key, version_file
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.ml import drift
 from experiments_dagster.ml.dataset import drop_missing_target, hash_file, load_table
-from experiments_dagster.ml.metrics import Predictions, task_metrics
 from experiments_dagster.ml.training import split_dataset
-from experiments_dagster.tracking.registry import CHAMPION, Decision
+from experiments_dagster.tracking.registry import CHAMPION, Decision, model_metrics
 from experiments_dagster.tracking.standard import metric_names
 from experiments_dagster.tracking.store import Tracker
 from experiments_dagster.values import FinalModel, RunRef, Splits
@@ -129,22 +128,8 @@ def champion_training_data(client: MlflowClient, champion: Champion, data_dir: P
 def champion_metrics(champion: Champion, client: MlflowClient, splits: Splits, columns: list[str]) -> dict:
     """The champion's test metrics on this version's test split; columns it was trained on and
     this version lacks are given to it as missing values (its imputer's business)."""
-    from experiments_dagster.tracking.model_io import load_verified_model
-
-    model = load_verified_model(
-        client, f"models:/{champion.model_name}/{champion.version}", suppress_warnings=True
-    )
-    X = splits.split.X_test.reindex(columns=columns)
-    y = np.asarray(splits.split.y_test)
-    names = metric_names(splits.task)
-    if splits.task == "regression":
-        preds = Predictions(np.asarray(model.predict(X), dtype=float), None, None)
-        return task_metrics("regression", y, preds, names=names)
-    proba = model.predict(X, params={"predict_method": "predict_proba"})
-    preds = Predictions(
-        np.asarray(model.predict(X)).astype(str), proba.to_numpy(), np.asarray(proba.columns, dtype=str)
-    )
-    return task_metrics(splits.task, y.astype(str), preds, splits.spec.positive_class, names)
+    uri = f"models:/{champion.model_name}/{champion.version}"
+    return model_metrics(client, uri, splits, metric_names(splits.task), columns)
 
 
 def measure_drift(

@@ -55,23 +55,37 @@ class Decision:
 
 
 def score_model(client: MlflowClient, uri: str, splits: Splits, metric: str) -> float:
-    """The registered model's ``metric`` on this dataset version's test split (labels as text).
+    """The registered model's ``metric`` on this dataset version's test split (labels as text)."""
+    return model_metrics(client, uri, splits, (metric,))[metric]
 
-    The model is loaded only if its files match the sha256 recorded when it was logged."""
+
+def model_metrics(
+    client: MlflowClient,
+    uri: str,
+    splits: Splits,
+    names: tuple[str, ...],
+    columns: list[str] | None = None,
+) -> dict[str, float]:
+    """A logged model's ``names`` metrics on this dataset version's test split (labels as text).
+
+    ``columns``: the frame the model gets (columns this version lacks are missing values, its
+    imputer's business). The model is loaded only if its files match the sha256 recorded when
+    it was logged."""
     from experiments_dagster.tracking.model_io import load_verified_model  # pyfunc: only when scoring
 
     # Scoring is the check; MLflow's environment warning scans every installed file (~1 s).
     model = load_verified_model(client, uri, suppress_warnings=True)
     X, y = splits.split.X_test, np.asarray(splits.split.y_test)
+    if columns is not None:
+        X = X.reindex(columns=columns)
     if splits.task == "regression":
         preds = Predictions(np.asarray(model.predict(X), dtype=float), None, None)
-        return task_metrics("regression", y, preds, names=(metric,))[metric]
+        return task_metrics("regression", y, preds, names=names)
     proba = model.predict(X, params={"predict_method": "predict_proba"})
     classes = np.asarray(proba.columns, dtype=str)
     labels = np.asarray(model.predict(X)).astype(str)
     preds = Predictions(labels, proba.to_numpy(), classes)
-    positive = splits.spec.positive_class
-    return task_metrics(splits.task, y.astype(str), preds, positive, (metric,))[metric]
+    return task_metrics(splits.task, y.astype(str), preds, splits.spec.positive_class, names)
 
 
 def baseline_score(splits: Splits, metric: str) -> tuple[float, str]:
