@@ -97,13 +97,11 @@ def _materialize_versions(args: argparse.Namespace) -> int:
         selection = [dg.AssetKey(name) for name in args.select]
     run_tags: dict[str, str] = {}
     if args.reproduction_of:
+        from experiments_dagster.defs.jobs import reproduction_selection
         from experiments_dagster.tracking.tags import REPRODUCTION_OF
 
-        # A reproduction trains and logs everything but never moves the champion alias.
         run_tags = {REPRODUCTION_OF: args.reproduction_of}
-        selection = [
-            k for k in job.asset_layer.asset_graph.get_all_asset_keys() if k.path != ["model_promotion"]
-        ]
+        selection = reproduction_selection(job)
     from experiments_dagster.attempts import AttemptInProgress, open_instance, partition_attempt
     from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
     from experiments_dagster.tracking.server import check_server, server_problem

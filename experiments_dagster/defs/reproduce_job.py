@@ -22,14 +22,14 @@ def in_process_rerun(instance: dg.DagsterInstance, data_dir: str):
 
     def rerun(partition_key: str, original_run_id: str) -> bool:
         from experiments_dagster.defs.definitions import defs  # it imports this module
+        from experiments_dagster.defs.jobs import reproduction_selection
 
         job = defs.resolve_job_def("experiment_job")
-        keys = job.asset_layer.asset_graph.get_all_asset_keys()
         result = job.execute_in_process(
             partition_key=partition_key,
             instance=instance,
             tags={REPRODUCTION_OF: original_run_id},
-            asset_selection=[k for k in keys if k.path != ["model_promotion"]],
+            asset_selection=reproduction_selection(job),
             run_config={"resources": {"data": {"config": {"data_dir": data_dir}}}},
             raise_on_error=False,
         )
