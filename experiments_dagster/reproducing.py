@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from mlflow import MlflowClient
+from mlflow.entities import Run
 
 from experiments_dagster import paths, reproduction
 from experiments_dagster.errors import ExperimentInputError
@@ -116,15 +117,19 @@ def reproduce(
     data_dir: Path,
     strict: bool,
     at_commit: bool,
+    original: Run | None = None,
+    manifest: dict[str, Any] | None = None,
 ) -> Report:
-    """Check, rerun and compare; tag the original run with the time and verdict of the rerun."""
-    original = client.get_run(run_id)
+    """Check, rerun and compare; tag the original run with the time and verdict of the rerun.
+
+    ``original`` and ``manifest``: the run and its manifest, if the caller has read them already."""
+    original = original or client.get_run(run_id)
     if "mlflow.parentRunId" in original.data.tags:
         raise ExperimentInputError(
             f"Run {run_id} is a nested run (a CV fold or a search trial); reproduce its parent "
             f"run {original.data.tags['mlflow.parentRunId']}."
         )
-    manifest = reproduction_log.read_manifest(client, run_id)
+    manifest = manifest or reproduction_log.read_manifest(client, run_id)
     report = Report(run_id, f"{manifest['dataset']['dataset']}/{manifest['dataset']['version']}")
     report.findings = checks(
         client, run_id, manifest, repo=repo, data_dir=data_dir, strict=strict, at_commit=at_commit
@@ -217,11 +222,12 @@ def run_command(args: Any) -> int:
 
     client = audit_client(args.tracking_uri)
     try:
-        client.get_run(args.run_id)
+        original = client.get_run(args.run_id)
     except Exception as exc:  # MlflowException for unknown ids
         raise UsageError(f"No run {args.run_id!r} in {client.tracking_uri}: {exc}") from exc
     repo = Path(args.repo).resolve() if args.repo else paths.PROJECT_ROOT
-    commit = reproduction_log.read_manifest(client, args.run_id).get("code", {}).get("git.commit", "unknown")
+    manifest = reproduction_log.read_manifest(client, args.run_id)
+    commit = manifest.get("code", {}).get("git.commit", "unknown")
 
     def run(code_dir: Path | None) -> Report:
         rerun = subprocess_rerun(client.tracking_uri, code_dir)
@@ -233,9 +239,11 @@ def run_command(args: Any) -> int:
             data_dir=paths.data_dir(),
             strict=args.strict,
             at_commit=args.at_commit,
+            original=original,
+            manifest=manifest,
         )
 
-    missing = any(f.blocking for f in reproduction.check_commit({"code": {"git.commit": commit}}, repo, True))
+    missing = any(f.blocking for f in reproduction.check_commit(manifest, repo, True))
     if args.at_commit and not missing:
         with commit_worktree(repo, commit) as code_dir:
             report = run(code_dir)
