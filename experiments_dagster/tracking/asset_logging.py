@@ -198,6 +198,7 @@ def log_final_model(
         params={k: str(v) for k, v in hp.items()},
         tags={"dataset": splits.fingerprint.dataset, "data.hash": splits.fingerprint.sha256},
         model_type=model_type(estimator),
+        schema_frames=(s.X_train, s.X_test),
     )
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(PICKLE_ARTIFACT).name

@@ -7,6 +7,7 @@ import ast
 import hashlib
 import json
 import tempfile
+import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -19,7 +20,8 @@ import pandas as pd
 from mlflow import MlflowClient
 from mlflow.entities import LoggedModel
 from mlflow.entities.model_registry import ModelVersion
-from mlflow.models import Model, infer_signature
+from mlflow.models import Model, ModelSignature, infer_signature
+from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 from sklearn.pipeline import Pipeline
 
 from experiments_dagster.ml.estimators import EncodedTargetClassifier
@@ -101,16 +103,61 @@ def write_model_artifacts(pipeline: Pipeline, workdir: Path) -> dict[str, str]:
     return {"preprocessor": str(pre_path), "estimator": str(est_path), "meta": str(workdir / "meta.json")}
 
 
+def _column_spec(name: str, column: pd.Series, missing: bool) -> ColSpec:
+    """One input column of the signature, from the whole training column (not a few rows).
+
+    MLflow's schema enforcement refuses float64 for ``long`` and int64 for ``double``, and a
+    1-row frame with a gap makes any column float64 NaN. So integer columns, and string or
+    boolean columns that had missing values in training, are ``Any``: the model itself makes
+    them numbers or categories again (pyfunc_model.py ``_aligned``). Floats are ``double``.
+    Columns that had missing values are optional: left out, they are missing values."""
+    if pd.api.types.is_bool_dtype(column):
+        kind: Any = DataType.boolean
+    elif pd.api.types.is_integer_dtype(column):
+        kind = AnyType()
+    elif pd.api.types.is_numeric_dtype(column):
+        kind = DataType.double
+    elif pd.api.types.is_datetime64_any_dtype(column):
+        kind = DataType.datetime
+    else:
+        kind = DataType.string
+    if missing and kind in (DataType.string, DataType.boolean):
+        kind = AnyType()
+    return ColSpec(kind, name, required=not missing)
+
+
+def training_signature(
+    frames: tuple[pd.DataFrame, ...], pipeline: Pipeline, example: pd.DataFrame
+) -> ModelSignature:
+    """The model's signature: inputs from the training frames' dtypes and missing values, outputs
+    from the example's predictions, and the ``predict_method`` parameter."""
+    first = frames[0]
+    missing = first.isna().any()
+    for frame in frames[1:]:
+        missing = missing | frame.isna().any().reindex(missing.index, fill_value=False)
+    inputs = Schema([_column_spec(str(c), first[c], bool(missing[c])) for c in first.columns])
+    with warnings.catch_warnings():
+        # Only the outputs and params are taken from this inference; its hint about integer
+        # inputs concerns the inputs, which come from the training frames above.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        inferred = infer_signature(example, pipeline.predict(example), params={"predict_method": "predict"})
+    return ModelSignature(inputs=inputs, outputs=inferred.outputs, params=inferred.params)
+
+
 def save_pyfunc_model(
-    pipeline: Pipeline, X_example: pd.DataFrame, path: Path, mlflow_model: Model | None = None
+    pipeline: Pipeline,
+    X_example: pd.DataFrame,
+    path: Path,
+    mlflow_model: Model | None = None,
+    schema_frames: tuple[pd.DataFrame, ...] = (),
 ) -> None:
     """Save a loadable pyfunc model (signature, input example, pinned requirements) at ``path``.
 
-    ``X_example``'s head is the input example and the rows the signature is inferred from.
-    """
+    ``X_example``'s head is the input example. The signature's inputs come from
+    ``schema_frames`` (the training frames; ``X_example`` when none are given)."""
     artifacts = write_model_artifacts(pipeline, path.parent / f"{path.name}_artifacts")
     example = X_example.head(INPUT_EXAMPLE_ROWS)
-    signature = infer_signature(example, pipeline.predict(example), params={"predict_method": "predict"})
+    signature = training_signature(schema_frames or (X_example,), pipeline, example)
     # MLflow compares the requirements against the installed packages here, only to log a
     # warning. No save_model argument or MLflow environment variable turns that off
     # (MLFLOW_SKIP_PIP_REQUIREMENTS_CHECK skips a different check, pip's dry-run resolve), so we
@@ -149,9 +196,29 @@ def digests_tag(root: Path) -> dict[str, str]:
     return {FILES_SHA256_TAG: value}
 
 
+# Files that MLflow's own clients write into a model folder and that no MLflow loader reads. An
+# added file is tolerated only if it is named here (at the model's root); every other added file
+# is refused, because a loader may read it (``pyfunc.load_model`` reads MLmodel, requirements.txt,
+# the python_model code file, every path under ``artifacts``, the input example, and puts a
+# ``code/`` folder on sys.path). Taken from MLflow 3.17's source:
+# - ``registered_model_meta``: ``ModelsArtifactRepository.download_artifacts``
+#   (mlflow/store/artifact/models_artifact_repo.py) writes the registered name and version into
+#   the downloaded folder whenever a ``models:/<name>/<version>`` or ``models:/<name>@<alias>``
+#   URI is loaded, which on a local artifact store is the stored folder itself. Nothing in MLflow
+#   reads it back (only that module names the file).
+MLFLOW_WRITTEN_FILES = frozenset({"registered_model_meta"})
+
+
 def verify_model_files(root: Path, expected: dict[str, str]) -> None:
-    """Raise ModelVerificationError naming every changed, added or missing file."""
-    actual = file_digests(root)
+    """Raise ModelVerificationError naming every changed, added or missing file.
+
+    Files in ``MLFLOW_WRITTEN_FILES`` that were not recorded are ignored: MLflow's clients add
+    them and its loaders never read them."""
+    actual = {
+        name: digest
+        for name, digest in file_digests(root).items()
+        if name in expected or name not in MLFLOW_WRITTEN_FILES
+    }
     problems = [
         f"{name}: recorded sha256 {expected.get(name, 'none (file added)')}, "
         f"found {actual.get(name, 'none (file missing)')}"

@@ -63,9 +63,24 @@ class PipelineModel(PythonModel):
         classes = meta["classes"]
         self.classes = None if classes is None else np.asarray(classes)
 
+    def _aligned(self, model_input: pd.DataFrame) -> pd.DataFrame:
+        """The columns the preprocessor was fitted on, in its order. A left-out optional column
+        is missing values. Columns the signature leaves untyped (``Any``: integers, and columns
+        that had gaps in training) are made numbers or categories again: a 1-row frame with a
+        gap gives float64 NaN, a JSON body may give ints as floats."""
+        frame = pd.DataFrame(model_input).reindex(columns=self.preprocessor.feature_names_in_)
+        for name, _, columns in self.preprocessor.transformers_:
+            for column in columns if name in ("num", "cat") else ():
+                values = frame[column]
+                if name == "num" and values.dtype == object:
+                    frame[column] = pd.to_numeric(values, errors="raise")
+                elif name == "cat" and values.dtype != object:
+                    frame[column] = values.astype(object).where(values.notna(), None)
+        return frame
+
     def predict(self, context, model_input: pd.DataFrame, params: dict | None = None):
         method = (params or {}).get("predict_method", "predict")
-        features = self.preprocessor.transform(model_input)
+        features = self.preprocessor.transform(self._aligned(model_input))
         if self.classes is None:
             return np.asarray(self.estimator.predict(features))
         if method == "predict_proba":

@@ -103,12 +103,13 @@ class RunFiles:
         params: Mapping[str, str] | None = None,
         tags: Mapping[str, str] | None = None,
         model_type: str | None = None,
+        schema_frames: tuple[pd.DataFrame, ...] = (),
     ) -> str:
         """Log the pipeline as an MLflow LoggedModel linked to the run; return its model id.
 
         Before the files are uploaded, the sha256 of each is recorded as the LoggedModel's
         ``model.files_sha256`` tag, in the tracking store, where ``model_io.load_verified_model``
-        checks them. Any failure (a type the loader would not trust included) marks the model
+        checks them. ``schema_frames`` (the training frames) give the signature's inputs. Any failure (a type the loader would not trust included) marks the model
         FAILED, never READY.
         """
         from experiments_dagster.tracking.model_io import digests_tag, save_pyfunc_model  # only when logging
@@ -131,7 +132,9 @@ class RunFiles:
                     run_id=run_id,
                     model_id=model.model_id,
                 )
-                save_pyfunc_model(pipeline, X_example, local, mlflow_model=mlflow_model)
+                save_pyfunc_model(
+                    pipeline, X_example, local, mlflow_model=mlflow_model, schema_frames=schema_frames
+                )
                 self.client.set_logged_model_tags(model.model_id, digests_tag(local))
                 self.client.log_model_artifacts(model.model_id, str(local))
         except BaseException:
