@@ -1,4 +1,4 @@
-"""``experiments-dagster``: run every dataset version, print store paths (and, later, audit)."""
+"""``experiments-dagster``: run every dataset version, audit, reproduce, serve a champion, print paths."""
 
 from __future__ import annotations
 
@@ -104,6 +104,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
         selection = reproduction_selection(job)
     from experiments_dagster.attempts import AttemptInProgress, open_instance, partition_attempt
     from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
+    from experiments_dagster.tracking.registry import BLOCKED, RECOVERY
     from experiments_dagster.tracking.server import check_server, server_problem
     from experiments_dagster.tracking.store import Tracker
     from experiments_dagster.tracking.up_to_date import up_to_date_url
@@ -176,6 +177,10 @@ def _materialize_versions(args: argparse.Namespace) -> int:
         if result.success:
             materialized = [e.materialization.metadata for e in result.get_asset_materialization_events()]
             urls = [meta["mlflow_run_url"].value for meta in materialized if "mlflow_run_url" in meta]
+            blocked = [m["reason"].value for m in materialized if _text(m.get("decision")) == BLOCKED]
+            if blocked:  # trained and logged, but the champion could not be scored: exit non-zero
+                rows.append((v.partition_key, "BLOCKED", f"{blocked[-1]} {RECOVERY}"))
+                continue
             rows.append((v.partition_key, "SUCCESS", urls[-1] if urls else result.run_id))
             continue
         try:
@@ -212,6 +217,11 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     if refused:
         print(f"\n{len(refused)} entries of the data directory were refused (listed on stderr).")
     return 0 if not refused and all(status in ("SUCCESS", UP_TO_DATE) for _, status, _ in rows) else 1
+
+
+def _text(value: object) -> str | None:
+    """A Dagster metadata entry's text (None when absent)."""
+    return None if value is None else str(getattr(value, "value", value))
 
 
 def storage_failure(exc: BaseException, home: Path) -> str | None:
@@ -278,8 +288,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     audit.set_defaults(func=cmd_audit)
     from experiments_dagster.reproduce_command import add_parser as add_reproduce
+    from experiments_dagster.serve_command import add_parser as add_serve
 
     add_reproduce(sub)
+    add_serve(sub)
     return parser
 
 

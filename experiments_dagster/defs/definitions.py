@@ -75,6 +75,7 @@ defs = dg.Definitions(
     asset_checks=[
         *LOGGING_CHECKS,
         registry_assets.champion_alias_matches_decision,
+        registry_assets.promotion_not_blocked,
         drift_assets.data_drift_below_threshold,
     ],
     jobs=[experiment_job, failed_run_cleanup_job, reproduce_job],

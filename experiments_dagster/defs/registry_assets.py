@@ -9,7 +9,16 @@ import dagster as dg
 from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import Coordination, MlflowTracking
 from experiments_dagster.tracking.liveness import worker_id
-from experiments_dagster.tracking.registry import CHAMPION, Decision, apply_decision, decide_promotion
+from experiments_dagster.tracking.registry import (
+    BLOCKED,
+    CHAMPION,
+    PROMOTION_TAG,
+    RECOVERY,
+    Decision,
+    apply_decision,
+    decide_promotion,
+    decision_label,
+)
 from experiments_dagster.values import FinalModel, Splits
 
 
@@ -49,14 +58,18 @@ def model_promotion(
         unlocked_at = time.time()
     finally:
         lock.release()
-    context.log.info(
-        f"{decision.model_name} v{decision.challenger_version}: "
-        f"{'promoted' if decision.promoted else 'not promoted'}: {decision.reason}"
-    )
+    label = decision_label(decision)
+    line = f"{decision.model_name} v{decision.challenger_version}: {label}: {decision.reason}"
+    if decision.blocked:
+        # Visible on the run itself (its tags), not only in this step's log and the check below.
+        context.instance.add_run_tags(context.run_id, {PROMOTION_TAG: BLOCKED})
+        context.log.error(f"{line} {RECOVERY}")
+    else:
+        context.log.info(line)
     return dg.Output(
         decision,
         metadata={
-            "decision": "promoted" if decision.promoted else "not promoted",
+            "decision": label,
             "worker": worker_id(),
             # The critical section, for anyone checking that promotions never overlapped.
             "lock": f"promotion:{final_model.registered_name}",
@@ -124,3 +137,34 @@ def _champion_check() -> dg.AssetChecksDefinition:
 
 
 champion_alias_matches_decision = _champion_check()
+
+
+def _not_blocked_check() -> dg.AssetChecksDefinition:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks are "preview" in 1.13
+
+        @dg.asset_check(
+            asset=model_promotion,
+            partitions_def=dataset_versions,
+            description="The champion could be loaded and scored, so promotion was decided on scores.",
+        )
+        def promotion_not_blocked(model_promotion: Decision) -> dg.AssetCheckResult:
+            """Fails (ERROR) when the champion could not be loaded or scored: the challenger was
+            never compared, and no later version can be promoted until the champion is repaired."""
+            d = model_promotion
+            return dg.AssetCheckResult(
+                passed=not d.blocked,
+                severity=dg.AssetCheckSeverity.ERROR,
+                description=f"{d.reason} {RECOVERY}" if d.blocked else None,
+                metadata={
+                    "registered_model": d.model_name,
+                    "champion_version": d.champion_version or "none",
+                    "challenger_version": d.challenger_version,
+                    "reason": d.reason,
+                },
+            )
+
+        return promotion_not_blocked
+
+
+promotion_not_blocked = _not_blocked_check()

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from experiments_dagster.ml.cv import cross_validate_and_refit
@@ -172,6 +174,19 @@ def log_cv_metrics(tracker: Tracker, fold_models: FoldModels) -> CvMetrics:
     return CvMetrics(fold_models.run, table, summary)
 
 
+def log_test_split(tracker: Tracker, splits: Splits) -> tuple[str, str]:
+    """The test split as an MLflow input (context ``test``); returns its (name, digest), the
+    evaluation dataset of the test metrics. The digest is a sha256 of the split's rows."""
+    s, fp, target = splits.split, splits.fingerprint, splits.spec.target
+    frame = s.X_test.assign(**{target: np.asarray(s.y_test)})
+    digest = hashlib.sha256(pd.util.hash_pandas_object(frame, index=True).to_numpy().tobytes()).hexdigest()
+    name = f"{fp.dataset}@{fp.version}/test"
+    tracker.log_dataset(
+        splits.run.run_id, frame, name=name, digest=digest, source=fp.path, target=target, context="test"
+    )
+    return name, digest[:36]
+
+
 def log_final_model(
     tracker: Tracker, splits: Splits, search: SearchResult, cv: CvMetrics, fold_models: FoldModels
 ) -> FinalModel:
@@ -190,7 +205,6 @@ def log_final_model(
     estimator = estimator_of(pipeline)
     hp = hyperparameters(estimator)
     tracker.log_params(ref.run_id, {"model_type": model_type(estimator), **hp})
-    tracker.log_metrics(ref.run_id, metrics)
     model_id = tracker.log_pyfunc_model(
         ref.run_id,
         pipeline,
@@ -200,6 +214,9 @@ def log_final_model(
         model_type=model_type(estimator),
         schema_frames=(s.X_train, s.X_test),
     )
+    # Test metrics and the CV summary belong to the model too (MLflow 3's Models view).
+    test_set = log_test_split(tracker, splits)
+    tracker.link_metrics_to_model(ref.run_id, model_id, metrics | cv.summary, test_set)
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / Path(PICKLE_ARTIFACT).name
         sha = dump_pickle(pipeline, path)

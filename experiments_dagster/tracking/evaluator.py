@@ -51,7 +51,7 @@ def probability_metrics(y_true: np.ndarray, proba: pd.DataFrame, config: dict[st
     """The class-probability metrics of one evaluation; classes are compared as text."""
     classes = np.asarray(proba.columns, dtype=str)
     y = np.asarray(y_true).astype(str)
-    p = proba.to_numpy(dtype=float)
+    p = proba.to_numpy()  # as the model gave them (XGBoost: float32), as the pipeline scored them
     metrics = {"log_loss": float(skm.log_loss(y, p, labels=classes))}
     if len(classes) == 2:
         positive = str(config.get("pos_label", sorted(classes)[-1]))

@@ -285,15 +285,23 @@ def load_verified_model(
     a model without recorded hashes raises UnverifiableModelError. ``suppress_warnings`` is
     passed to ``load_model``: True skips MLflow's requirement-mismatch warning.
     """
-    logged, expected = recorded_digests(client, model_uri)
     with tempfile.TemporaryDirectory() as tmp:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=logged.artifact_location, dst_path=tmp, tracking_uri=client.tracking_uri
-        )
-        verify_model_files(Path(local), expected)
+        local = download_verified_model(client, model_uri, Path(tmp))
         # The loaded model holds everything in memory (load_context reads every artifact; MLflow
         # reads the input example eagerly), so the verified copy can go afterwards.
-        return mlflow.pyfunc.load_model(local, suppress_warnings=suppress_warnings)
+        return mlflow.pyfunc.load_model(str(local), suppress_warnings=suppress_warnings)
+
+
+def download_verified_model(client: MlflowClient, model_uri: str, dst: Path) -> Path:
+    """Download the model's folder into ``dst`` and check every file's sha256 against the tag
+    recorded at log time; return the checked local folder (what ``load_verified_model`` loads
+    and ``experiments-dagster serve`` serves)."""
+    logged, expected = recorded_digests(client, model_uri)
+    local = mlflow.artifacts.download_artifacts(
+        artifact_uri=logged.artifact_location, dst_path=str(dst), tracking_uri=client.tracking_uri
+    )
+    verify_model_files(Path(local), expected)
+    return Path(local)
 
 
 def dump_pickle(pipeline: Pipeline, path: Path) -> str:

@@ -19,6 +19,8 @@ from experiments_dagster.values import Splits
 
 CHALLENGER, CHAMPION = "challenger", "champion"
 PROMOTED_STAGE, ARCHIVED_STAGE = "production", "archived"
+# The Dagster run tag set when the champion could not be scored (`experiments-dagster run` reads it).
+PROMOTION_TAG, BLOCKED = "experiments/promotion", "blocked"
 
 
 def register_challenger(tracker: Tracker, name: str, model_id: str, run_id: str, tags: dict[str, str]) -> str:
@@ -52,6 +54,18 @@ class Decision:
     challenger_score: float | None = None
     champion_score: float | None = None
     baseline_score: float | None = None
+    # The champion could not be loaded or scored: no decision on scores was possible, and none
+    # will be until someone repairs the champion (RECOVERY says how).
+    blocked: bool = False
+
+
+RECOVERY = (
+    "Promotion stays blocked until the champion can be scored. Check it with `experiments-dagster "
+    "audit`; if its files were changed, re-materialize final_model of its version (a new "
+    "registered version) or move the `champion` alias by hand to a version that loads "
+    "(MlflowClient().set_registered_model_alias(name, 'champion', version)); see the "
+    "documentation's 'Model Registry and promotion'."
+)
 
 
 def score_model(client: MlflowClient, uri: str, splits: Splits, metric: str) -> float:
@@ -168,16 +182,18 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
         )
     try:
         champion_score = score_model(client, f"models:/{name}/{champion.version}", splits, metric)
-    except Exception as exc:  # e.g. the champion expects other columns: recorded as the reason
+    except Exception as exc:  # files changed or missing, other columns: promotion is blocked
         return Decision(
             False,
-            f"champion v{champion.version} cannot score this test split: {exc}"[:500],
+            f"promotion blocked: champion v{champion.version} of {name} cannot be loaded or score "
+            f"this test split: {str(exc)[:400]}",
             name,
             version,
             current,
             metric,
             challenger_score,
             baseline_score=baseline,
+            blocked=True,
         )
     better = beats(challenger_score, champion_score, metric)
     verdict = "beats" if better else "does not beat"
@@ -190,11 +206,16 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
     )
 
 
+def decision_label(decision: Decision) -> str:
+    """``promoted``, ``not promoted`` or ``blocked`` (the champion could not be scored)."""
+    return "promoted" if decision.promoted else "blocked" if decision.blocked else "not promoted"
+
+
 def apply_decision(tracker: Tracker, decision: Decision, run_id: str) -> None:
     """Record the decision on the version; on promotion move the alias and the `stage` tags."""
     client = tracker.client
     tags: dict[str, Any] = {
-        "promotion.decision": "promoted" if decision.promoted else "not promoted",
+        "promotion.decision": decision_label(decision),
         "promotion.reason": decision.reason,
         "promotion.metric": decision.metric,
     }

@@ -58,6 +58,26 @@ class RunValues:
         for chunk in chunks(items, MAX_METRICS_PER_BATCH):
             self.client.log_batch(run_id, metrics=chunk)
 
+    def link_metrics_to_model(
+        self, run_id: str, model_id: str, metrics: Mapping[str, float], dataset: tuple[str, str] | None
+    ) -> None:
+        """Log ``metrics`` on the run and on its LoggedModel (MLflow 3's Models view and
+        ``search_logged_models`` read them there), evaluated on ``dataset`` (name, digest).
+
+        A metric the run already has at step 0 with the same value is re-logged with its own
+        timestamp, so the run's history gains no second point (MLflow skips the identical row)
+        while the model gets the value."""
+        name, digest = dataset if dataset is not None else (None, None)
+        now = int(time.time() * 1000)
+        logged = self.client.get_run(run_id).data.metrics
+        items = []
+        for key, value in metrics.items():
+            history = self.client.get_metric_history(run_id, key) if logged.get(key) == value else []
+            stamp = next((m.timestamp for m in history if m.step == 0 and m.value == float(value)), now)
+            items.append(Metric(key, float(value), stamp, 0, model_id, name, digest, run_id))
+        for chunk in chunks(items, MAX_METRICS_PER_BATCH):
+            self.client.log_batch(run_id, metrics=chunk)
+
     def set_tags(self, run_id: str, tags: Mapping[str, Any]) -> None:
         """Set tags in batches (values truncated to MLflow's limit)."""
         items = [RunTag(k, str(v)[:MAX_TAG_VAL_LENGTH]) for k, v in tags.items()]
