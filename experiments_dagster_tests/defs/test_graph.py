@@ -216,10 +216,15 @@ def test_graph_logs_complete_experiment(instance, resources, tracking_uri, data_
     assert all(r.data.tags["dagster.run_id"] == result.run_id for r in folds)
 
     # Dataset input with our sha256 (MLflow digests are capped at 36 characters).
+    # The test split is a second input: the evaluation dataset of the test metrics.
     inputs = client.get_run(parent.info.run_id).inputs.dataset_inputs
-    assert len(inputs) == 1
-    assert inputs[0].dataset.digest == sha[:36]
-    assert json.loads(inputs[0].dataset.profile)["sha256"] == sha
+    by_context = {i.tags[0].value: i.dataset for i in inputs}
+    assert len(inputs) == 2 and set(by_context) == {"training", "test"}
+    assert by_context["training"].digest == sha[:36] and by_context["training"].name == key.replace("/", "@")
+    assert json.loads(by_context["training"].profile)["sha256"] == sha
+    test_profile = json.loads(by_context["test"].profile)
+    assert by_context["test"].name == f"{key.replace('/', '@')}/test"
+    assert test_profile["num_rows"] == int(parent.data.params["split.test_rows"])
 
     # Dagster metadata carries the run URL and the key numbers.
     final = result.asset_materializations_for_node("final_model")[0].metadata
