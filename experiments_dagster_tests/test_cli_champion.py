@@ -213,6 +213,19 @@ def test_after_mlflow_clients_loaded_it_promotion_is_still_decided_on_scores(tra
         assert {m.dataset_name for m in by_id[model_id].metrics} == {f"breast_cancer@v{version}/test"}
     scores = [{m.key: m.value for m in model.metrics}["roc_auc"] for model in ranked]
     assert scores == sorted(scores, reverse=True) and len(ranked) == 2
+    # The documented run query for the best complete attempt of a version: no fold or trial run.
+    best = mlflow.search_runs(
+        experiment_names=["breast_cancer"],
+        filter_string="tags.`audit.status` = 'complete' AND attributes.status = 'FINISHED' "
+        "AND tags.`dataset.version` = 'v2'",
+        order_by=["metrics.roc_auc DESC"],
+        max_results=1,
+    )
+    assert best["run_id"].tolist() == [parent_run(client, "breast_cancer", "v2").info.run_id]
+    complete = mlflow.search_runs(
+        experiment_names=["breast_cancer"], filter_string="tags.`audit.status` = 'complete'"
+    )
+    assert len(complete) == 2 and complete["tags.mlflow.parentRunId"].isna().all()
 
 
 def test_a_champion_that_cannot_be_scored_blocks_promotion_visibly(tmp_path: Path) -> None:
