@@ -148,3 +148,33 @@ def test_the_signature_comes_from_the_training_frame(tracker: Tracker):
     assert inputs["flag"].type == DataType.boolean
     # Ints (a float in a JSON body) and a string column with gaps are typed by the model itself.
     assert isinstance(inputs["count"].type, AnyType) and isinstance(inputs["color"].type, AnyType)
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("weights", r"artifacts/estimator\.ubj: recorded sha256 [0-9a-f]{64}, found [0-9a-f]{64}"),
+        ("code", r"pyfunc_model\.py: recorded sha256 [0-9a-f]{64}, found [0-9a-f]{64}"),
+        ("code_path", r"code/helpers\.py: recorded sha256 none \(file added\)"),
+        ("requirements", r"requirements\.txt: .*found none \(file missing\)"),
+    ],
+)
+def test_what_a_loader_reads_is_still_refused_by_name(tracker: Tracker, change: str, named: str):
+    pipeline, test = fitted("binary")
+    model_id = tracker.log_pyfunc_model(new_run(tracker), pipeline, test)
+    registered_champion(tracker, model_id)
+    folder = stored_dir(tracker, model_id)
+    mlflow_uri = "models:/mixed_model@champion"
+    load_verified_model(tracker.client, mlflow_uri)
+    if change == "weights":
+        weights = folder / "artifacts" / "estimator.ubj"
+        weights.write_bytes(weights.read_bytes().replace(b"base_score", b"base_scorf", 1))
+    elif change == "code":
+        (folder / "pyfunc_model.py").write_text("import os\n" + (folder / "pyfunc_model.py").read_text())
+    elif change == "code_path":  # pyfunc.load_model puts a model's code/ folder on sys.path
+        (folder / "code").mkdir()
+        (folder / "code" / "helpers.py").write_text("raise SystemExit\n")
+    else:
+        (folder / "requirements.txt").unlink()
+    with pytest.raises(ModelVerificationError, match=named):
+        load_verified_model(tracker.client, mlflow_uri)
