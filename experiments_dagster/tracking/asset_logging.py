@@ -187,6 +187,15 @@ def log_test_split(tracker: Tracker, splits: Splits) -> tuple[str, str]:
     return name, digest[:36]
 
 
+def log_pickle(tracker: Tracker, run_id: str, pipeline: Any) -> str:
+    """The joblib copy of the fitted pipeline at ``PICKLE_ARTIFACT``; returns its sha256."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(PICKLE_ARTIFACT).name
+        sha = dump_pickle(pipeline, path)
+        tracker.log_file(run_id, path, str(Path(PICKLE_ARTIFACT).parent))
+    return sha
+
+
 def log_final_model(
     tracker: Tracker, splits: Splits, search: SearchResult, cv: CvMetrics, fold_models: FoldModels
 ) -> FinalModel:
@@ -217,10 +226,7 @@ def log_final_model(
     # Test metrics and the CV summary belong to the model too (MLflow 3's Models view).
     test_set = log_test_split(tracker, splits)
     tracker.link_metrics_to_model(ref.run_id, model_id, metrics | cv.summary, test_set)
-    with tempfile.TemporaryDirectory() as tmp:
-        path = Path(tmp) / Path(PICKLE_ARTIFACT).name
-        sha = dump_pickle(pipeline, path)
-        tracker.log_file(ref.run_id, path, str(Path(PICKLE_ARTIFACT).parent))
+    sha = log_pickle(tracker, ref.run_id, pipeline)
     uri = f"models:/{model_id}"
     tracker.set_tags(
         ref.run_id,
