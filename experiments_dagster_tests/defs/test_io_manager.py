@@ -35,9 +35,9 @@ from experiments_dagster.defs.io_manager import (
 )
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
-from experiments_dagster.defs.signing import KEY_ENV, verified_payload
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.signing import KEY_ENV, verified_payload
 from experiments_dagster_tests.s3server import S3Server, WeedNotFoundError, start_s3_server
 
 KEY = "small/v1"  # a dataset-version key: the "/" makes a subfolder, as in fs_io_manager
