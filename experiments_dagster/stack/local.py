@@ -263,7 +263,8 @@ class LocalStack:
     def _spawn(self, service: str, command: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
         log = self.log_path(service)
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as out:
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -271,6 +272,9 @@ class LocalStack:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # its own process group: stopped as one, never by the caller's Ctrl-C
+                # Files a service writes are its user's only: `dagster-celery worker start` writes the
+                # broker URL, password included, into a config module under DAGSTER_HOME.
+                umask=0o077,
                 **kwargs,
             )
         self._record(service, process.pid)

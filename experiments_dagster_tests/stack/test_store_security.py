@@ -133,7 +133,24 @@ def session_processes(leader: int) -> dict[int, str]:
     return found
 
 
-def test_no_secret_is_on_a_command_line(stack: LocalStack):
+def readable_files_with(root: Path, secrets: dict[str, str]) -> list[str]:
+    """Files under ``root`` that hold a secret and that other users may read."""
+    found = []
+    for path in root.rglob("*"):
+        try:
+            info = path.lstat()
+            if not path.is_file() or path.is_symlink() or info.st_size > 2**20:
+                continue
+            text = path.read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        leaked = [what for what, secret in secrets.items() if secret in text]
+        if leaked and info.st_mode & 0o077:
+            found.append(f"{path} (mode {oct(info.st_mode & 0o777)}): {leaked}")
+    return found
+
+
+def test_no_secret_is_on_a_command_line_or_in_a_file_others_can_read(stack: LocalStack):
     s = stack.settings()
     secrets = {
         "PostgreSQL password": s.pg_password,
@@ -157,6 +174,7 @@ def test_no_secret_is_on_a_command_line(stack: LocalStack):
         for process, cmdline in seen[service].items():
             leaked = [what for what, secret in secrets.items() if secret in cmdline]
             assert leaked == [], f"{service} (pid {process}) has {leaked} on its command line: {cmdline}"
+    assert readable_files_with(stack.root, secrets) == []
     mlflow = seen["mlflow"][stack.pid("mlflow")]
     assert " server " in mlflow and "--backend-store-uri" not in mlflow and "postgresql" not in mlflow
     assert len(seen["mlflow"]) > 1  # its web server workers were checked too
