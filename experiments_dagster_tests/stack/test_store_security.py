@@ -20,6 +20,7 @@ from experiments_dagster.profile import S3_URL_ENV
 from experiments_dagster.signing import KEY_ENV, UntrustedValueError
 from experiments_dagster.stack.local import BUCKET, LocalStack
 from experiments_dagster.stack.seaweed import find_weed
+from experiments_dagster_tests.stack.conftest import client_for, copy_dataset, run_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]
 
@@ -178,3 +179,24 @@ def test_no_secret_is_on_a_command_line_or_in_a_file_others_can_read(stack: Loca
     mlflow = seen["mlflow"][stack.pid("mlflow")]
     assert " server " in mlflow and "--backend-store-uri" not in mlflow and "postgresql" not in mlflow
     assert len(seen["mlflow"]) > 1  # its web server workers were checked too
+
+
+def test_a_pickle_planted_as_an_asset_value_never_runs_on_the_workers(stack_env: dict, s3, tmp_path: Path):
+    """The report's attack: a pickle written into the bucket as ``splits`` before a ``--select`` run."""
+    copy_dataset(stack_env, "iris", as_name="planted_iris")
+    first = run_cli(stack_env, "run")
+    assert first.returncode == 0, first.stdout + first.stderr  # signed on the workers, loaded on them
+    key = f"{BUCKET}/values/splits/planted_iris/v1"
+    assert s3.exists(key)
+    marker = tmp_path / "payload-ran"
+    s3.pipe_file(key, pickle.dumps(Payload(marker), protocol=4))
+    second = run_cli(stack_env, "run", "--select", "fold_models")
+    said = second.stdout + second.stderr
+    assert second.returncode != 0, said
+    assert f"Refused the stored value of asset 'splits' partition 'planted_iris/v1' at s3://{key}" in said
+    assert "Materialize 'splits' for partition 'planted_iris/v1' again" in said
+    assert not marker.exists()
+    client = client_for(stack_env)
+    experiment = client.get_experiment_by_name("planted_iris")
+    runs = client.search_runs([experiment.experiment_id])
+    assert runs and not [r.info.run_id for r in runs if r.info.status == "RUNNING"]
