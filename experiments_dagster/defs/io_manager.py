@@ -21,7 +21,11 @@ What it does beyond ``UPathIOManager``'s defaults, and why (profiling on a 1,000
   id or ETag, last-modified time, size), so a rewrite by another process is seen;
 - atomic writes: locally a temporary file in the same folder renamed over the target; on an
   object store one upload (a PUT, or a multipart upload that the store publishes only when it is
-  completed). A killed run leaves the previous value or the new one, never half a pickle.
+  completed). A killed run leaves the previous value or the new one, never half a pickle;
+- signed values (``experiments_dagster/signing.py``): each stored value ends with an HMAC-SHA256
+  of its bytes and path, checked before unpickling, so bytes this deployment did not write never
+  run. Values from before signing (and ``fs_io_manager``'s) are refused with the fix:
+  re-materialize them. ``fs_io_manager`` cannot read ours any more either.
 
 Consumers must not mutate their inputs: every step gets the same object (the values in
 ``experiments_dagster.values`` are frozen dataclasses, but the DataFrames and pipelines inside
@@ -32,123 +36,35 @@ import os
 import pickle
 import tempfile
 import uuid
-from collections import OrderedDict
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 from upath import UPath
 
+from experiments_dagster.defs.value_cache import (
+    CACHE_ENV,
+    DEFAULT_CACHE_MB,
+    MISS,
+    Stamp,
+    ValueCache,
+    cache_budget_bytes,
+    file_stamp,
+    object_stamp,
+)
+from experiments_dagster.defs.value_messages import (
+    missing_value_message,
+    unpicklable_error,
+    untrusted_value_message,
+)
 from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.paths import env_int
+from experiments_dagster.paths import default_dagster_home
+from experiments_dagster.signing import SigningWriter, UntrustedValueError, values_key, verified_payload
 
-CACHE_ENV = "EXPERIMENTS_IO_CACHE_MB"
-# 512 MB holds one large value, not two: on the 1,000,000 x 50 workload raw_data (377 MB pickle)
-# is evicted when splits (378 MB) is written, after its two consumers ran, so the cache does not
-# raise peak memory (target: peak RSS <= 4 GiB) while splits serves its 6 consumers from memory.
-# A budget >= 755 MB would keep raw_data alive for the rest of the run for nothing.
-DEFAULT_CACHE_MB = 512
-# fs_io_manager's protocol (dagster's PICKLE_PROTOCOL), so its readers load what we write.
+# fs_io_manager's protocol (dagster's PICKLE_PROTOCOL).
 PICKLE_PROTOCOL = 4
 LOCAL_PROTOCOLS = ("", "file", "local")
-
-# The identity of one version of a stored value: (identity, modification time, size in bytes).
-# Local files: (st_ino, st_mtime_ns, st_size); every write of ours is a new inode (rename), so
-# the inode also catches a same-size rewrite within the filesystem's timestamp granularity.
-# Objects: (version id or ETag, last-modified, size); an ETag changes with the content.
-Stamp = tuple[Any, Any, int]
-MISS = object()  # a cache miss (None is a value)
-
-
-def file_stamp(st: os.stat_result) -> Stamp:
-    """The identity of one version of a file: inode, modification time (ns) and size."""
-    return st.st_ino, st.st_mtime_ns, st.st_size
-
-
-def object_stamp(info: dict[str, Any]) -> Stamp | None:
-    """The identity of one version of an object from its fsspec ``info()``; None if it has none."""
-    identity = next(
-        (info[k] for k in ("VersionId", "ETag", "generation", "etag", "md5Hash") if info.get(k)), None
-    )
-    mtime = next((info[k] for k in ("LastModified", "mtime", "updated") if info.get(k)), None)
-    if identity is None and mtime is None:
-        return None  # nothing tells two versions of the same size apart: never cache
-    return identity, str(mtime), int(info["size"])
-
-
-class ValueCache:
-    """Values by path, valid while the stored value's stamp is unchanged; LRU within a byte budget.
-
-    A value's size is estimated by its pickle's size; a value bigger than the whole budget is
-    not cached (a budget of 0 caches nothing).
-    """
-
-    def __init__(self, budget_bytes: int) -> None:
-        self.budget_bytes = budget_bytes
-        self.used_bytes = 0
-        self._entries: OrderedDict[str, tuple[Stamp, Any]] = OrderedDict()
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    def get(self, path: str, stamp: Stamp) -> Any:
-        """The value cached for this version of the stored value, else the ``MISS`` sentinel."""
-        entry = self._entries.get(path)
-        if entry is None:
-            return MISS
-        if entry[0] != stamp:  # rewritten since (another run, another process)
-            self.discard(path)
-            return MISS
-        self._entries.move_to_end(path)
-        return entry[1]
-
-    def put(self, path: str, stamp: Stamp, value: Any) -> None:
-        """Cache ``value`` as this version's content, evicting the least recently used."""
-        self.discard(path)
-        size = stamp[2]
-        if size > self.budget_bytes:
-            return
-        self._entries[path] = (stamp, value)
-        self.used_bytes += size
-        while self.used_bytes > self.budget_bytes:
-            _, (old, _) = self._entries.popitem(last=False)
-            self.used_bytes -= old[2]
-
-    def discard(self, path: str) -> None:
-        """Forget the value of ``path``, if cached."""
-        entry = self._entries.pop(path, None)
-        if entry is not None:
-            self.used_bytes -= entry[0][2]
-
-
-def cache_budget_bytes(cache_mb: int | None) -> int:
-    """``cache_mb``, else ``$EXPERIMENTS_IO_CACHE_MB``, else 512, as bytes (MB = 2**20 bytes)."""
-    what = "a whole number of MB >= 0"
-    fix = f"e.g. {DEFAULT_CACHE_MB} (0 disables the IO manager's value cache)."
-    if cache_mb is None:
-        return env_int(CACHE_ENV, DEFAULT_CACHE_MB, 0, what, fix) * 2**20
-    if cache_mb < 0:
-        raise ExperimentInputError(f"cache_mb='{cache_mb}' is not valid: use {what}; {fix}")
-    return cache_mb * 2**20
-
-
-def missing_value_message(context: dg.InputContext, path: Any, partition: str | None) -> str:
-    """What is missing, where it was looked for, and how to produce it."""
-    if not context.has_asset_key:
-        upstream = context.upstream_output
-        what = (
-            f"output {upstream.name!r} of step {upstream.step_key!r}" if upstream else "the upstream output"
-        )
-        return f"No stored value for {what}: {path} does not exist. Re-execute the run from its start."
-    asset = context.asset_key.to_user_string()
-    of = f"asset {asset!r}" + (f" partition {partition!r}" if partition is not None else "")
-    materialize = f"Materialize {asset!r}" + (
-        f" for partition {partition!r}" if partition is not None else ""
-    )
-    return (
-        f"No stored value for {of}: {path} does not exist (never materialized here, or deleted). "
-        f"{materialize} first (e.g. select it together with this asset), then run this step again."
-    )
 
 
 def is_local(path: UPath) -> bool:
@@ -170,13 +86,6 @@ def safe_partition(partition: str) -> str:
     return "/".join("%2E%2E" if p == ".." else p for p in partition.split("/"))
 
 
-def unpicklable_error(obj: Any, exc: BaseException) -> dg.DagsterInvariantViolationError:
-    return dg.DagsterInvariantViolationError(
-        f"A value of type {type(obj).__qualname__} cannot be pickled ({type(exc).__name__}: {exc}), so "
-        "it cannot be stored for the next steps. Return a picklable value."
-    )
-
-
 class CachedPickleIOManager(dg.UPathIOManager):
     """Pickles at fs_io_manager's paths under a local folder or an object-store prefix.
 
@@ -190,14 +99,19 @@ class CachedPickleIOManager(dg.UPathIOManager):
 
     extension = ""  # as fs_io_manager: the file is named by the partition key alone
 
-    def __init__(self, base_path: UPath | str, cache: ValueCache) -> None:
+    def __init__(self, base_path: UPath | str, cache: ValueCache, key: bytes) -> None:
         base_path = UPath(base_path)  # a UPath is kept as is, with its storage options
         super().__init__(base_path=base_path)
         self.base_path = base_path
         self.cache = cache
+        self.key = key
         self.local = is_local(base_path)
 
     # --- paths -------------------------------------------------------------------------------
+
+    def signed_name(self, path: UPath) -> str:
+        """The name a value is signed under: its path below ``base_path``."""
+        return path.path[len(self.base_path.path) :].strip("/")
 
     def make_safe_partition_path(self, base_path: UPath, partition: str) -> UPath:
         return base_path / safe_partition(partition)
@@ -272,17 +186,18 @@ class CachedPickleIOManager(dg.UPathIOManager):
     def write(self, obj: Any, path: UPath) -> Stamp | None:
         """Pickle ``obj`` to ``path`` so that readers see the old value or the new, never a part."""
         if self.local:
-            return self.write_local(obj, path.path)
+            return self.write_local(obj, path)
         return self.write_object(obj, path)
 
-    def write_local(self, obj: Any, target: str) -> Stamp:
+    def write_local(self, obj: Any, path: UPath) -> Stamp:
         # Same folder, so the rename is atomic; unique per writer, so concurrent runs don't clash.
         # No fsync: the rename guards against a killed process, which is the failure we see.
+        target = path.path
         folder, name = os.path.split(target)
         tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with open(tmp, "wb") as file:
-                dump(obj, file)
+                dump(obj, file, self.key, self.signed_name(path))
             stamp = file_stamp(os.stat(tmp))
             os.replace(tmp, target)
         except BaseException:
@@ -298,7 +213,7 @@ class CachedPickleIOManager(dg.UPathIOManager):
         # atomic on S3: readers see the previous object until the new one is whole.
         fs, key = path.fs, path.path
         with tempfile.NamedTemporaryFile(prefix="experiments-value-", suffix=".pickle") as tmp:
-            dump(obj, tmp)
+            dump(obj, tmp, self.key, self.signed_name(path))
             tmp.flush()
             size = os.fstat(tmp.fileno()).st_size
             fs.put_file(tmp.name, key)
@@ -332,6 +247,12 @@ class CachedPickleIOManager(dg.UPathIOManager):
             return self.load_local(path) if self.local else self.load_object(path)
         except FileNotFoundError as exc:
             raise ExperimentInputError(missing_value_message(context, path, partition)) from exc
+        except UntrustedValueError as exc:
+            raise UntrustedValueError(untrusted_value_message(context, path, partition, str(exc))) from None
+
+    def unpickle(self, path: UPath, data: bytes) -> Any:
+        """The value in ``data``, unpickled only once its signature is verified."""
+        return pickle.loads(verified_payload(self.key, self.signed_name(path), data))
 
     def load_local(self, path: UPath) -> Any:
         with open(path.path, "rb") as file:
@@ -340,7 +261,10 @@ class CachedPickleIOManager(dg.UPathIOManager):
             value = self.cache.get(str(path), stamp)
             if value is not MISS:
                 return value
-            value = pickle.load(file)
+            # Read whole, then verified, then unpickled: the bytes checked are the bytes loaded
+            # even if a writer changes the file in place meanwhile.
+            data = file.read()
+        value = self.unpickle(path, data)
         self.cache.put(str(path), stamp, value)
         return value
 
@@ -354,18 +278,20 @@ class CachedPickleIOManager(dg.UPathIOManager):
             value = self.cache.get(str(path), stamp)
             if value is not MISS:
                 return value
-        with fs.open(key, "rb") as file:
-            value = pickle.load(file)
+        value = self.unpickle(path, fs.cat_file(key))
         if stamp is not None:
             self.cache.put(str(path), stamp, value)
         return value
 
 
-def dump(obj: Any, file: Any) -> None:
+def dump(obj: Any, file: Any, key: bytes, name: str) -> None:
+    """Pickle ``obj`` to ``file``, signed for ``name`` (signing.py)."""
+    writer = SigningWriter(file, key, name)
     try:
-        pickle.dump(obj, file, PICKLE_PROTOCOL)
+        pickle.dump(obj, writer, PICKLE_PROTOCOL)
     except (AttributeError, RecursionError, ImportError, pickle.PicklingError) as exc:
         raise unpicklable_error(obj, exc) from exc
+    writer.finish()
 
 
 class ExperimentIOManager(dg.ConfigurableIOManagerFactory):
@@ -381,6 +307,9 @@ class ExperimentIOManager(dg.ConfigurableIOManagerFactory):
     (``AWS_PROFILE``, ``~/.aws``). ``storage_options`` are s3fs's keyword arguments, e.g.
     ``{"endpoint_url": "http://127.0.0.1:8333", "key": ..., "secret": ...}``; prefer
     ``dg.EnvVar`` or the environment for secrets.
+
+    Every value is signed (signing.py) with ``$EXPERIMENTS_VALUES_KEY``, which an ``s3://``
+    ``base_dir`` requires; a local one falls back to ``values.key`` in the instance's folder.
     """
 
     base_dir: str | None = Field(
@@ -411,4 +340,8 @@ class ExperimentIOManager(dg.ConfigurableIOManagerFactory):
                 f"storage_options are for an object-store base_dir (s3://...), not the folder {base_dir!r}."
             )
         base_path = UPath(base_dir, **(self.storage_options or {}))
-        return CachedPickleIOManager(base_path, ValueCache(cache_budget_bytes(self.cache_mb)))
+        key_folder = None
+        if is_local(base_path):  # an object store's readers are elsewhere: they need the variable
+            key_folder = Path(context.instance.root_directory) if context.instance else default_dagster_home()
+        key = values_key(key_folder)
+        return CachedPickleIOManager(base_path, ValueCache(cache_budget_bytes(self.cache_mb)), key)

@@ -48,6 +48,7 @@ from experiments_dagster.profile import (
     PROFILE_ENV,
     S3_URL_ENV,
 )
+from experiments_dagster.signing import KEY_ENV as VALUES_KEY_ENV
 from experiments_dagster.stack import seaweed
 from experiments_dagster.tracking.liveness import process_start
 
@@ -97,6 +98,7 @@ class Settings:
     client_password: str
     flask_secret: str
     redis_password: str = ""
+    values_key: str = ""  # signs asset values (EXPERIMENTS_VALUES_KEY); "" in files from before it
 
     @classmethod
     def generate(cls, preferred_ports: bool = True) -> Settings:
@@ -116,6 +118,7 @@ class Settings:
             client_password=secrets.token_urlsafe(24),
             flask_secret=secrets.token_urlsafe(32),
             redis_password=secrets.token_urlsafe(24),
+            values_key=secrets.token_hex(32),
         )
 
 
@@ -160,14 +163,18 @@ class LocalStack:
             return self._settings
         if self.credentials_path.is_file():
             self._settings = Settings(**json.loads(self.credentials_path.read_text()))
+            if not self._settings.values_key:  # a stack from before values were signed: add one
+                self._settings.values_key = secrets.token_hex(32)
+                self._write_settings(self._settings)
             return self._settings
         self.root.mkdir(parents=True, exist_ok=True)
         settings = Settings.generate(self.preferred_ports)
-        fd = os.open(self.credentials_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            json.dump(settings.__dict__, out, indent=2)
+        self._write_settings(settings)
         self._settings = settings
         return settings
+
+    def _write_settings(self, settings: Settings) -> None:
+        seaweed.write_private(self.credentials_path, json.dumps(settings.__dict__, indent=2).encode())
 
     def pg_url(self, database: str) -> str:
         s = self.settings()
@@ -217,6 +224,7 @@ class LocalStack:
             "AWS_SECRET_ACCESS_KEY": s.s3_secret_key,
             "AWS_ENDPOINT_URL": urls["s3"],
             "AWS_DEFAULT_REGION": seaweed.REGION,
+            VALUES_KEY_ENV: s.values_key,
         }
 
     def write_env_file(self) -> Path:
@@ -255,7 +263,8 @@ class LocalStack:
     def _spawn(self, service: str, command: list[str], env: dict[str, str], **kwargs) -> subprocess.Popen:
         log = self.log_path(service)
         log.parent.mkdir(parents=True, exist_ok=True)
-        with open(log, "ab") as out:
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(fd, "ab") as out:
             process = subprocess.Popen(
                 command,
                 stdin=subprocess.DEVNULL,
@@ -263,6 +272,9 @@ class LocalStack:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,  # its own process group: stopped as one, never by the caller's Ctrl-C
+                # Files a service writes are its user's only: `dagster-celery worker start` writes the
+                # broker URL, password included, into a config module under DAGSTER_HOME.
+                umask=0o077,
                 **kwargs,
             )
         self._record(service, process.pid)
@@ -501,19 +513,22 @@ class LocalStack:
         folder = self.root / "mlflow"
         folder.mkdir(parents=True, exist_ok=True)
         ini = folder / "basic_auth.ini"
-        ini.write_text(
+        seaweed.write_private(  # holds the auth database's password: 0600 from the start
+            ini,
             "[mlflow]\n"
             "default_permission = READ\n"
             f"database_uri = {self.pg_url('mlflow_auth')}\n"
             f"admin_username = {ADMIN_USER}\n"
             "authorization_function = mlflow.server.auth:authenticate_request_basic_auth\n"
             # One worker, so no other worker can hold a stale entry; saves PBKDF2 per request.
-            "auth_cache_ttl_seconds = 300\n"
+            "auth_cache_ttl_seconds = 300\n".encode(),
         )
-        ini.chmod(0o600)
         return {
             **{k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_TRACKING_")},
             "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+            # The server's own option (--backend-store-uri) from its environment, so the
+            # PostgreSQL password is not on its command line for every local user's `ps`.
+            "MLFLOW_BACKEND_STORE_URI": self.pg_url("mlflow"),
             "MLFLOW_AUTH_ADMIN_PASSWORD": s.admin_password,
             "MLFLOW_FLASK_SERVER_SECRET_KEY": s.flask_secret,
             "MLFLOW_S3_ENDPOINT_URL": self.urls()["s3"],
@@ -529,8 +544,6 @@ class LocalStack:
             "server",
             "--app-name",
             "basic-auth",
-            "--backend-store-uri",
-            self.pg_url("mlflow"),
             "--serve-artifacts",
             "--artifacts-destination",
             f"s3://{BUCKET}/mlflow",

