@@ -7,7 +7,7 @@ export DAGSTER_HOME ?= $(CURDIR)/dagster_home
 # Quiet MLflow's per-file progress bars in logs.
 export MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR ?= false
 
-.PHONY: venv run test lint dagster-ui mlflow-ui lock clean-stores stack-up stack-down stack-wipe stack-status test-stack
+.PHONY: venv run test lint docs dagster-ui mlflow-ui lock clean-stores stack-up stack-down stack-wipe stack-status test-stack
 
 $(STAMP): pyproject.toml requirements.lock requirements-services.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -30,6 +30,10 @@ test: $(STAMP)
 ## ruff check and ruff format --check (what CI runs).
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+## The documentation site (MkDocs, strict: any warning fails), written to site/.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 ## Dagster UI on http://127.0.0.1:3000 (persistent DAGSTER_HOME, daemon included). After `. .stack/env`
 ## (production profile) only the webserver starts: the stack's daemon already serves its instance.
