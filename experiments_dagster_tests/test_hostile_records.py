@@ -1,0 +1,174 @@
+"""Records are data: what an MLflow run or its manifest says is looked up or compared, never
+imported, called or obeyed (issue 26, "Records are data")."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from experiments_dagster import cli
+from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.tracking.reproduction_log import logged_spec
+from experiments_dagster.tracking.store import Tracker
+from experiments_dagster.versioning import config_hash
+from experiments_dagster_tests.test_reproduction import manifest_for, record_run
+
+PAYLOAD = """
+from pathlib import Path
+Path(__file__).with_name("payload-ran").write_text("imported")
+class Boom:
+    def __init__(self):
+        Path(__file__).with_name("payload-ran").write_text("called")
+    def get_params(self):
+        return {}
+"""
+
+
+def no_run_left_running(client: MlflowClient) -> None:
+    for experiment in client.search_experiments():
+        running = client.search_runs([experiment.experiment_id], "attributes.status = 'RUNNING'")
+        assert running == [], [r.info.run_id for r in running]
+
+
+def test_audit_looks_model_type_up_and_never_imports_it(tmp_path: Path, tracking_uri: str):
+    """Each of these model_type params once made the audit import and call it: exit 0 with no
+    output (sys.exit), an abort (os.abort), a debugger prompt (pdb.set_trace), or code of a
+    module in the working directory (on sys.path under ``python -m``)."""
+    (tmp_path / "payload_module.py").write_text(PAYLOAD)
+    tracker = Tracker(tracking_uri)
+    experiment = tracker.experiment_id("hostile")
+    names = ("payload_module.Boom", "sys.exit", "os.abort", "pdb.set_trace", "builtins.breakpoint")
+    for name in names:
+        run_id = tracker.start_run(experiment, name, {})
+        tracker.log_params(run_id, {"model_type": name, "task": "binary"})
+        tracker.end_run(run_id)
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments_dagster.cli", "audit", "--experiment", "hostile", "--json"],
+        cwd=tmp_path,
+        env={
+            "MLFLOW_TRACKING_URI": tracking_uri,
+            "DAGSTER_HOME": str(tmp_path / "no-dagster-home"),
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+        },
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 1, done.stderr[-3000:]
+    report = json.loads(done.stdout)
+    assert len(report["runs"]) == len(names) and report["complete"] is False
+    for run in report["runs"]:
+        (finding,) = [f for f in run["findings"] if f["kind"] == "hyperparameters"]
+        assert finding["status"] == "malformed"
+        assert (
+            f"model_type {run['run_name']!r} is not a scikit-learn or XGBoost estimator" in finding["detail"]
+        )
+    assert "(Pdb)" not in done.stdout + done.stderr
+    assert not (tmp_path / "payload-ran").exists()
+    no_run_left_running(tracker.client)
+
+
+@pytest.fixture
+def original(tracker: Tracker, data_dir: Path) -> tuple[str, dict]:
+    """A finished iris run at this checkout's HEAD whose manifest agrees with its params and tags."""
+    from experiments_dagster.tracking.environment import git_state
+
+    manifest = manifest_for(data_dir / "iris" / "v1.csv", commit=git_state()["commit"])
+    return record_run(tracker, manifest), manifest
+
+
+def manifest_path(client: MlflowClient, run_id: str) -> Path:
+    from experiments_dagster.tracking.audit import local_artifact_root
+
+    return local_artifact_root(client.get_run(run_id).info.artifact_uri) / "manifest.json"
+
+
+def reproduce(tracking_uri: str, run_id: str, capsys) -> tuple[int, str]:
+    code = cli.main(["reproduce", run_id, "--tracking-uri", tracking_uri])
+    return code, capsys.readouterr().err
+
+
+def runs_of(client: MlflowClient) -> set[str]:
+    return {r.info.run_id for e in client.search_experiments() for r in client.search_runs([e.experiment_id])}
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda m: m["spec"].update(registered_model_name="other_team_model"), "spec (config.hash)"),
+        (lambda m: m["spec"].update(experiment_name="another-experiment"), "spec (config.hash)"),
+        (lambda m: m["dataset"].update(dataset="breast_cancer"), "dataset.dataset"),
+        (lambda m: m["dataset"].update(sha256="0" * 64), "dataset.sha256"),
+        (lambda m: m["seeds"].update(model=7), "seeds.model"),
+        (lambda m: m["code"].update({"git.commit": "HEAD~1"}), "code.git.commit"),
+    ],
+    ids=["registered-model", "experiment", "dataset", "data-hash", "seed", "git-expression"],
+)
+def test_reproduce_refuses_a_manifest_that_disagrees_with_its_run(
+    original, tracker: Tracker, tracking_uri: str, data_dir: Path, monkeypatch, capsys, edit, named
+):
+    monkeypatch.setenv("EXPERIMENTS_DATA_DIR", str(data_dir))
+    run_id, manifest = original
+    edit(manifest)
+    manifest_path(tracker.client, run_id).write_text(json.dumps(manifest))
+    before = runs_of(tracker.client)
+
+    code, err = reproduce(tracking_uri, run_id, capsys)
+
+    assert code == 2, err
+    assert f"The manifest.json of run {run_id} disagrees with the run's own params and tags in: " in err
+    assert named in err and "nothing is rerun" in err and "Traceback" not in err
+    assert runs_of(tracker.client) == before  # nothing was rerun, nothing logged
+    assert tracker.client.search_registered_models() == []  # no model version anywhere
+    no_run_left_running(tracker.client)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ['{"dataset": ', "[" * 100_000 + "]" * 100_000, '"just a string"', '{"dataset": {"dataset": 1}}'],
+    ids=["truncated", "deep", "not-an-object", "wrong-type"],
+)
+def test_reproduce_exits_2_on_a_manifest_that_is_not_a_manifest(
+    original, tracker: Tracker, tracking_uri: str, capsys, text
+):
+    run_id, _ = original
+    manifest_path(tracker.client, run_id).write_text(text)
+    code, err = reproduce(tracking_uri, run_id, capsys)
+    assert code == 2, err
+    assert f"experiments-dagster reproduce: The manifest.json of run {run_id} " in err
+    assert ("is not valid JSON" in err) == (text in ('{"dataset": ', "[" * 100_000 + "]" * 100_000))
+    assert "Traceback" not in err
+    no_run_left_running(tracker.client)
+
+
+def test_reproduce_of_a_fold_names_its_parent(original, tracker: Tracker, tracking_uri: str, capsys):
+    run_id, _ = original
+    experiment = tracker.client.get_run(run_id).info.experiment_id
+    fold = tracker.start_run(experiment, "fold-0", {}, parent_run_id=run_id)
+    tracker.end_run(fold)
+    code, err = reproduce(tracking_uri, fold, capsys)
+    assert code == 2
+    assert f"Run {fold} is a nested run; use its parent {run_id}" in err and "no manifest" not in err
+    no_run_left_running(tracker.client)
+
+
+def test_the_rerun_registers_only_where_the_original_did(tracker: Tracker, data_dir: Path):
+    """A manifest consistent with its run, but a run that registered under another name than the
+    config says (its tags were written by the run, the config by whoever edited the file)."""
+    manifest = manifest_for(data_dir / "iris" / "v1.csv")
+    manifest["spec"]["registered_model_name"] = "other_team_model"
+    run_id = record_run(tracker, manifest, registered="iris_model")
+    with pytest.raises(ExperimentInputError, match="registered model .*'other_team_model'.*'iris_model'"):
+        logged_spec(tracker.client, run_id)
+    manifest["spec"]["registered_model_name"] = None
+    same = record_run(tracker, manifest, registered="iris_model")
+    spec = logged_spec(tracker.client, same)
+    assert spec.model_name == "iris_model" and spec.experiment == "iris"
+    assert config_hash(spec.model_dump(mode="json")) == config_hash(manifest["spec"])
