@@ -172,3 +172,90 @@ def test_the_rerun_registers_only_where_the_original_did(tracker: Tracker, data_
     spec = logged_spec(tracker.client, same)
     assert spec.model_name == "iris_model" and spec.experiment == "iris"
     assert config_hash(spec.model_dump(mode="json")) == config_hash(manifest["spec"])
+
+
+class Payload:
+    """Unpickling this writes the marker file (what a hostile pickled model would do)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "unpickled"))
+
+
+def log_model_folder(tracker: Tracker, experiment: str, name: str, mlmodel: str, files: dict) -> str:
+    """A finished run whose artifacts hold ``model/MLmodel`` and ``files``, as a script could log."""
+    import tempfile
+
+    run_id = tracker.start_run(experiment, name, {})
+    tracker.log_params(run_id, {"task": "binary"})
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / "MLmodel").write_text(mlmodel)
+        for path, data in files.items():
+            (Path(tmp) / path).write_bytes(data)
+        tracker.client.log_artifacts(run_id, tmp, "model")
+    tracker.end_run(run_id)
+    return run_id
+
+
+def test_audit_loads_no_model_whose_files_choose_the_code(
+    tmp_path: Path, tracking_uri: str, monkeypatch, capsys
+):
+    """A model's MLmodel names the module MLflow imports, the pickle it unpickles and the skops
+    types it trusts: the audit reads it first and loads none of these."""
+    import pickle
+
+    (tmp_path / "payload_module.py").write_text(PAYLOAD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    marker = tmp_path / "payload-ran"
+    tracker = Tracker(tracking_uri)
+    experiment = tracker.experiment_id("hostile-models")
+    pyfunc = "flavors:\n  python_function:\n    loader_module: {loader}\n    model_path: model.pkl\n"
+    runs = {
+        "loader": log_model_folder(
+            tracker, experiment, "loader", pyfunc.format(loader="payload_module"), {"model.pkl": b"x"}
+        ),
+        "pickle": log_model_folder(
+            tracker,
+            experiment,
+            "pickle",
+            pyfunc.format(loader="mlflow.sklearn")
+            + "  sklearn:\n    pickled_model: model.pkl\n    serialization_format: cloudpickle\n",
+            {"model.pkl": pickle.dumps(Payload(marker))},
+        ),
+        "trusts": log_model_folder(
+            tracker,
+            experiment,
+            "trusts",
+            pyfunc.format(loader="mlflow.sklearn")
+            + "  sklearn:\n    pickled_model: model.skops\n    serialization_format: skops\n"
+            + "    skops_trusted_types: [builtins.exec, posix.system]\n",
+            {"model.skops": b"x"},
+        ),
+        "code-paths": log_model_folder(
+            tracker, experiment, "code", pyfunc.format(loader="mlflow.sklearn") + "    code: code\n", {}
+        ),
+        "alias-bomb": log_model_folder(
+            tracker, experiment, "bomb", "a: &a [x, x]\nb: [*a, *a]\n" + pyfunc.format(loader="x"), {}
+        ),
+    }
+    reasons = {
+        "loader": "its loader_module 'payload_module' is not one the audit loads",
+        "pickle": "it is serialized as 'cloudpickle': unpickling runs code",
+        "trusts": "its MLmodel trusts types ['builtins.exec', 'posix.system'] that this project's",
+        "code-paths": "it carries code paths, which loading would put on sys.path",
+        "alias-bomb": "uses a YAML anchor or alias (line 1)",
+    }
+    code = cli.main(["audit", "--experiment", "hostile-models", "--tracking-uri", tracking_uri, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1
+    by_id = {run["run_id"]: run for run in report["runs"]}
+    for case, run_id in runs.items():
+        (finding,) = [f for f in by_id[run_id]["findings"] if f["kind"] == "model"]
+        assert finding["status"] == "malformed", case
+        assert finding["detail"].startswith(f"runs:/{run_id}/model is not loaded: "), finding
+        assert reasons[case] in finding["detail"], (case, finding["detail"])
+    assert "payload_module" not in sys.modules
+    assert not marker.exists()
+    no_run_left_running(tracker.client)

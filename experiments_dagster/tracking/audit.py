@@ -21,6 +21,7 @@ from mlflow.entities import Run
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.known_estimators import hyperparameter_names
+from experiments_dagster.tracking.model_gate import RefusedModel, load_refusal, model_uri_of
 from experiments_dagster.tracking.standard import TASKS, Requirement, metric_names, requirements
 from experiments_dagster.tracking.store import download_model
 
@@ -281,41 +282,43 @@ class Auditor:
         problem = png_problem(self._download(run.info.run_id, req.name).read_bytes())
         return [self._found(req, "malformed", problem) if problem else self._found(req, "present")]
 
-    def _model_uri(self, run: Run) -> str | None:
-        uri = run.data.tags.get("model.uri")
-        if uri:
-            return uri
-        outputs = run.outputs.model_outputs if run.outputs else []
-        if outputs:
-            return f"models:/{outputs[-1].model_id}"
-        if "model/MLmodel" in self._artifacts:
-            return f"runs:/{run.info.run_id}/model"
-        return None
+    def _load_model(self, run: Run, uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, str]:
+        """The run's model, loaded only if the gate allows its files (and, for a run of ours,
+        they match the hashes recorded when it was logged); and a note on how it was loaded."""
+        from experiments_dagster.tracking.model_io import (
+            UnverifiableModelError,
+            recorded_digests,
+            verify_model_files,
+        )
+
+        local = download_model(self.client, uri, self._tmp / "model")
+        refusal = load_refusal(local)
+        if refusal is not None:
+            raise RefusedModel(refusal)
+        note = ""
+        try:
+            verify_model_files(local, recorded_digests(self.client, uri)[1])
+        except UnverifiableModelError:
+            if tags.DAGSTER_RUN_ID in run.data.tags:
+                raise  # ours: recorded hashes are required (see model_io.load_verified_model)
+            # A plain script's model never had its file hashes recorded: say so in the finding.
+            note = " (loaded unverified: no recorded file hashes)"
+        # Our check is that it loads and predicts here; MLflow's environment warning is noise.
+        return mlflow.pyfunc.load_model(str(local), suppress_warnings=True), note
 
     def _check_model(self, run: Run, req: Requirement, task: str) -> list[Finding]:
-        uri = self._model_uri(run)
+        uri = model_uri_of(run, self._artifacts)
         if uri is None:
             return [self._found(req, "missing", "no logged model")]
         if not self.load_models:
             return [self._found(req, "present", uri)]
-        from experiments_dagster.tracking.model_io import UnverifiableModelError, load_verified_model
-
-        unverified = ""
         try:
-            # Our check is that it loads and predicts here; MLflow's environment warning is noise.
-            try:
-                model = load_verified_model(self.client, uri, suppress_warnings=True)
-            except UnverifiableModelError:
-                if tags.DAGSTER_RUN_ID in run.data.tags:
-                    raise  # ours: recorded hashes are required (see model_io.load_verified_model)
-                # A plain script's model never had its file hashes recorded: load it as it is and
-                # say so in the finding.
-                local = download_model(self.client, uri, self._tmp / "model")
-                model = mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
-                unverified = " (loaded unverified: no recorded file hashes)"
+            model, note = self._load_model(run, uri)
             example = model.input_example
             if example is not None:
                 model.predict(example)
+        except RefusedModel as exc:
+            return [self._found(req, "malformed", f"{uri} is not loaded: {exc}"[:500])]
         except Exception as exc:  # a broken model raises many types
             return [
                 self._found(
@@ -324,7 +327,7 @@ class Auditor:
             ]
         if model.metadata.signature is None:
             return [self._found(req, "malformed", f"{uri} has no signature")]
-        return [self._found(req, "present", uri + unverified)]
+        return [self._found(req, "present", uri + note)]
 
     def _check_pickle(self, run: Run, req: Requirement, task: str) -> list[Finding]:
         if req.name not in self._artifacts:
