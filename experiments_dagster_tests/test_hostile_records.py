@@ -259,3 +259,20 @@ def test_audit_loads_no_model_whose_files_choose_the_code(
     assert "payload_module" not in sys.modules
     assert not marker.exists()
     no_run_left_running(tracker.client)
+
+
+def test_a_run_whose_params_break_a_check_is_reported_and_the_others_audited(tracking_uri: str, capsys):
+    tracker = Tracker(tracking_uri)
+    experiment = tracker.experiment_id("odd-records")
+    odd = {}
+    for name, space in (("not-json", "{'max_depth'"), ("a-number", "5"), ("deep", "[" * 100_000)):
+        odd[name] = tracker.start_run(experiment, name, {})
+        tracker.log_params(odd[name], {"task": "binary", "search.enabled": "true", "search.space": space})
+        tracker.end_run(odd[name])
+    code = cli.main(["audit", "--experiment", "odd-records", "--tracking-uri", tracking_uri, "--json"])
+    report = json.loads(capsys.readouterr().out)
+    assert code == 1 and len(report["runs"]) == 3
+    for run in report["runs"]:
+        (search,) = [f for f in run["findings"] if f["kind"] == "search"]
+        assert search["status"] == "malformed" and search["detail"].startswith("cannot be checked: "), search
+    no_run_left_running(tracker.client)

@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, get_args
 
 import mlflow
 from mlflow import MlflowClient
@@ -22,7 +22,7 @@ from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.known_estimators import hyperparameter_names
 from experiments_dagster.tracking.model_gate import RefusedModel, load_refusal, model_uri_of
-from experiments_dagster.tracking.standard import TASKS, Requirement, metric_names, requirements
+from experiments_dagster.tracking.standard import TASKS, Kind, Requirement, metric_names, requirements
 from experiments_dagster.tracking.store import download_model
 
 Status = Literal["present", "missing", "malformed", "n/a"]
@@ -166,8 +166,16 @@ class Auditor:
                         Finding(req.kind, req.name, req.asset, "n/a", f"{req.when} not set")
                     )
                     continue
-                result.findings.extend(getattr(self, f"_check_{req.kind}")(run, req, task))
+                result.findings.extend(self._check(run, req, task))
         return result
+
+    def _check(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        """One requirement's findings; a record that breaks its check is a malformed finding, so
+        one odd run cannot end the audit of the others."""
+        try:
+            return CHECKS[req.kind](self, run, req, task)
+        except Exception as exc:  # params and artifacts are whatever the run's writer logged
+            return [self._found(req, "malformed", f"cannot be checked: {type(exc).__name__}: {exc}"[:500])]
 
     # --- helpers ----------------------------------------------------------------------------
     def _list_artifacts(self, run_id: str, path: str | None = None) -> dict[str, int]:
@@ -406,6 +414,10 @@ class Auditor:
         if problems:
             return [self._found(req, "missing", "; ".join(problems[:10]))]
         return [self._found(req, "present", f"{len(trials)} trials")]
+
+
+# The check of each kind of requirement (a fixed table: the kinds are STANDARD's, never a record's).
+CHECKS = {kind: getattr(Auditor, f"_check_{kind}") for kind in get_args(Kind)}
 
 
 def format_audit(audit: RunAudit) -> str:
