@@ -3,113 +3,36 @@
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import math
 import tempfile
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal, get_args
+from typing import get_args
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import tags
+from experiments_dagster.tracking.artifact_files import local_artifact_root, png_problem
+from experiments_dagster.tracking.audit_findings import Finding, RunAudit, Status, format_audit
 from experiments_dagster.tracking.known_estimators import hyperparameter_names
-from experiments_dagster.tracking.model_gate import RefusedModel, load_refusal, model_uri_of
+from experiments_dagster.tracking.model_gate import RefusedModel, load_gated_model, model_uri_of
 from experiments_dagster.tracking.standard import TASKS, Kind, Requirement, metric_names, requirements
-from experiments_dagster.tracking.store import download_model
 
-Status = Literal["present", "missing", "malformed", "n/a"]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MIN_IMAGE_SIDE = 10
-
-
-def local_artifact_root(artifact_uri: str | None) -> Path | None:
-    """The folder of a run's artifacts if they are on this machine (``file:`` or a plain path)."""
-    if not artifact_uri:
-        return None
-    parsed = urllib.parse.urlparse(artifact_uri)
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path))
-    if parsed.scheme == "" or (
-        len(parsed.scheme) == 1 and artifact_uri[1:3] in (":\\", ":/")
-    ):  # posix or C:\
-        return Path(artifact_uri)
-    return None
-
-
-def png_problem(data: bytes) -> str | None:
-    """Why ``data`` is not a whole, decodable PNG of a real image (None if it is).
-
-    Pillow's ``verify`` checks the chunk structure and CRCs; ``load`` then decodes every pixel,
-    so a truncated, corrupted or short image fails too.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not data.startswith(PNG_MAGIC):
-        return f"not a PNG ({len(data)} bytes)"
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()  # structure and CRCs; the image cannot be used after verify
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            image.load()  # decodes the pixels: catches image data shorter than the header says
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
-        return f"does not decode: {type(exc).__name__}: {exc}"
-    if min(width, height) < MIN_IMAGE_SIDE:
-        return f"image is {width}x{height}"
-    return None
-
+# Part of this module's API (the CLI, the checks and the tests import them from here).
+__all__ = [
+    "Auditor",
+    "Finding",
+    "RunAudit",
+    "format_audit",
+    "infer_run_task",
+    "local_artifact_root",
+    "png_problem",
+]
 
 DEFAULT_THRESHOLDS = tuple(f"{t:g}" for t in ExperimentSpec.model_fields["thresholds"].default)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One item of the standard, as found on a run."""
-
-    kind: str
-    name: str
-    asset: str
-    status: Status
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("present", "n/a")
-
-
-@dataclass
-class RunAudit:
-    """Every finding for one run; complete when nothing is missing or malformed."""
-
-    run_id: str
-    run_name: str
-    task: str
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return all(f.ok for f in self.findings)
-
-    @property
-    def problems(self) -> list[Finding]:
-        return [f for f in self.findings if not f.ok]
-
-    def to_dict(self) -> dict:
-        return {
-            "run_id": self.run_id,
-            "run_name": self.run_name,
-            "task": self.task,
-            "complete": self.complete,
-            "findings": [f.__dict__ for f in self.findings],
-        }
 
 
 def infer_run_task(run: Run) -> str:
@@ -290,30 +213,6 @@ class Auditor:
         problem = png_problem(self._download(run.info.run_id, req.name).read_bytes())
         return [self._found(req, "malformed", problem) if problem else self._found(req, "present")]
 
-    def _load_model(self, run: Run, uri: str) -> tuple[mlflow.pyfunc.PyFuncModel, str]:
-        """The run's model, loaded only if the gate allows its files (and, for a run of ours,
-        they match the hashes recorded when it was logged); and a note on how it was loaded."""
-        from experiments_dagster.tracking.model_io import (
-            UnverifiableModelError,
-            recorded_digests,
-            verify_model_files,
-        )
-
-        local = download_model(self.client, uri, self._tmp / "model")
-        refusal = load_refusal(local)
-        if refusal is not None:
-            raise RefusedModel(refusal)
-        note = ""
-        try:
-            verify_model_files(local, recorded_digests(self.client, uri)[1])
-        except UnverifiableModelError:
-            if tags.DAGSTER_RUN_ID in run.data.tags:
-                raise  # ours: recorded hashes are required (see model_io.load_verified_model)
-            # A plain script's model never had its file hashes recorded: say so in the finding.
-            note = " (loaded unverified: no recorded file hashes)"
-        # Our check is that it loads and predicts here; MLflow's environment warning is noise.
-        return mlflow.pyfunc.load_model(str(local), suppress_warnings=True), note
-
     def _check_model(self, run: Run, req: Requirement, task: str) -> list[Finding]:
         uri = model_uri_of(run, self._artifacts)
         if uri is None:
@@ -321,7 +220,8 @@ class Auditor:
         if not self.load_models:
             return [self._found(req, "present", uri)]
         try:
-            model, note = self._load_model(run, uri)
+            ours = tags.DAGSTER_RUN_ID in run.data.tags
+            model, note = load_gated_model(self.client, uri, self._tmp / "model", ours=ours)
             example = model.input_example
             if example is not None:
                 model.predict(example)
@@ -418,13 +318,3 @@ class Auditor:
 
 # The check of each kind of requirement (a fixed table: the kinds are STANDARD's, never a record's).
 CHECKS = {kind: getattr(Auditor, f"_check_{kind}") for kind in get_args(Kind)}
-
-
-def format_audit(audit: RunAudit) -> str:
-    """A plain-text table of one run's findings."""
-    verdict = "COMPLETE" if audit.complete else f"INCOMPLETE ({len(audit.problems)} problems)"
-    lines = [f"run {audit.run_id} ({audit.run_name}, {audit.task}): {verdict}"]
-    width = max((len(f"{f.kind} {f.name}") for f in audit.findings), default=10)
-    for f in audit.findings:
-        lines.append(f"  {f.kind + ' ' + f.name:<{width}}  {f.status:<9}  {f.detail}".rstrip())
-    return "\n".join(lines)

@@ -21,8 +21,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import mlflow.pyfunc
+from mlflow import MlflowClient
+
 from experiments_dagster.bounded_yaml import load_bounded
 from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.tracking.store import download_model
 
 MAX_MLMODEL_BYTES = 1024 * 1024
 CODE_MODEL_LOADER = "mlflow.pyfunc.loaders.code_model"
@@ -106,3 +110,31 @@ def model_uri_of(run: Any, artifacts: dict[str, int]) -> str | None:
     if models:
         return models[-1]
     return folder[0] if folder else None
+
+
+def load_gated_model(
+    client: MlflowClient, uri: str, dst: Path, *, ours: bool
+) -> tuple[mlflow.pyfunc.PyFuncModel, str]:
+    """The model at ``uri``, downloaded to ``dst`` and loaded only if its files match the hashes
+    recorded when it was logged (required for a model of ours) and ``load_refusal`` allows them;
+    with a note on how it was loaded. RefusedModel if the gate refuses it."""
+    from experiments_dagster.tracking.model_io import (
+        UnverifiableModelError,
+        recorded_digests,
+        verify_model_files,
+    )
+
+    local = download_model(client, uri, dst)
+    note = ""
+    try:  # hashing reads the files and runs nothing: a tampered file is named first
+        verify_model_files(local, recorded_digests(client, uri)[1])
+    except UnverifiableModelError:
+        if ours:
+            raise  # ours: recorded hashes are required (see model_io.load_verified_model)
+        # A plain script's model never had its file hashes recorded: say so in the finding.
+        note = " (loaded unverified: no recorded file hashes)"
+    refusal = load_refusal(local)
+    if refusal is not None:
+        raise RefusedModel(refusal)
+    # The check is that it loads and predicts here; MLflow's environment warning is noise.
+    return mlflow.pyfunc.load_model(str(local), suppress_warnings=True), note
