@@ -159,19 +159,37 @@ def test_reproduce_of_a_fold_names_its_parent(original, tracker: Tracker, tracki
     no_run_left_running(tracker.client)
 
 
-def test_the_rerun_registers_only_where_the_original_did(tracker: Tracker, data_dir: Path):
+def test_the_rerun_registers_only_where_the_original_did(
+    tracker: Tracker, tracking_uri: str, data_dir: Path, capsys
+):
     """A manifest consistent with its run, but a run that registered under another name than the
-    config says (its tags were written by the run, the config by whoever edited the file)."""
+    config says (its tags were written by the run, the config by whoever edited the file), or that
+    registered nothing: refused before anything is rerun, by the command and by the rerun's step."""
     manifest = manifest_for(data_dir / "iris" / "v1.csv")
     manifest["spec"]["registered_model_name"] = "other_team_model"
     run_id = record_run(tracker, manifest, registered="iris_model")
+    before = runs_of(tracker.client)
+    code, err = reproduce(tracking_uri, run_id, capsys)
+    assert code == 2
+    assert (
+        f"Run {run_id} cannot be reproduced where it was logged: registered model (config "
+        "'other_team_model', original run 'iris_model')"
+    ) in err and "nothing is rerun" in err
+    assert runs_of(tracker.client) == before and tracker.client.search_registered_models() == []
     with pytest.raises(ExperimentInputError, match="registered model .*'other_team_model'.*'iris_model'"):
         logged_spec(tracker.client, run_id)
     manifest["spec"]["registered_model_name"] = None
+    unregistered = record_run(tracker, manifest)
+    tracker.client.delete_tag(unregistered, "registry.model_name")
+    with pytest.raises(
+        ExperimentInputError, match="registered model \\(config 'iris_model', original run None\\)"
+    ):
+        logged_spec(tracker.client, unregistered)
     same = record_run(tracker, manifest, registered="iris_model")
     spec = logged_spec(tracker.client, same)
     assert spec.model_name == "iris_model" and spec.experiment == "iris"
     assert config_hash(spec.model_dump(mode="json")) == config_hash(manifest["spec"])
+    no_run_left_running(tracker.client)
 
 
 class Payload:

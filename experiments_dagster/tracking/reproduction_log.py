@@ -86,6 +86,12 @@ def verified_manifest(client: MlflowClient, run: Run) -> dict[str, Any]:
             f"The {MANIFEST} of run {run_id} disagrees with the run's own params and tags in: "
             f"{'; '.join(wrong)}. It was changed after the run; nothing is rerun."
         )
+    elsewhere = place_disagreements(client, run, taken["spec"])
+    if elsewhere:
+        raise ExperimentInputError(
+            f"Run {run_id} cannot be reproduced where it was logged: {'; '.join(elsewhere)}. A "
+            "reproduction logs and registers only where the original run did; nothing is rerun."
+        )
     inputs = run.inputs.dataset_inputs if run.inputs else []
     source = inputs[0].dataset.source if inputs else "(not recorded)"
     return {**taken, "dataset": {**taken["dataset"], "path": source[:300]}}
@@ -115,26 +121,24 @@ def record_verdict(client: MlflowClient, original_run_id: str, rerun_id: str, ve
     return when
 
 
-def logged_spec(client: MlflowClient, run_id: str) -> ExperimentSpec:
-    """The resolved experiment config in the run's (verified) manifest, as the spec to train again.
-
-    It must log to the original run's experiment and register under the model name the original
-    run registered (its `registry.model_name` tag); otherwise it is refused."""
-    run = client.get_run(run_id)
-    spec = ExperimentSpec.model_validate(verified_manifest(client, run)["spec"])
-    experiment = client.get_experiment(run.info.experiment_id).name
-    registered = run.data.tags.get("registry.model_name")
-    wrong = [
-        f"{what} (config {mine!r}, original run {theirs!r})"
-        for what, mine, theirs in (
-            ("experiment", spec.experiment, experiment),
-            ("registered model", spec.model_name, registered),
-        )
-        if mine != theirs
+def place_disagreements(client: MlflowClient, run: Run, config: dict[str, Any]) -> list[str]:
+    """Where ``config`` would log and register, against where ``run`` did (its experiment and
+    its `registry.model_name` tag), as ``what (config X, original run Y)`` for each that differs."""
+    try:
+        spec = ExperimentSpec.model_validate(config)
+    except ValueError as exc:  # pydantic's ValidationError
+        return [f"the config is not a valid experiment config ({str(exc).splitlines()[0]})"]
+    pairs = (
+        ("experiment", spec.experiment, client.get_experiment(run.info.experiment_id).name),
+        ("registered model", spec.model_name, run.data.tags.get("registry.model_name")),
+    )
+    return [
+        f"{what} (config {mine!r}, original run {theirs!r})" for what, mine, theirs in pairs if mine != theirs
     ]
-    if wrong:
-        raise ExperimentInputError(
-            f"Run {run_id} cannot be reproduced where it was logged: {'; '.join(wrong)}. A reproduction "
-            "logs and registers only where the original run did."
-        )
-    return spec
+
+
+def logged_spec(client: MlflowClient, run_id: str) -> ExperimentSpec:
+    """The resolved experiment config in the run's verified manifest, as the spec to train again:
+    it logs to the original run's experiment and registers under the model name the original run
+    registered (``verified_manifest`` refuses anything else)."""
+    return ExperimentSpec.model_validate(verified_manifest(client, client.get_run(run_id))["spec"])
