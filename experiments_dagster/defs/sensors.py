@@ -32,6 +32,15 @@ def _load_cursor(raw: str | None) -> dict[str, Any]:
     return state
 
 
+def _content_sha(context: dg.SensorEvaluationContext, path) -> str | None:
+    """sha256[:12] of the file's text, read within experiment.yaml's bound (None, said, if not)."""
+    try:
+        return hashlib.sha256(read_bounded(path).encode()).hexdigest()[:12]
+    except ExperimentInputError as exc:  # it grew past the bound since it was resolved
+        context.log.error(f"{path} changed but cannot be read: {exc}")
+        return None
+
+
 def _spec_changes(
     context: dg.SensorEvaluationContext, state: dict[str, Any], files: list[FileState], retrain_all: bool
 ) -> tuple[list[dg.RunRequest], list[dg.AssetObservation]]:
@@ -73,10 +82,8 @@ def _spec_changes(
             continue
         retrain = retrain_all or spec.retrain_on_change
         # The run key names the file's content, so each content trains each version at most once.
-        try:
-            sha = hashlib.sha256(read_bounded(path).encode()).hexdigest()[:12]
-        except ExperimentInputError as exc:  # it grew past the bound since it was resolved
-            context.log.error(f"{path} changed but cannot be read: {exc}")
+        sha = _content_sha(context, path)
+        if sha is None:
             continue
         what = (
             "retraining them"
