@@ -294,3 +294,40 @@ def test_a_run_whose_params_break_a_check_is_reported_and_the_others_audited(tra
         (search,) = [f for f in run["findings"] if f["kind"] == "search"]
         assert search["status"] == "malformed" and search["detail"].startswith("cannot be checked: "), search
     no_run_left_running(tracker.client)
+
+
+def test_promotion_and_drift_score_no_champion_whose_files_choose_the_code(
+    tmp_path: Path, tracker: Tracker, monkeypatch
+):
+    """A registered version whose files carry recorded hashes (anyone who can register can write
+    them) but name their own loader: scoring it as champion (promotion, drift) refuses to load it."""
+    import tempfile
+
+    from experiments_dagster.tracking.model_gate import RefusedModel
+    from experiments_dagster.tracking.model_io import digests_tag
+    from experiments_dagster.tracking.registry import model_metrics
+
+    (tmp_path / "payload_module.py").write_text(PAYLOAD)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    client = tracker.client
+    run_id = tracker.start_run(tracker.experiment_id("iris"), "hostile champion", {})
+    model = client.create_logged_model(client.get_run(run_id).info.experiment_id, source_run_id=run_id)
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp)
+        (folder / "MLmodel").write_text(
+            "flavors:\n  python_function:\n    loader_module: payload_module\n    model_path: m.pkl\n"
+        )
+        (folder / "m.pkl").write_bytes(b"x")
+        client.set_logged_model_tags(model.model_id, digests_tag(folder))
+        client.log_model_artifacts(model.model_id, str(folder))
+    tracker.end_run(run_id)
+    client.create_registered_model("iris_model")
+    from experiments_dagster.tracking.tags import MODEL_ID
+
+    version = client.create_model_version(
+        "iris_model", model.artifact_location, run_id=run_id, tags={MODEL_ID: model.model_id}
+    )
+    with pytest.raises(RefusedModel, match="its loader_module 'payload_module' is not one the audit loads"):
+        model_metrics(client, f"models:/iris_model/{version.version}", None, ("accuracy",))  # type: ignore[arg-type]
+    assert not (tmp_path / "payload-ran").exists() and "payload_module" not in sys.modules
+    no_run_left_running(client)
