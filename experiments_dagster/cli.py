@@ -15,6 +15,7 @@ from experiments_dagster import paths
 from experiments_dagster.audit_command import UsageError, cmd_audit, report_reconciled
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.profile import CELERY, Profile, load_profile
+from experiments_dagster.version_failures import storage_failure, version_failure
 
 PROFILE = Profile("embedded")  # set by main() from EXPERIMENTS_PROFILE
 # On Celery the run id is known only once execute_job has made the run; this tag ties it to the attempt.
@@ -124,7 +125,13 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     rows = []
     for v in versions:
         if not (args.force or args.select or args.reproduction_of):
-            done = up_to_date_url(tracker, v, paths.data_dir())
+            try:
+                done = up_to_date_url(tracker, v, paths.data_dir())
+            except Exception as exc:  # one version's failure never stops the others
+                rows.append(
+                    (v.partition_key, "FAILURE", version_failure(exc, "checking whether it is up to date"))
+                )
+                continue
             if done is not None:
                 rows.append((v.partition_key, UP_TO_DATE, done))
                 continue
@@ -168,9 +175,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
                 run_id = made[0].dagster_run.run_id if made else run_id
             for run in runs_left_running(tracker, run_id):
                 tracker.mark_failed(run.info.run_id, "dagster", exc)
-            why = storage_failure(exc, home)
-            if why is None:
-                raise  # not a storage failure: a bug, with its whole traceback
+            why = storage_failure(exc, home) or version_failure(exc, "running it")
             print(f"experiments-dagster run: {v.partition_key}: {why}", file=sys.stderr)
             rows.append((v.partition_key, "FAILURE", why))
             continue
@@ -222,23 +227,6 @@ def _materialize_versions(args: argparse.Namespace) -> int:
 def _text(value: object) -> str | None:
     """A Dagster metadata entry's text (None when absent)."""
     return None if value is None else str(getattr(value, "value", value))
-
-
-def storage_failure(exc: BaseException, home: Path) -> str | None:
-    """One line naming what could not be written, for errors of the Dagster instance itself
-    (None for any other error)."""
-    import errno
-    import sqlite3
-
-    for e in (exc, exc.__cause__, exc.__context__):
-        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
-            return f"disk full writing {e.filename or home}: free space there or move DAGSTER_HOME."
-        if isinstance(e, sqlite3.OperationalError):
-            return (
-                f"the Dagster instance under {home} could not be written (SQLite: {e}); check free "
-                "space on that disk or set DAGSTER_HOME to another one."
-            )
-    return None
 
 
 def cmd_paths(args: argparse.Namespace) -> int:

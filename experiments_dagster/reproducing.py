@@ -122,14 +122,11 @@ def reproduce(
 ) -> Report:
     """Check, rerun and compare; tag the original run with the time and verdict of the rerun.
 
-    ``original`` and ``manifest``: the run and its manifest, if the caller has read them already."""
+    ``original`` and ``manifest``: the run and its verified manifest (``verified_manifest``), if
+    the caller has read them already."""
     original = original or client.get_run(run_id)
-    if "mlflow.parentRunId" in original.data.tags:
-        raise ExperimentInputError(
-            f"Run {run_id} is a nested run (a CV fold or a search trial); reproduce its parent "
-            f"run {original.data.tags['mlflow.parentRunId']}."
-        )
-    manifest = manifest or reproduction_log.read_manifest(client, run_id)
+    # Only the manifest's fields that agree with the run's own params and tags (else refused).
+    manifest = manifest or reproduction_log.verified_manifest(client, original)
     report = Report(run_id, f"{manifest['dataset']['dataset']}/{manifest['dataset']['version']}")
     report.findings = checks(
         client, run_id, manifest, repo=repo, data_dir=data_dir, strict=strict, at_commit=at_commit
@@ -226,8 +223,8 @@ def run_command(args: Any) -> int:
     except Exception as exc:  # MlflowException for unknown ids
         raise UsageError(f"No run {args.run_id!r} in {client.tracking_uri}: {exc}") from exc
     repo = Path(args.repo).resolve() if args.repo else paths.PROJECT_ROOT
-    manifest = reproduction_log.read_manifest(client, args.run_id)
-    commit = manifest.get("code", {}).get("git.commit", "unknown")
+    manifest = reproduction_log.verified_manifest(client, original)
+    commit = manifest["code"]["git.commit"]  # a full hex SHA: verified_manifest refuses anything else
 
     def run(code_dir: Path | None) -> Report:
         rerun = subprocess_rerun(client.tracking_uri, code_dir)

@@ -6,14 +6,18 @@ import importlib.util
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from experiments_dagster.bounded_yaml import load_bounded
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.ml.dataset import Task
 
 SPEC_FILE = "experiment.yaml"
 DEFAULT_MODEL = "xgboost"
+# Upper bounds of a search: trials, hyperparameters searched, values of one `choice` space.
+MAX_TRIALS = 1000
+MAX_SPACE_PARAMS = 32
+MAX_CHOICES = 100
 
 
 class BusinessValues(BaseModel):
@@ -45,7 +49,9 @@ class ParamSpace(BaseModel):
     high: float | None = Field(default=None, description="Upper bound of an int/float range.")
     step: float | None = Field(default=None, description="Step of an int/float range (optional).")
     log: bool = Field(default=False, description="Sample an int/float range on a log scale.")
-    choices: tuple[Any, ...] | None = Field(default=None, description="Values of a choice space.")
+    choices: tuple[Any, ...] | None = Field(
+        default=None, max_length=MAX_CHOICES, description=f"Values of a choice space (at most {MAX_CHOICES})."
+    )
 
     @model_validator(mode="after")
     def _complete(self) -> ParamSpace:
@@ -66,7 +72,12 @@ class SearchSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     enabled: bool = Field(default=False, description="Run the search (needs a `space`).")
-    n_trials: int = Field(default=20, ge=1, description="Finished trials (COMPLETE or PRUNED) to run.")
+    n_trials: int = Field(
+        default=20,
+        ge=1,
+        le=MAX_TRIALS,
+        description=f"Finished trials (COMPLETE or PRUNED) to run (1-{MAX_TRIALS}).",
+    )
     timeout_seconds: float | None = Field(
         default=None, gt=0, description="Time budget of each worker step, from its start (optional)."
     )
@@ -77,7 +88,9 @@ class SearchSpec(BaseModel):
     cv_folds: int | None = Field(default=None, ge=2, description="CV folds per trial (default: cv_folds).")
     pruning: bool = Field(default=True, description="Median pruning after each fold.")
     space: dict[str, ParamSpace] = Field(
-        default_factory=dict, description="Search space: hyperparameter name to its range or choices."
+        default_factory=dict,
+        max_length=MAX_SPACE_PARAMS,
+        description=f"Search space: hyperparameter name to its range or choices (at most {MAX_SPACE_PARAMS}).",
     )
     workers: int = Field(
         default=1, ge=1, le=64, description="Parallel search steps sharing one Optuna study (1-64)."
@@ -210,10 +223,8 @@ def read_spec_file(dataset_dir: Path) -> dict[str, Any]:
             f"{path} is missing. Each dataset folder needs an experiment.yaml with at least "
             "`target: <column>`."
         )
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ExperimentInputError(f"{path} is not valid YAML: {exc}") from exc
+    # At most MAX_BYTES, no anchors or aliases, at most MAX_DEPTH levels: refused before it is built.
+    raw = load_bounded(path) or {}
     if not isinstance(raw, dict):
         raise ExperimentInputError(f"{path} must be a mapping of settings, got {type(raw).__name__}.")
     return raw

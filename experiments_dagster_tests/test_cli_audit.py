@@ -504,9 +504,12 @@ def test_run_logged_by_hand_from_the_standard_doc_is_incomplete(foreign, capsys)
     assert (
         "lacks precision, recall, roc_auc, pr_auc, log_loss" in found[("nested_runs", "cv.folds")]["detail"]
     )
-    # model_type "logistic_regression" names no importable class; the model has no signature.
+    # model_type "logistic_regression" names no known estimator; the model has no signature.
     assert status[("hyperparameters", "model_type")] == "malformed"
-    assert "cannot import logistic_regression" in found[("hyperparameters", "model_type")]["detail"]
+    assert (
+        "'logistic_regression' is not a scikit-learn or XGBoost estimator"
+        in (found[("hyperparameters", "model_type")]["detail"])
+    )
     assert status[("model", "model")] == "malformed"
     assert "has no signature" in found[("model", "model")]["detail"]
     # Dagster's tags do not apply to a run Dagster did not make.

@@ -172,7 +172,8 @@ def test_a_full_disk_under_dagster_home_gives_one_clear_line(
         r"iris/v1\s+FAILURE\s+.*(No space left on device|disk full|could not be written)",
         done.stdout + done.stderr,
     ), (done.stdout + done.stderr)[-3000:]
-    assert str(small_disk) in done.stdout + done.stderr  # the line names where
+    row = re.search(r"iris/v1\s+FAILURE\s+(.*)", done.stdout)
+    assert row and f"DAGSTER_HOME {home}" in row.group(1), done.stdout  # the row names the folder
     client = MlflowClient(uri)
     runs = [r for e in client.search_experiments() for r in client.search_runs([e.experiment_id])]
     assert "RUNNING" not in {r.info.status for r in runs}  # whatever was opened was closed

@@ -17,7 +17,33 @@ def manifest_for(path: Path, commit: str = "0" * 40, dirty: str = "false") -> di
     return {
         "dataset": {"dataset": path.parent.name, "version": path.stem, "path": str(path), "sha256": sha},
         "code": {"git.commit": commit, "git.dirty": dirty},
+        "spec": ExperimentSpec(dataset=path.parent.name, target="species").model_dump(mode="json"),
+        "seeds": {"split": 42, "cv": 42, "model": 42, "numpy": 42},
     }
+
+
+def record_run(tracker, manifest: dict, registered: str | None = None) -> str:
+    """A finished parent run whose params and tags agree with ``manifest``, which it carries."""
+    dataset, code, spec = manifest["dataset"], manifest["code"], manifest["spec"]
+    tags = {
+        "config.hash": config_hash(spec),
+        "git.commit": code["git.commit"],
+        "git.dirty": code["git.dirty"],
+        "registry.model_name": registered or f"{dataset['dataset']}_model",
+    }
+    experiment = tracker.experiment_id(spec.get("experiment_name") or dataset["dataset"])
+    run_id = tracker.start_run(experiment, f"{dataset['dataset']}@{dataset['version']} #1", tags)
+    params = {
+        "dataset.name": dataset["dataset"],
+        "dataset.version": dataset["version"],
+        "data.hash": dataset["sha256"],
+        "target": spec["target"],
+        **{f"seed.{k}": v for k, v in manifest["seeds"].items()},
+    }
+    tracker.log_params(run_id, params)
+    tracker.log_json(run_id, "manifest.json", manifest)
+    tracker.end_run(run_id)
+    return run_id
 
 
 def test_config_hash_follows_what_is_trained_not_when(data_dir: Path):
@@ -140,14 +166,10 @@ def test_a_rerun_that_fails_is_verdict_rerun_failed_exit_1_and_tagged(
     from experiments_dagster.tracking.environment import git_state, installed_requirements
 
     path = data_dir / "iris" / "v1.csv"
-    spec = ExperimentSpec(dataset="iris", target="species").model_dump(mode="json")
     manifest = manifest_for(path, commit=git_state()["commit"]) | {
-        "spec": spec,
         "packages": installed_requirements().splitlines(),
     }
-    run_id = tracker.start_run(tracker.experiment_id("iris"), "iris@v1 #1", {})
-    tracker.log_json(run_id, "manifest.json", manifest)
-    tracker.end_run(run_id)
+    run_id = record_run(tracker, manifest)
     calls: list[tuple[str, str]] = []
 
     def rerun(partition_key: str, original: str) -> bool:

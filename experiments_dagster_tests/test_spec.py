@@ -168,6 +168,15 @@ def test_thresholds_outside_unit_interval_are_rejected(tmp_path: Path, threshold
         ({"task": "ranking"}, "task: Input should be 'binary', 'multiclass' or 'regression'"),
         ({"search": {"workers": 0}}, "search.workers: Input should be greater than or equal to 1"),
         ({"search": {"workers": 65}}, "search.workers: Input should be less than or equal to 64"),
+        ({"search": {"n_trials": 1_000_000}}, "search.n_trials: Input should be less than or equal to 1000"),
+        (
+            {"search": {"space": {f"p{i}": {"type": "choice", "choices": [1]} for i in range(33)}}},
+            "search.space: Dictionary should have at most 32 items after validation",
+        ),
+        (
+            {"search": {"space": {"p": {"type": "choice", "choices": list(range(101))}}}},
+            "search.space.p.choices: Tuple should have at most 100 items after validation, not 101",
+        ),
     ],
 )
 def test_out_of_range_settings(tmp_path: Path, override: dict, fragment: str) -> None:
@@ -197,3 +206,60 @@ def test_search_workers_default_to_one(tmp_path: Path) -> None:
     )
     assert resolve_spec("d", tmp_path / "d", {}).search.workers == 1
     assert resolve_spec("d", tmp_path / "d", {"search": {"workers": 8}}).search.workers == 8
+
+
+# --- bounded input: refused in milliseconds, naming the file, before anything is built ---------
+ALIAS_BOMB = (
+    "a: &a [x, x, x, x, x, x, x, x, x]\n"
+    + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, "
+        f"*{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}, *{chr(97 + i)}]\n"
+        for i in range(9)
+    )
+    + "target: y\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        (ALIAS_BOMB, "uses a YAML anchor or alias (line 1)"),
+        ("target: y\nseeds: &s {split: 1}\n", "uses a YAML anchor or alias (line 2)"),
+        ("target: y\nhyperparameters: " + "[" * 100_000 + "]" * 100_000 + "\n", "more than 20 levels deep"),
+        ("target: y\n" + "".join("  " * i + "a:\n" for i in range(30)), "more than 20 levels deep"),
+        ("target: y\n---\ntarget: z\n", "holds 2 YAML documents; it must hold one"),
+        ("target: y\ntags: {x: " + "y" * 300_000 + "}\n", "more than the 262,144 bytes a settings file"),
+    ],
+    ids=["alias-bomb", "anchor", "deep-flow", "deep-block", "two-documents", "too-big"],
+)
+def test_hostile_experiment_yaml_is_refused_fast_naming_the_file(
+    tmp_path: Path, text: str, fragment: str
+) -> None:
+    import time
+
+    path = _write_spec(tmp_path / "d", text)
+    started = time.perf_counter()
+    with pytest.raises(ExperimentInputError) as exc:
+        resolve_spec("d", tmp_path / "d", {})
+    assert time.perf_counter() - started < 0.5
+    assert str(exc.value).startswith(str(path)) and fragment in str(exc.value)
+
+
+def test_a_huge_experiment_yaml_is_not_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write_spec(tmp_path / "d", "target: y\n")
+    with path.open("ab") as f:
+        f.truncate(50 * 1024 * 1024)  # 50 MB (sparse): refused from its size, never read
+    opened: list[Path] = []
+    real_open = Path.open
+    monkeypatch.setattr(Path, "open", lambda self, *a, **k: opened.append(self) or real_open(self, *a, **k))
+    with pytest.raises(ExperimentInputError, match=re.escape(f"{path} is 52,428,800 bytes, more than")):
+        read_spec_file(tmp_path / "d")
+    assert path not in opened
+
+
+def test_a_settings_file_that_is_not_utf8_names_the_file(tmp_path: Path) -> None:
+    folder = tmp_path / "d"
+    folder.mkdir()
+    (folder / "experiment.yaml").write_bytes(b"target: \xff\xfe\n")
+    with pytest.raises(ExperimentInputError, match=re.escape(f"{folder / 'experiment.yaml'} is not UTF-8")):
+        read_spec_file(folder)

@@ -7,6 +7,7 @@ from typing import Any
 
 import dagster as dg
 
+from experiments_dagster.bounded_yaml import read_bounded
 from experiments_dagster.catalog import FileState, scan_versions
 from experiments_dagster.defs.console import CONSOLE_RUN_CONFIG
 from experiments_dagster.defs.jobs import experiment_job
@@ -29,6 +30,15 @@ def _load_cursor(raw: str | None) -> dict[str, Any]:
     for key in ("pending", "trained", "changed", "rejected", "specs"):
         state.setdefault(key, {})
     return state
+
+
+def _content_sha(context: dg.SensorEvaluationContext, path) -> str | None:
+    """sha256[:12] of the file's text, read within experiment.yaml's bound (None, said, if not)."""
+    try:
+        return hashlib.sha256(read_bounded(path).encode()).hexdigest()[:12]
+    except ExperimentInputError as exc:  # it grew past the bound since it was resolved
+        context.log.error(f"{path} changed but cannot be read: {exc}")
+        return None
 
 
 def _spec_changes(
@@ -72,7 +82,9 @@ def _spec_changes(
             continue
         retrain = retrain_all or spec.retrain_on_change
         # The run key names the file's content, so each content trains each version at most once.
-        sha = hashlib.sha256(path.read_text().encode()).hexdigest()[:12]
+        sha = _content_sha(context, path)
+        if sha is None:
+            continue
         what = (
             "retraining them"
             if retrain

@@ -92,9 +92,19 @@ def check_unique_columns(path: Path, names: list[str]) -> None:
 
 
 def _unreadable(path: Path, exc: Exception) -> ExperimentInputError:
+    # The reader's own words, not its exception type: `_csv.Error` says nothing to a user, and the
+    # failed run's row shows the innermost cause, so the error is raised ``from None``.
+    if isinstance(exc, csv.Error) and "field limit" in str(exc):
+        why = (
+            f"one field of its header is longer than {csv.field_size_limit():,} characters "
+            "(a file without line breaks, or not CSV at all)"
+        )
+    else:
+        text = str(exc).strip()
+        why = f"{type(exc).__name__}: {text.splitlines()[0][:300] if text else '(no message)'}"
     return ExperimentInputError(
-        f"Dataset file {path} could not be read as {path.suffix[1:]}: "
-        f"{type(exc).__name__}: {exc}. Re-export it as a valid {path.suffix[1:]} file."
+        f"Dataset file {path} could not be read as {path.suffix[1:]}: {why}. Re-export it as a "
+        f"valid {path.suffix[1:]} file."
     )
 
 
@@ -114,12 +124,12 @@ def load_table(path: Path) -> pd.DataFrame:
     try:
         names = header_columns(path)
     except Exception as exc:  # csv and pyarrow raise many types for unreadable files
-        raise _unreadable(path, exc) from exc
+        raise _unreadable(path, exc) from None
     check_unique_columns(path, names)
     try:
         frame = read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
     except Exception as exc:  # pandas raises many types for unreadable files
-        raise _unreadable(path, exc) from exc
+        raise _unreadable(path, exc) from None
     if frame.empty or frame.shape[1] == 0:
         raise ExperimentInputError(
             f"Dataset file {path} has no rows or no columns. It needs a header row and data rows."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import numbers
 from dataclasses import dataclass
 from pathlib import Path
@@ -66,6 +67,11 @@ def prepare_experiment(frame: pd.DataFrame, spec: ExperimentSpec, path: Path) ->
     return Prepared(task=task, split=split, rows_dropped=dropped, frame=clean, warnings=warnings)
 
 
+# Python values of a date or time: Arrow's CSV reader gives ISO dates (``2024-01-31``) as
+# ``datetime.date`` objects in an object column, not as a datetime64 column.
+DATE_TYPES = (datetime.date, datetime.time, datetime.timedelta)
+
+
 def _value_kind(value: Any) -> str:
     if isinstance(value, str):
         return "text"
@@ -73,7 +79,17 @@ def _value_kind(value: Any) -> str:
         return "boolean"
     if isinstance(value, numbers.Number):
         return "number"
+    if isinstance(value, DATE_TYPES):
+        return "date"
     return type(value).__name__
+
+
+def _dates_refused(column: Any, path: Path, what: str) -> ExperimentInputError:
+    return ExperimentInputError(
+        f"Column {column!r} of {path} holds dates or times ({what}); features must be numbers, "
+        "text categories or booleans. Drop the column or replace it with numeric columns "
+        "(e.g. year, month, day of week) in the file."
+    )
 
 
 def check_feature_columns(X: pd.DataFrame, path: Path) -> None:
@@ -94,17 +110,16 @@ def check_feature_columns(X: pd.DataFrame, path: Path) -> None:
             or pd.api.types.is_timedelta64_dtype(dtype)
             or isinstance(dtype, pd.PeriodDtype)
         ):
-            raise ExperimentInputError(
-                f"Column {column!r} of {path} holds dates or times ({dtype}); features must be numbers, "
-                "text categories or booleans. Drop the column or replace it with numeric columns "
-                "(e.g. year, month, day of week) in the file."
-            )
+            raise _dates_refused(column, path, str(dtype))
         if not pd.api.types.is_object_dtype(dtype):
             continue
         values = X[column].dropna()
         kinds = pd.Series([_value_kind(v) for v in values], index=values.index, dtype=object)
         found = sorted(set(kinds))
         other = [k for k in found if k not in ("text", "number", "boolean")]
+        if "date" in other:
+            first = values[kinds == "date"].iloc[0]
+            raise _dates_refused(column, path, f"e.g. {first!s} at row {kinds.index[kinds == 'date'][0]}")
         if other:
             raise ExperimentInputError(
                 f"Column {column!r} of {path} holds {other[0]} values (e.g. row "

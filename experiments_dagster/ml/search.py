@@ -13,7 +13,8 @@ One search is one Optuna study. ``run_search`` keeps it in memory in this proces
 - **Failed trials do not count.** An errored trial, or a killed worker's trial failed as stale by
   the others (heartbeats), frees its place: a worker that sees enough trials counted while some
   still run elsewhere waits for them instead of leaving, in case one fails. A search whose
-  trials keep failing gives up after ``n_trials`` failures.
+  trials keep failing gives up after ``n_trials`` failures, or as soon as the last
+  ``MAX_FAILED_IN_A_ROW`` finished trials all failed.
 """
 
 from __future__ import annotations
@@ -42,6 +43,9 @@ GRACE_SECONDS = 60
 POLL_SECONDS = 2.0  # how often a worker waiting for other workers' last trials looks again
 SLOT_ATTR = "worker.slot"  # user attribute: the worker slot that ran the trial
 WORKER_ATTR = "worker"  # user attribute: the process that ran it, `<hostname>:<pid>` (as the MLflow tag)
+# A search stops once this many finished trials in a row failed (errors; pruning is not failing):
+# the space or the data is broken for every trial, and more would only log more failed runs.
+MAX_FAILED_IN_A_ROW = 10
 
 
 @dataclass(frozen=True)
@@ -203,6 +207,16 @@ def trial_counts(study: optuna.Study) -> Counter[str]:
     return Counter(t.state.name for t in study.get_trials(deepcopy=False))
 
 
+def failed_in_a_row(finished: list[tuple[int, str]]) -> int:
+    """How many of the last finished trials, as (number, state name), failed one after another."""
+    count = 0
+    for _, state in sorted(finished, reverse=True):
+        if state != "FAIL":
+            break
+        count += 1
+    return count
+
+
 def claim_next_trial(
     study: optuna.Study,
     n_trials: int,
@@ -216,14 +230,16 @@ def claim_next_trial(
         lock.acquire()
         try:
             fail_stale_trials(study)
-            counts = trial_counts(study)
+            trials = study.get_trials(deepcopy=False)
         except BaseException:
             lock.release()
             raise
+        counts = Counter(t.state.name for t in trials)
         finished = counts["COMPLETE"] + counts["PRUNED"]
         counted = finished + counts["RUNNING"] + counts["WAITING"]
         out_of_time = deadline is not None and time.monotonic() >= deadline
-        given_up = counts["FAIL"] >= n_trials
+        in_a_row = failed_in_a_row([(t.number, t.state.name) for t in trials if t.state.is_finished()])
+        given_up = counts["FAIL"] >= n_trials or in_a_row >= MAX_FAILED_IN_A_ROW
         if counted < n_trials and not out_of_time and not given_up:
             return True
         lock.release()

@@ -3,112 +3,36 @@
 from __future__ import annotations
 
 import hashlib
-import importlib
-import io
 import json
 import math
 import tempfile
-import urllib.parse
-import urllib.request
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import get_args
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
 from experiments_dagster.spec import ExperimentSpec
 from experiments_dagster.tracking import tags
-from experiments_dagster.tracking.standard import TASKS, Requirement, metric_names, requirements
-from experiments_dagster.tracking.store import download_model
+from experiments_dagster.tracking.artifact_files import local_artifact_root, png_problem
+from experiments_dagster.tracking.audit_findings import Finding, RunAudit, Status, format_audit
+from experiments_dagster.tracking.known_estimators import hyperparameter_names
+from experiments_dagster.tracking.model_gate import RefusedModel, load_gated_model, model_uri_of
+from experiments_dagster.tracking.standard import TASKS, Kind, Requirement, metric_names, requirements
 
-Status = Literal["present", "missing", "malformed", "n/a"]
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-MIN_IMAGE_SIDE = 10
-
-
-def local_artifact_root(artifact_uri: str | None) -> Path | None:
-    """The folder of a run's artifacts if they are on this machine (``file:`` or a plain path)."""
-    if not artifact_uri:
-        return None
-    parsed = urllib.parse.urlparse(artifact_uri)
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path))
-    if parsed.scheme == "" or (
-        len(parsed.scheme) == 1 and artifact_uri[1:3] in (":\\", ":/")
-    ):  # posix or C:\
-        return Path(artifact_uri)
-    return None
-
-
-def png_problem(data: bytes) -> str | None:
-    """Why ``data`` is not a whole, decodable PNG of a real image (None if it is).
-
-    Pillow's ``verify`` checks the chunk structure and CRCs; ``load`` then decodes every pixel,
-    so a truncated, corrupted or short image fails too.
-    """
-    from PIL import Image, UnidentifiedImageError
-
-    if not data.startswith(PNG_MAGIC):
-        return f"not a PNG ({len(data)} bytes)"
-    try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()  # structure and CRCs; the image cannot be used after verify
-        with Image.open(io.BytesIO(data)) as image:
-            width, height = image.size
-            image.load()  # decodes the pixels: catches image data shorter than the header says
-    except (OSError, SyntaxError, ValueError, UnidentifiedImageError) as exc:
-        return f"does not decode: {type(exc).__name__}: {exc}"
-    if min(width, height) < MIN_IMAGE_SIDE:
-        return f"image is {width}x{height}"
-    return None
-
+# Part of this module's API (the CLI, the checks and the tests import them from here).
+__all__ = [
+    "Auditor",
+    "Finding",
+    "RunAudit",
+    "format_audit",
+    "infer_run_task",
+    "local_artifact_root",
+    "png_problem",
+]
 
 DEFAULT_THRESHOLDS = tuple(f"{t:g}" for t in ExperimentSpec.model_fields["thresholds"].default)
-
-
-@dataclass(frozen=True)
-class Finding:
-    """One item of the standard, as found on a run."""
-
-    kind: str
-    name: str
-    asset: str
-    status: Status
-    detail: str = ""
-
-    @property
-    def ok(self) -> bool:
-        return self.status in ("present", "n/a")
-
-
-@dataclass
-class RunAudit:
-    """Every finding for one run; complete when nothing is missing or malformed."""
-
-    run_id: str
-    run_name: str
-    task: str
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def complete(self) -> bool:
-        return all(f.ok for f in self.findings)
-
-    @property
-    def problems(self) -> list[Finding]:
-        return [f for f in self.findings if not f.ok]
-
-    def to_dict(self) -> dict:
-        return {
-            "run_id": self.run_id,
-            "run_name": self.run_name,
-            "task": self.task,
-            "complete": self.complete,
-            "findings": [f.__dict__ for f in self.findings],
-        }
 
 
 def infer_run_task(run: Run) -> str:
@@ -165,8 +89,16 @@ class Auditor:
                         Finding(req.kind, req.name, req.asset, "n/a", f"{req.when} not set")
                     )
                     continue
-                result.findings.extend(getattr(self, f"_check_{req.kind}")(run, req, task))
+                result.findings.extend(self._check(run, req, task))
         return result
+
+    def _check(self, run: Run, req: Requirement, task: str) -> list[Finding]:
+        """One requirement's findings; a record that breaks its check is a malformed finding, so
+        one odd run cannot end the audit of the others."""
+        try:
+            return CHECKS[req.kind](self, run, req, task)
+        except Exception as exc:  # params and artifacts are whatever the run's writer logged
+            return [self._found(req, "malformed", f"cannot be checked: {type(exc).__name__}: {exc}"[:500])]
 
     # --- helpers ----------------------------------------------------------------------------
     def _list_artifacts(self, run_id: str, path: str | None = None) -> dict[str, int]:
@@ -241,11 +173,18 @@ class Auditor:
         model_type = run.data.params.get("model_type")
         if not model_type:
             return [self._found(req, "missing", "no model_type param to know the hyperparameters")]
-        module, _, name = model_type.rpartition(".")
-        try:
-            expected = set(getattr(importlib.import_module(module), name)().get_params())
-        except Exception as exc:  # any import/constructor failure means we cannot verify
-            return [self._found(req, "malformed", f"cannot import {model_type} to verify: {exc}")]
+        # Looked up in a fixed table, never imported: the param is text the run's writer chose.
+        expected = hyperparameter_names(model_type)
+        if expected is None:
+            return [
+                self._found(
+                    req,
+                    "malformed",
+                    f"model_type {model_type[:200]!r} is not a scikit-learn or XGBoost estimator the "
+                    "audit knows (it looks names up, never imports them); its hyperparameters "
+                    "cannot be verified",
+                )
+            ]
         missing = sorted(expected - set(run.data.params))
         if missing:
             return [self._found(req, "missing", f"hyperparameters not logged: {', '.join(missing)}")]
@@ -274,41 +213,20 @@ class Auditor:
         problem = png_problem(self._download(run.info.run_id, req.name).read_bytes())
         return [self._found(req, "malformed", problem) if problem else self._found(req, "present")]
 
-    def _model_uri(self, run: Run) -> str | None:
-        uri = run.data.tags.get("model.uri")
-        if uri:
-            return uri
-        outputs = run.outputs.model_outputs if run.outputs else []
-        if outputs:
-            return f"models:/{outputs[-1].model_id}"
-        if "model/MLmodel" in self._artifacts:
-            return f"runs:/{run.info.run_id}/model"
-        return None
-
     def _check_model(self, run: Run, req: Requirement, task: str) -> list[Finding]:
-        uri = self._model_uri(run)
+        uri = model_uri_of(run, self._artifacts)
         if uri is None:
             return [self._found(req, "missing", "no logged model")]
         if not self.load_models:
             return [self._found(req, "present", uri)]
-        from experiments_dagster.tracking.model_io import UnverifiableModelError, load_verified_model
-
-        unverified = ""
         try:
-            # Our check is that it loads and predicts here; MLflow's environment warning is noise.
-            try:
-                model = load_verified_model(self.client, uri, suppress_warnings=True)
-            except UnverifiableModelError:
-                if tags.DAGSTER_RUN_ID in run.data.tags:
-                    raise  # ours: recorded hashes are required (see model_io.load_verified_model)
-                # A plain script's model never had its file hashes recorded: load it as it is and
-                # say so in the finding.
-                local = download_model(self.client, uri, self._tmp / "model")
-                model = mlflow.pyfunc.load_model(str(local), suppress_warnings=True)
-                unverified = " (loaded unverified: no recorded file hashes)"
+            ours = tags.DAGSTER_RUN_ID in run.data.tags
+            model, note = load_gated_model(self.client, uri, self._tmp / "model", ours=ours)
             example = model.input_example
             if example is not None:
                 model.predict(example)
+        except RefusedModel as exc:
+            return [self._found(req, "malformed", f"{uri} is not loaded: {exc}"[:500])]
         except Exception as exc:  # a broken model raises many types
             return [
                 self._found(
@@ -317,7 +235,7 @@ class Auditor:
             ]
         if model.metadata.signature is None:
             return [self._found(req, "malformed", f"{uri} has no signature")]
-        return [self._found(req, "present", uri + unverified)]
+        return [self._found(req, "present", uri + note)]
 
     def _check_pickle(self, run: Run, req: Requirement, task: str) -> list[Finding]:
         if req.name not in self._artifacts:
@@ -398,11 +316,5 @@ class Auditor:
         return [self._found(req, "present", f"{len(trials)} trials")]
 
 
-def format_audit(audit: RunAudit) -> str:
-    """A plain-text table of one run's findings."""
-    verdict = "COMPLETE" if audit.complete else f"INCOMPLETE ({len(audit.problems)} problems)"
-    lines = [f"run {audit.run_id} ({audit.run_name}, {audit.task}): {verdict}"]
-    width = max((len(f"{f.kind} {f.name}") for f in audit.findings), default=10)
-    for f in audit.findings:
-        lines.append(f"  {f.kind + ' ' + f.name:<{width}}  {f.status:<9}  {f.detail}".rstrip())
-    return "\n".join(lines)
+# The check of each kind of requirement (a fixed table: the kinds are STANDARD's, never a record's).
+CHECKS = {kind: getattr(Auditor, f"_check_{kind}") for kind in get_args(Kind)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -84,11 +85,14 @@ def model_metrics(
 
     ``columns``: the frame the model gets (columns this version lacks are missing values, its
     imputer's business). The model is loaded only if its files match the sha256 recorded when
-    it was logged."""
-    from experiments_dagster.tracking.model_io import load_verified_model  # pyfunc: only when scoring
+    it was logged and its loader is one of ``model_gate``'s fixed table (a champion is a record:
+    whoever can register a version chose what loading it runs)."""
+    import tempfile
 
-    # Scoring is the check; MLflow's environment warning scans every installed file (~1 s).
-    model = load_verified_model(client, uri, suppress_warnings=True)
+    from experiments_dagster.tracking.model_gate import load_gated_model
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model, _ = load_gated_model(client, uri, Path(tmp) / "model", ours=True)
     X, y = splits.split.X_test, np.asarray(splits.split.y_test)
     if columns is not None:
         X = X.reindex(columns=columns)

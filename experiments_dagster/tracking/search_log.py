@@ -214,6 +214,18 @@ def search_outcome(
     return outcome, run_ids
 
 
+def check_not_given_up(outcome: SearchOutcome) -> None:
+    """Fail, with the last trial's error, a search that stopped because its trials kept failing."""
+    in_a_row = ml_search.failed_in_a_row([(t.number, t.state) for t in outcome.trials])
+    if in_a_row >= ml_search.MAX_FAILED_IN_A_ROW:
+        last = next(t.error for t in reversed(outcome.trials) if t.state == "FAIL")
+        raise ExperimentInputError(
+            f"The search stopped: its last {in_a_row} trials failed in a row (at most "
+            f"{ml_search.MAX_FAILED_IN_A_ROW} may), {len(outcome.trials)} trials ran. The last error: "
+            f"{last or '(not recorded)'}. Fix `search.space` or the data; every error is in {TRIALS_TABLE}."
+        )
+
+
 def collect_search(
     tracker: Tracker,
     splits: Splits,
@@ -245,6 +257,7 @@ def collect_search(
     png = tracker.log_figure(
         splits.run.run_id, plot_optimization_history(outcome, metric, direction), HISTORY_PLOT
     )
+    check_not_given_up(outcome)
     if outcome.best_trial is None:
         raise RuntimeError(
             f"No search trial completed ({len(outcome.trials)} ran); see {TRIALS_TABLE} for errors."

@@ -177,6 +177,26 @@ def test_a_run_that_ends_with_the_search_leaves_the_parent_failed_incomplete(
     )
 
 
+def test_a_search_whose_trials_keep_failing_fails_its_run_clearly(
+    instance, resources, data_dir, tracking_uri
+):
+    """An impossible space with `n_trials: 1000`: the search stops after 10 failed trials in a row,
+    its step fails saying so, and no MLflow run is left RUNNING."""
+    with_search(data_dir, n_trials=1000, space={"max_depth": {"type": "choice", "choices": ["deep"]}})
+    result = materialize(instance, resources)
+    assert not result.success
+    (failure,) = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "search_trials.collect_search"
+    message = str(failure.step_failure_data.error.cause or failure.step_failure_data.error)
+    assert (
+        "The search stopped: its last 10 trials failed in a row (at most 10 may), 10 trials ran." in message
+    )
+    client = MlflowClient(tracking_uri)
+    parent = parent_of(client)
+    assert parent.info.status == "FAILED" and len(trial_runs(client, parent)) == 10
+    assert "RUNNING" not in {r.info.status for r in all_runs(client)}
+
+
 @pytest.fixture(scope="module")
 def optuna_url() -> Iterator[str]:
     with throwaway_postgres() as pg:

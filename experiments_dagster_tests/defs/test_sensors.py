@@ -213,6 +213,28 @@ def test_a_broken_experiment_yaml_is_reported_and_its_fix_compared_with_the_last
     assert keys(fixed) == [] and not fixed.asset_events
 
 
+@pytest.mark.parametrize(
+    ("hostile", "said"),
+    [
+        ("a: &a [x, x]\nb: [*a, *a]\n", "uses a YAML anchor or alias (line"),
+        ("hyperparameters: " + "[" * 100_000 + "]" * 100_000 + "\n", "more than 20 levels deep"),
+    ],
+    ids=["aliases", "deep"],
+)
+def test_a_hostile_experiment_yaml_costs_the_sensor_one_quick_message(instance, data, capfd, hostile, said):
+    import time
+
+    ticker = trained_ticker(instance, data)
+    spec = data / "iris" / "experiment.yaml"
+    write(spec, spec.read_text() + hostile)
+    started = time.perf_counter()
+    result = ticker.tick()
+    assert time.perf_counter() - started < 5
+    assert keys(result) == [] and not result.asset_events
+    err = capfd.readouterr().err
+    assert f"{spec} changed but cannot be read: {spec}" in err and said in err
+
+
 def test_retrain_on_change_in_experiment_yaml_retrains_each_content_once(instance, data):
     ticker = trained_ticker(instance, data)
     spec = data / "iris" / "experiment.yaml"

@@ -147,6 +147,20 @@ def test_load_table_malformed_csv(tmp_path: Path) -> None:
         load_table(path)
 
 
+def test_load_table_header_over_the_csv_field_limit_names_the_file(tmp_path: Path) -> None:
+    """A huge file without line breaks (e.g. 2 GB of one line) fails on its header, in words."""
+    path = tmp_path / "v1.csv"
+    path.write_text("a" * 300_000 + ",y\n1,2\n")
+    with pytest.raises(ExperimentInputError) as exc:
+        load_table(path)
+    assert str(exc.value) == (
+        f"Dataset file {path} could not be read as csv: one field of its header is longer than "
+        "131,072 characters (a file without line breaks, or not CSV at all). Re-export it as a valid "
+        "csv file."
+    )
+    assert exc.value.__cause__ is None and "_csv" not in str(exc.value)
+
+
 def test_load_table_wrong_suffix(tmp_path: Path) -> None:
     path = tmp_path / "v1.xlsx"
     path.write_text("a,b\n1,2\n")

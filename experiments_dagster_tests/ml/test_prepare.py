@@ -198,6 +198,21 @@ def test_prepare_refuses_columns_it_cannot_encode(column: str, values, message: 
     assert str(info.value).startswith(message)
 
 
+def test_a_csv_date_column_is_refused_as_dates(tmp_path) -> None:
+    """Arrow's CSV reader gives ISO dates as ``datetime.date`` objects in an object column: the
+    refusal talks about dates, not about lists, structs or binary."""
+    from experiments_dagster.ml.dataset import load_table
+
+    path = tmp_path / "v7.csv"
+    frame = _wide_frame().assign(when=[f"2024-01-{1 + i % 28:02d}" for i in range(300)])
+    frame.to_csv(path, index=False)
+    with pytest.raises(ExperimentInputError) as info:
+        prepare_experiment(load_table(path), ExperimentSpec(dataset="churn", target="churn"), path)
+    message = str(info.value)
+    assert message.startswith(f"Column 'when' of {path} holds dates or times (e.g. 2024-01-01 at row 0)")
+    assert "year, month, day of week" in message and "lists, structs" not in message
+
+
 def test_prepare_refuses_repeated_column_names() -> None:
     frame = pd.concat([_wide_frame(), _wide_frame()[["x"]]], axis=1)
     with pytest.raises(ExperimentInputError, match=re.escape(f"{PATH} has repeated column names ['x']")):

@@ -13,8 +13,10 @@ from sklearn.datasets import load_iris
 
 from experiments_dagster.locks import NamedLock
 from experiments_dagster.ml.search import (
+    MAX_FAILED_IN_A_ROW,
     SearchSettings,
     claim_next_trial,
+    failed_in_a_row,
     open_study,
     run_search,
     run_trials,
@@ -99,6 +101,23 @@ def test_a_search_whose_trials_all_fail_gives_up_after_n_trials_failures():
     )
     trials = run_trials(X, y, open_study(s), s, NamedLock(None, "test-all-fail"))
     assert [t.state for t in trials] == ["FAIL"] * 3
+
+
+def test_a_search_whose_trials_keep_failing_stops_after_max_failed_in_a_row():
+    """`n_trials: 1000` with an impossible space: 10 failures in a row end it, not 1000."""
+    X, y = iris()
+    s = settings(
+        model="sklearn.tree.DecisionTreeClassifier",
+        base_hyperparameters={},
+        space={"max_depth": ParamSpace(type="choice", choices=(-1, -2))},
+        n_trials=1000,
+    )
+    started = time.monotonic()
+    trials = run_trials(X, y, open_study(s), s, NamedLock(None, "test-fail-in-a-row"))
+    assert [t.state for t in trials] == ["FAIL"] * MAX_FAILED_IN_A_ROW == ["FAIL"] * 10
+    assert time.monotonic() - started < 60
+    assert failed_in_a_row([(0, "COMPLETE"), (2, "FAIL"), (1, "FAIL"), (3, "PRUNED")]) == 0
+    assert failed_in_a_row([(0, "COMPLETE"), (2, "FAIL"), (1, "PRUNED"), (3, "FAIL")]) == 2
 
 
 def test_claim_waits_for_a_trial_running_elsewhere_and_takes_its_place_when_it_fails():
