@@ -52,6 +52,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Verify the champion's files, then serve the checked copy until SIGINT/SIGTERM."""
     from mlflow.exceptions import MlflowException
 
+    from experiments_dagster.tracking.model_gate import load_refusal
     from experiments_dagster.tracking.model_io import ModelVerificationError, download_verified_model
     from experiments_dagster.tracking.registry import CHAMPION
 
@@ -70,6 +71,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
             local = download_verified_model(client, uri, Path(tmp))
         except ModelVerificationError as exc:
             raise UsageError(f"{uri} ({CHAMPION}) will not be served: {exc}") from None
+        refusal = load_refusal(local)  # the server would run what its MLmodel names: ours only
+        if refusal is not None:
+            raise UsageError(f"{uri} ({CHAMPION}) will not be served: {refusal}")
         argv, env = serve_command(local, args.port)
         server = subprocess.Popen(argv, env=env, start_new_session=True)
         print(

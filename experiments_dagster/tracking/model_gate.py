@@ -7,8 +7,9 @@ and, for pickled flavors, unpickles; the sklearn flavor's skops allow-list is re
 downloads the files and reads ``MLmodel`` itself (bounded, no YAML aliases), and loads only:
 
 - this project's models: loader ``mlflow.pyfunc.loaders.code_model`` whose code file is
-  byte-for-byte this installation's ``pyfunc_model.py`` (its own skops allow-list and XGBoost
-  class table then decide what the artifacts may hold);
+  byte-for-byte this installation's ``pyfunc_model.py`` or an earlier release of it listed in
+  ``EARLIER_MODEL_CODE`` (its own skops allow-list and XGBoost class table then decide what the
+  artifacts may hold);
 - scikit-learn models saved by ``mlflow.sklearn`` in the skops format, trusting no type beyond
   the ones this project's model loader trusts.
 
@@ -17,6 +18,7 @@ Anything else is reported, not loaded.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,17 +39,35 @@ class RefusedModel(Exception):
     """A model the audit does not load: what loading it would do is chosen by its files."""
 
 
-def _code_model(local: Path, flavors: dict[str, Any], pyfunc: dict[str, Any]) -> str | None:
+# sha256 of earlier releases of pyfunc_model.py whose models are still loaded: a model keeps the
+# code it was logged with, so a change to the file must not make every champion unloadable.
+# Only releases whose loader trusts a fixed skops list and unpickles nothing are listed; add the
+# outgoing version's hash here whenever pyfunc_model.py changes.
+# The sha256 of the pyfunc_model.py this release ships. A test fails when the file changes without
+# this being updated, so that the outgoing hash is moved into EARLIER_MODEL_CODE first.
+MODEL_CODE_SHA256 = "d5a894c25e2e7e7d1b559eeea66a745766c6f120076c0a14037d4346a0012607"
+EARLIER_MODEL_CODE: dict[str, str] = {
+    "469498051f525c3ea37a29f6a4e2fb5b5db3e968c7a8bb1af64e7d8092f530b9": "2026-12-01 (3a4b2c7): skops "
+    "preprocessor, TRUSTED_TYPES fixed in code",
+}
+
+
+def known_model_code() -> frozenset[str]:
+    """sha256 of every models-from-code file this installation loads: its own and earlier ones."""
     from experiments_dagster.tracking.model_io import MODEL_CODE
 
+    return frozenset({hashlib.sha256(MODEL_CODE.read_bytes()).hexdigest(), *EARLIER_MODEL_CODE})
+
+
+def _code_model(local: Path, flavors: dict[str, Any], pyfunc: dict[str, Any]) -> str | None:
     code = pyfunc.get("model_code_path")
     if not isinstance(code, str):
         return "its MLmodel names no model_code_path"
     file = local / Path(code).name  # what MLflow executes: the file of that name in the model folder
-    if not file.is_file() or file.read_bytes() != MODEL_CODE.read_bytes():
+    if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() not in known_model_code():
         return (
-            f"its code file {Path(code).name!r} is not this installation's {MODEL_CODE.name} (logged by "
-            "other code; re-materialize final_model to log it with this version)"
+            f"its code file {Path(code).name!r} is not a release of this project's pyfunc_model.py "
+            "(logged by other code; re-materialize final_model to log it with this version)"
         )
     return None
 

@@ -5,6 +5,7 @@ model do not make it unverifiable."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import pytest
 from mlflow.types.schema import AnyType, DataType
 
 from experiments_dagster.ml.metrics import predict, task_metrics
+from experiments_dagster.tracking.model_gate import RefusedModel
 from experiments_dagster.tracking.model_io import ModelVerificationError, file_digests, load_verified_model
 from experiments_dagster.tracking.store import Tracker
 from experiments_dagster_tests.tracking.test_model_io import fitted, frames, new_run, stored_dir
@@ -178,3 +180,37 @@ def test_what_a_loader_reads_is_still_refused_by_name(tracker: Tracker, change: 
         (folder / "requirements.txt").unlink()
     with pytest.raises(ModelVerificationError, match=named):
         load_verified_model(tracker.client, mlflow_uri)
+
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+
+
+def test_models_logged_by_an_earlier_release_of_the_model_code_still_load(tracker: Tracker):
+    """A model keeps the pyfunc_model.py it was logged with: the 2026-12-01 release still loads
+    through the gate (promotion, drift, audit, serve), and any other code file does not."""
+    from experiments_dagster.tracking.model_gate import EARLIER_MODEL_CODE, known_model_code, load_gated_model
+    from experiments_dagster.tracking.model_io import FILES_SHA256_TAG, MODEL_CODE
+
+    old = (FIXTURES / "pyfunc_model_2026_12_01.py.txt").read_bytes()
+    assert hashlib.sha256(old).hexdigest() in EARLIER_MODEL_CODE
+    assert hashlib.sha256(MODEL_CODE.read_bytes()).hexdigest() == MODEL_CODE_SHA256, (
+        "pyfunc_model.py changed: move the old MODEL_CODE_SHA256 into EARLIER_MODEL_CODE (models logged "
+        "with it must still load) and set MODEL_CODE_SHA256 to the new file's sha256"
+    )
+    assert MODEL_CODE_SHA256 in known_model_code()
+    pipeline, test = fitted("binary")
+    model_id = tracker.log_pyfunc_model(new_run(tracker), pipeline, test.dropna())
+    folder = stored_dir(tracker, model_id)
+
+    def replace_code(code: bytes) -> None:  # as if logged with that code: its hashes recorded too
+        (folder / "pyfunc_model.py").write_bytes(code)
+        tags = {FILES_SHA256_TAG: json.dumps(file_digests(folder), sort_keys=True, separators=(",", ":"))}
+        tracker.client.set_logged_model_tags(model_id, tags)
+
+    replace_code(old)
+    model, _ = load_gated_model(tracker.client, f"models:/{model_id}", folder.parent / "dl", ours=True)
+    clean = test.dropna()
+    np.testing.assert_array_equal(np.asarray(model.predict(clean)), pipeline.predict(clean))
+    replace_code(old + b"\n# one more line\n")
+    with pytest.raises(RefusedModel, match="is not a release of this project's pyfunc_model.py"):
+        load_gated_model(tracker.client, f"models:/{model_id}", folder.parent / "dl2", ours=True)
