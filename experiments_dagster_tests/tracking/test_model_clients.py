@@ -188,7 +188,12 @@ FIXTURES = Path(__file__).parent.parent / "fixtures"
 def test_models_logged_by_an_earlier_release_of_the_model_code_still_load(tracker: Tracker):
     """A model keeps the pyfunc_model.py it was logged with: the 2026-12-01 release still loads
     through the gate (promotion, drift, audit, serve), and any other code file does not."""
-    from experiments_dagster.tracking.model_gate import EARLIER_MODEL_CODE, known_model_code, load_gated_model
+    from experiments_dagster.tracking.model_gate import (
+        EARLIER_MODEL_CODE,
+        MODEL_CODE_SHA256,
+        known_model_code,
+        load_gated_model,
+    )
     from experiments_dagster.tracking.model_io import FILES_SHA256_TAG, MODEL_CODE
 
     old = (FIXTURES / "pyfunc_model_2026_12_01.py.txt").read_bytes()
