@@ -5,20 +5,20 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from experiments_dagster import paths
 from experiments_dagster.audit_command import UsageError, cmd_audit, report_reconciled
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.profile import CELERY, Profile, load_profile
+from experiments_dagster.shutdown import Shutdown, exit_code
 
 PROFILE = Profile("embedded")  # set by main() from EXPERIMENTS_PROFILE
-# On Celery the run id is known only once execute_job has made the run; this tag ties it to the attempt.
-ATTEMPT_TAG = "experiments.attempt"
 UP_TO_DATE = "up to date"
 
 
@@ -43,13 +43,29 @@ def cmd_run(args: argparse.Namespace) -> int:
     # then frozen (moved where later collections do not look) before the runs; see
     # ``_materialize_versions``. An early return or an error turns it back on here.
     gc.disable()
+    # SIGTERM/SIGINT end the command within GRACE_S + RECORD_S (shutdown.py); ``attempt`` names
+    # the run under way, for the watcher to record if the run does not stop in time.
+    attempt: dict[str, Any] = {}
+    shutdown = Shutdown(lambda signum: _abandon(signum, attempt))
+    shutdown.install()
     try:
-        return _materialize_versions(args)
+        return _materialize_versions(args, attempt, shutdown)
+    except KeyboardInterrupt:  # a signal between runs (start-up, sweeps): no run of ours is open
+        signum = shutdown.signum or signal.SIGINT
+        print(f"experiments-dagster run: stopped by {signal.Signals(signum).name}.", file=sys.stderr)
+        return exit_code(signum)
     finally:
+        shutdown.finish()
         gc.enable()
 
 
-def _materialize_versions(args: argparse.Namespace) -> int:
+def _abandon(signum: int, attempt: dict[str, Any]) -> None:
+    from experiments_dagster.attempts import abandon_attempt
+
+    abandon_attempt(signum, **attempt)
+
+
+def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shutdown: Shutdown) -> int:
     """``cmd_run``'s work; it turns the garbage collector back on at the end of the start-up."""
     if not args.select:
         # A full run saves its model with skops and loads it back (checks, promotion). At import,
@@ -102,7 +118,13 @@ def _materialize_versions(args: argparse.Namespace) -> int:
 
         run_tags = {REPRODUCTION_OF: args.reproduction_of}
         selection = reproduction_selection(job)
-    from experiments_dagster.attempts import AttemptInProgress, open_instance, partition_attempt
+    from experiments_dagster.attempts import (
+        ATTEMPT_TAG,
+        AttemptInProgress,
+        attempt_run,
+        open_instance,
+        partition_attempt,
+    )
     from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
     from experiments_dagster.tracking.server import check_server, server_problem
     from experiments_dagster.tracking.store import Tracker
@@ -127,7 +149,10 @@ def _materialize_versions(args: argparse.Namespace) -> int:
             if done is not None:
                 rows.append((v.partition_key, UP_TO_DATE, done))
                 continue
+        if shutdown.signum is not None:  # stopped while the previous version ran: no new run
+            break
         run_id = str(uuid.uuid4())  # known before the run starts, so a crash can still be traced to it
+        attempt.update(instance=instance, tracker=tracker, attempt_id=run_id)
         # The data folder travels in the run's config: on Celery, steps read it on the workers.
         run_config = {
             **CONSOLE_RUN_CONFIG,
@@ -155,7 +180,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
                         run_config=run_config,
                         asset_selection=selection,
                         run_id=run_id,
-                        tags=run_tags,
+                        tags={ATTEMPT_TAG: run_id, **run_tags},
                     )
         except AttemptInProgress as exc:
             print(f"experiments-dagster run: {exc}", file=sys.stderr)
@@ -163,8 +188,8 @@ def _materialize_versions(args: argparse.Namespace) -> int:
             continue
         except Exception as exc:  # the instance itself failed (disk full, I/O error): one line, runs closed
             if PROFILE.executor == CELERY:  # execute_job raised: find its run by the attempt tag
-                made = instance.get_run_records(dg.RunsFilter(tags={ATTEMPT_TAG: run_id}), limit=1)
-                run_id = made[0].dagster_run.run_id if made else run_id
+                made = attempt_run(instance, run_id)
+                run_id = made.run_id if made else run_id
             for run in runs_left_running(tracker, run_id):
                 tracker.mark_failed(run.info.run_id, "dagster", exc)
             why = storage_failure(exc, home)
@@ -194,7 +219,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
         failed = step_failure(instance, result.run_id)
         why = f"{failed[0]}: {failed[1]}" if failed else "the run failed"
         rows.append((v.partition_key, "FAILURE", f"{why} (Dagster run {result.run_id})"))
-    width = max(len(r[0]) for r in rows)
+    width = max((len(r[0]) for r in rows), default=0)
     print("\nExperiments:")
     for key, status, where in rows:
         print(f"  {key:<{width}}  {status:<10}  {where}")
@@ -211,6 +236,11 @@ def _materialize_versions(args: argparse.Namespace) -> int:
         )
     if refused:
         print(f"\n{len(refused)} entries of the data directory were refused (listed on stderr).")
+    if shutdown.signum is not None:
+        name = signal.Signals(shutdown.signum).name
+        after = f" after {rows[-1][0]}" if rows else ""
+        print(f"experiments-dagster run: stopped by {name}{after}.", file=sys.stderr)
+        return exit_code(shutdown.signum)
     return 0 if not refused and all(status in ("SUCCESS", UP_TO_DATE) for _, status, _ in rows) else 1
 
 
