@@ -126,6 +126,7 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
         partition_attempt,
     )
     from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
+    from experiments_dagster.defs.outcomes import fail_finished_parents, fail_parents_of_recent_failures
     from experiments_dagster.tracking.server import check_server, server_problem
     from experiments_dagster.tracking.store import Tracker
     from experiments_dagster.tracking.up_to_date import up_to_date_url
@@ -135,6 +136,7 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
     tracker = Tracker()
     check_server(tracker.client)  # a tracking server that is down or refuses the user: one line, exit 2
     report_reconciled(reconcile_runs(tracker, instance), "before this run")
+    report_reconciled(fail_parents_of_recent_failures(tracker, instance), "before this run")
     known = set(instance.get_dynamic_partitions(DATASET_VERSIONS))
     new = [v.partition_key for v in versions if v.partition_key not in known]
     if new:
@@ -204,7 +206,9 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
             rows.append((v.partition_key, "SUCCESS", urls[-1] if urls else result.run_id))
             continue
         try:
-            report_reconciled(reconcile_runs(tracker, instance, result.run_id), "after its step failed")
+            closed = reconcile_runs(tracker, instance, result.run_id)
+            closed += fail_finished_parents(tracker, instance, result.run_id)  # one outcome in both
+            report_reconciled(closed, "after its Dagster run failed")
         except Exception as exc:
             # The tracking server went away with the step: the reconciler closes the runs later.
             problem = server_problem(exc, tracker.tracking_uri)

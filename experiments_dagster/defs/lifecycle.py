@@ -30,10 +30,11 @@ def runs_left_running(tracker: Tracker, dagster_run_id: str | None = None) -> li
     query = "attributes.status = 'RUNNING'"
     if dagster_run_id is not None:
         query += f" and tags.`{tags.DAGSTER_RUN_ID}` = '{dagster_run_id}'"
-    return [r for r in _runs(tracker, query) if tags.DAGSTER_RUN_ID in r.data.tags]
+    return [r for r in runs_matching(tracker, query) if tags.DAGSTER_RUN_ID in r.data.tags]
 
 
-def _runs(tracker: Tracker, filter_string: str) -> list[Run]:
+def runs_matching(tracker: Tracker, filter_string: str) -> list[Run]:
+    """MLflow runs of every active experiment that match ``filter_string``."""
     ids = [e.experiment_id for e in tracker.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
     return tracker.client.search_runs(ids, filter_string, max_results=50_000) if ids else []
 
@@ -194,7 +195,11 @@ def tag_or_delete_failed_runs(
     """FAILED/KILLED runs that ended over ``older_than_days`` ago: tag or soft-delete them."""
     cutoff = (now_ms or int(time.time() * 1000)) - int(older_than_days * 86_400_000)
     # MLflow's filter syntax has no OR: one search per status.
-    runs = [r for status in ("FAILED", "KILLED") for r in _runs(tracker, f"attributes.status = '{status}'")]
+    runs = [
+        r
+        for status in ("FAILED", "KILLED")
+        for r in runs_matching(tracker, f"attributes.status = '{status}'")
+    ]
     stale = [
         r
         for r in runs
