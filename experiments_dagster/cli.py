@@ -127,6 +127,7 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
     )
     from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
     from experiments_dagster.defs.outcomes import fail_finished_parents, fail_parents_of_recent_failures
+    from experiments_dagster.heartbeat import RunHeartbeat, first_beat
     from experiments_dagster.tracking.server import check_server, server_problem
     from experiments_dagster.tracking.store import Tracker
     from experiments_dagster.tracking.up_to_date import up_to_date_url
@@ -155,13 +156,15 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
             break
         run_id = str(uuid.uuid4())  # known before the run starts, so a crash can still be traced to it
         attempt.update(instance=instance, tracker=tracker, attempt_id=run_id)
+        beat = {ATTEMPT_TAG: run_id, **first_beat()}
         # The data folder travels in the run's config: on Celery, steps read it on the workers.
         run_config = {
             **CONSOLE_RUN_CONFIG,
             "resources": {"data": {"config": {"data_dir": str(paths.data_dir())}}},
         }
         try:
-            with partition_attempt(instance, home, v.partition_key, run_id):
+            # The heartbeat tells the reconciler this run's worker is alive (heartbeat.py).
+            with partition_attempt(instance, home, v.partition_key, run_id), RunHeartbeat(instance, run_id):
                 if PROFILE.executor == CELERY:
                     # The run's process orchestrates; its steps go to the workers (execute_job
                     # with the reconstructable job; execute_in_process runs everything here).
@@ -169,7 +172,7 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
                         dg.reconstructable(experiment_job_on_workers),
                         instance=instance,
                         run_config=run_config,
-                        tags={"dagster/partition": v.partition_key, ATTEMPT_TAG: run_id, **run_tags},
+                        tags={"dagster/partition": v.partition_key, **beat, **run_tags},
                         raise_on_error=False,
                         asset_selection=selection,
                     )
@@ -182,7 +185,7 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
                         run_config=run_config,
                         asset_selection=selection,
                         run_id=run_id,
-                        tags={ATTEMPT_TAG: run_id, **run_tags},
+                        tags={**beat, **run_tags},
                     )
         except AttemptInProgress as exc:
             print(f"experiments-dagster run: {exc}", file=sys.stderr)
