@@ -45,8 +45,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     gc.disable()
     # SIGTERM/SIGINT end the command within GRACE_S + RECORD_S (shutdown.py); ``attempt`` names
     # the run under way, for the watcher to record if the run does not stop in time.
+    from experiments_dagster.attempts import abandon_attempt
+
     attempt: dict[str, Any] = {}
-    shutdown = Shutdown(lambda signum: _abandon(signum, attempt))
+    shutdown = Shutdown(lambda signum: abandon_attempt(signum, **attempt))
     shutdown.install()
     try:
         return _materialize_versions(args, attempt, shutdown)
@@ -57,12 +59,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     finally:
         shutdown.finish()
         gc.enable()
-
-
-def _abandon(signum: int, attempt: dict[str, Any]) -> None:
-    from experiments_dagster.attempts import abandon_attempt
-
-    abandon_attempt(signum, **attempt)
 
 
 def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shutdown: Shutdown) -> int:
@@ -125,8 +121,8 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
         open_instance,
         partition_attempt,
     )
-    from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
-    from experiments_dagster.defs.outcomes import fail_finished_parents, fail_parents_of_recent_failures
+    from experiments_dagster.defs.lifecycle import runs_left_running, step_failure
+    from experiments_dagster.defs.outcomes import sweep
     from experiments_dagster.heartbeat import RunHeartbeat, first_beat
     from experiments_dagster.tracking.server import check_server, server_problem
     from experiments_dagster.tracking.store import Tracker
@@ -136,8 +132,7 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
     instance = open_instance(home)
     tracker = Tracker()
     check_server(tracker.client)  # a tracking server that is down or refuses the user: one line, exit 2
-    report_reconciled(reconcile_runs(tracker, instance), "before this run")
-    report_reconciled(fail_parents_of_recent_failures(tracker, instance), "before this run")
+    report_reconciled(sweep(tracker, instance), "before this run")
     known = set(instance.get_dynamic_partitions(DATASET_VERSIONS))
     new = [v.partition_key for v in versions if v.partition_key not in known]
     if new:
@@ -209,9 +204,7 @@ def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shu
             rows.append((v.partition_key, "SUCCESS", urls[-1] if urls else result.run_id))
             continue
         try:
-            closed = reconcile_runs(tracker, instance, result.run_id)
-            closed += fail_finished_parents(tracker, instance, result.run_id)  # one outcome in both
-            report_reconciled(closed, "after its Dagster run failed")
+            report_reconciled(sweep(tracker, instance, result.run_id), "after its Dagster run failed")
         except Exception as exc:
             # The tracking server went away with the step: the reconciler closes the runs later.
             problem = server_problem(exc, tracker.tracking_uri)

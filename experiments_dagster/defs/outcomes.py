@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from experiments_dagster.defs.lifecycle import Reconciled, runs_matching, step_failure
+from experiments_dagster.defs.lifecycle import Reconciled, reconcile_runs, runs_matching, step_failure
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.store import Tracker
@@ -60,6 +60,17 @@ def fail_parents_of_recent_failures(
         dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since), limit=1000
     )
     return [r for rec in records for r in fail_finished_parents(tracker, instance, rec.dagster_run.run_id)]
+
+
+def sweep(
+    tracker: Tracker, instance: dg.DagsterInstance, dagster_run_id: str | None = None
+) -> list[Reconciled]:
+    """What `run` and `audit` do without the daemon: ``reconcile_runs``, then the FINISHED parents
+    of ``dagster_run_id`` if it failed (of the last day's failed runs if no id is given)."""
+    done = reconcile_runs(tracker, instance, dagster_run_id)
+    if dagster_run_id is not None:
+        return done + fail_finished_parents(tracker, instance, dagster_run_id)
+    return done + fail_parents_of_recent_failures(tracker, instance)
 
 
 @dg.run_failure_sensor(
