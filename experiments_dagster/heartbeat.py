@@ -7,7 +7,9 @@ Dagster run's tag ``experiments/heartbeat`` (Unix seconds) every ``INTERVAL_S`` 
 ``experiments/run_worker`` (``<host>:<pid>:<pid start time>``). A run STARTED or STARTING is dead
 when its heartbeat is older than ``STALE_S``, or at once when its run worker's process is gone
 from this host. A PID that another process holds now never makes a run look alive: only a fresh
-heartbeat does, and a process's start time tells a reused PID apart.
+heartbeat does, and a process's start time tells a reused PID apart. Heartbeats are compared by
+wall clock across machines (keep them in sync), and a process suspended for over ``STALE_S`` is
+judged dead.
 
 Runs launched by the daemon or the UI carry no heartbeat: the code server that runs them marks
 them failed when their process exits, and ``run_monitoring`` (dagster.yaml) fails those that

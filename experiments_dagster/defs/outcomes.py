@@ -53,13 +53,26 @@ def fail_finished_parents(
 def fail_parents_of_recent_failures(
     tracker: Tracker, instance: dg.DagsterInstance, within: timedelta = timedelta(days=1)
 ) -> list[Reconciled]:
-    """``fail_finished_parents`` for every Dagster run that failed within ``within`` (the sweep
-    of `run` and `audit`, for deployments without the daemon's sensor)."""
+    """``fail_finished_parents`` for the Dagster runs that failed within ``within`` and logged a
+    parent that ended FINISHED in that time (the sweep of `run` and `audit`, for deployments
+    without the daemon's sensor): one query of each store."""
     since = datetime.now(UTC) - within
-    records = instance.get_run_records(
-        dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since), limit=1000
-    )
-    return [r for rec in records for r in fail_finished_parents(tracker, instance, rec.dagster_run.run_id)]
+    failed = {
+        record.dagster_run.run_id
+        for record in instance.get_run_records(
+            dg.RunsFilter(statuses=[dg.DagsterRunStatus.FAILURE], updated_after=since)
+        )
+    }
+    if not failed:
+        return []
+    query = f"attributes.status = 'FINISHED' and attributes.end_time >= {int(since.timestamp() * 1000)}"
+    finished = runs_matching(tracker, query)
+    logged_by = {
+        r.data.tags.get(tags.DAGSTER_RUN_ID) for r in finished if MLFLOW_PARENT_RUN_ID not in r.data.tags
+    }
+    return [
+        r for run_id in sorted(logged_by & failed) for r in fail_finished_parents(tracker, instance, run_id)
+    ]
 
 
 def sweep(

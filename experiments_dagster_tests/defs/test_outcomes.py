@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import dagster as dg
 import pytest
 
@@ -76,8 +78,13 @@ def test_a_failed_dagster_run_ends_its_finished_parent_failed(tracker, instance,
 
 def test_the_sweep_of_run_and_audit_finds_recent_failures(tracker, instance, failed):
     parent, _ = finished_runs(tracker, failed.run_id)
+    older = failing_job.execute_in_process(instance=instance, raise_on_error=False)
+    old_parent, _ = finished_runs(tracker, older.run_id)
+    two_days_ago = int((time.time() - 2 * 86_400) * 1000)
+    tracker.client.set_terminated(old_parent, "FINISHED", end_time=two_days_ago)  # out of the window
     assert [r.mlflow_run_id for r in fail_parents_of_recent_failures(tracker, instance)] == [parent]
     assert tracker.client.get_run(parent).info.status == "FAILED"
+    assert tracker.client.get_run(old_parent).info.status == "FINISHED"  # the sensor's, not the sweep's
 
 
 def test_the_run_failure_sensor_fails_the_parent(tracker, tracking_uri, instance, failed):
