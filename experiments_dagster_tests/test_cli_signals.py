@@ -67,9 +67,9 @@ def start_slow_run(tmp_path: Path, data_dir: Path, url: str) -> tuple[subprocess
     pytest.fail(f"no fold started training within 300 s: {proc.communicate()[1][-3000:]}")
 
 
-def stop_and_time(proc: subprocess.Popen) -> tuple[float, str]:
+def stop_and_time(proc: subprocess.Popen, signum: int = signal.SIGTERM) -> tuple[float, str]:
     started_at = time.monotonic()
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signum)
     _, err = proc.communicate(timeout=120)
     return time.monotonic() - started_at, err
 
@@ -78,12 +78,15 @@ def iris_runs(client: MlflowClient) -> list:
     return client.search_runs([client.get_experiment_by_name("iris").experiment_id])
 
 
-def test_sigterm_ends_a_run_in_seconds_and_its_mlflow_runs_killed(tmp_path: Path, data_dir: Path, server):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_ends_a_run_in_seconds_and_its_mlflow_runs_killed(
+    tmp_path: Path, data_dir: Path, server, signum: signal.Signals
+):
     proc, _, client = start_slow_run(tmp_path, data_dir, server.url)
-    took, err = stop_and_time(proc)
-    assert proc.returncode == 128 + signal.SIGTERM, err[-3000:]
+    took, err = stop_and_time(proc, signum)
+    assert proc.returncode == 128 + signum, err[-3000:]
     assert took < GRACE_S, err[-3000:]
-    assert "experiments-dagster run: stopped by SIGTERM after iris/v1." in err, err[-3000:]
+    assert f"experiments-dagster run: stopped by {signum.name} after iris/v1." in err, err[-3000:]
     runs = iris_runs(client)
     assert runs and {r.info.status for r in runs} <= {"KILLED", "FAILED"}, [r.info.status for r in runs]
     parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
