@@ -1,10 +1,12 @@
 """Services lost mid-run on the real stack end with one outcome in both records, without manual
 steps: PostgreSQL stopped and back (the daemon's reconciler fails the orphaned Dagster run by its
 heartbeat and closes its MLflow runs), Redis stopped after the parent run was ended FINISHED (the
-parent ends FAILED beside the FAILURE Dagster run)."""
+parent ends FAILED beside the FAILURE Dagster run); and SIGTERM to a run whose steps are on Celery
+workers."""
 
 from __future__ import annotations
 
+import signal
 import time
 
 import dagster as dg
@@ -12,6 +14,7 @@ import pytest
 from mlflow import MlflowClient
 
 from experiments_dagster.heartbeat import STALE_S
+from experiments_dagster.shutdown import GRACE_S, RECORD_S
 from experiments_dagster.stack.local import LocalStack
 from experiments_dagster_tests.stack.conftest import client_for, copy_dataset, start_cli
 from experiments_dagster_tests.stack.test_workers import instance_for
@@ -136,3 +139,33 @@ def test_redis_stopped_after_the_parent_finished_leaves_one_outcome(
     )
     assert parent.data.tags["error.type"] in ("DagsterRunFailed", "DagsterRunEnded"), parent.data.tags
     print("parent:", parent.data.tags.get("reconciled.reason"))
+
+
+def test_sigterm_ends_a_run_on_celery_workers_in_seconds(
+    stack: LocalStack, stack_env: dict, monkeypatch: pytest.MonkeyPatch
+):
+    client = slow_experiment(stack_env, "sigterm_iris")
+    process = start_cli(stack_env, "run", "--dataset", "sigterm_iris")
+    try:
+        wait_for(
+            "a fold training",
+            lambda: [r for r in runs_of(client, "sigterm_iris") if r.data.tags.get("cv.fold")],
+            300,
+            0.3,
+        )
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=60)
+        took = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert took < GRACE_S + RECORD_S + 3, stderr[-3000:]
+    assert process.returncode in (128 + signal.SIGTERM, -signal.SIGKILL), stderr[-3000:]
+    assert "stopped by SIGTERM" in stderr, stderr[-3000:]
+    instance = instance_for(stack_env, monkeypatch)
+    runs = wait_for("both records closed", lambda: settled(client, instance, "sigterm_iris"), BOUND_S, 3)
+    (parent,) = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    assert parent.info.status in ("KILLED", "FAILED"), parent.data.tags
+    dagster_run = instance.get_run_by_id(parent.data.tags["dagster.run_id"])
+    assert dagster_run.status in (dg.DagsterRunStatus.CANCELED, dg.DagsterRunStatus.FAILURE)
