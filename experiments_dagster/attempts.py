@@ -15,6 +15,7 @@ import fcntl
 import hashlib
 import json
 import os
+import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -32,6 +33,9 @@ IN_PROGRESS = [
     dg.DagsterRunStatus.CANCELING,
 ]
 PARTITION_TAG = "dagster/partition"
+# The Dagster run id is known only once execute_job has made the run (Celery); this tag, set on
+# every run of the CLI, ties it to the attempt.
+ATTEMPT_TAG = "experiments.attempt"
 
 
 class AttemptInProgress(ExperimentInputError):
@@ -100,3 +104,28 @@ def _read_holder(path: Path) -> dict[str, str]:
         return json.loads(path.read_text() or "{}")
     except (OSError, ValueError):
         return {}
+
+
+def attempt_run(instance: dg.DagsterInstance, attempt_id: str) -> dg.DagsterRun | None:
+    """The Dagster run of the attempt tagged ``attempt_id`` (None before it is made)."""
+    records = instance.get_run_records(dg.RunsFilter(tags={ATTEMPT_TAG: attempt_id}), limit=1)
+    return records[0].dagster_run if records else None
+
+
+def abandon_attempt(
+    signum: int, instance: dg.DagsterInstance | None = None, tracker=None, attempt_id: str | None = None
+) -> None:
+    """Record an attempt the command stops on ``signum``: its Dagster run CANCELED (if still in
+    progress), then its MLflow runs left RUNNING KILLED with the signal as the error."""
+    if instance is None or tracker is None or attempt_id is None:
+        return  # no run under way
+    from experiments_dagster.defs.lifecycle import runs_left_running
+
+    why = f"experiments-dagster run was stopped by {signal.Signals(signum).name}"
+    run = attempt_run(instance, attempt_id)
+    if run is None:
+        return
+    if not run.is_finished:
+        instance.report_run_canceled(run, why)
+    for left in runs_left_running(tracker, run.run_id):
+        tracker.mark_failed(left.info.run_id, "dagster", KeyboardInterrupt(why), "KILLED")

@@ -20,10 +20,10 @@ def sweep_dead_runs(tracking_uri: str) -> None:
         return  # no Dagster instance here to judge the runs against
     os.environ.setdefault("DAGSTER_HOME", str(home))
     from experiments_dagster.attempts import open_instance
-    from experiments_dagster.defs.lifecycle import reconcile_runs
+    from experiments_dagster.defs.outcomes import sweep
     from experiments_dagster.tracking.store import Tracker
 
-    report_reconciled(reconcile_runs(Tracker(tracking_uri), open_instance(home)), "before the audit")
+    report_reconciled(sweep(Tracker(tracking_uri), open_instance(home)), "before the audit")
 
 
 def report_reconciled(done: Sequence[Any], when: str) -> None:

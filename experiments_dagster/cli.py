@@ -5,21 +5,21 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import signal
 import sys
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from experiments_dagster import paths
 from experiments_dagster.audit_command import UsageError, cmd_audit, report_reconciled
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.profile import CELERY, Profile, load_profile
+from experiments_dagster.shutdown import Shutdown, exit_code
 from experiments_dagster.version_failures import storage_failure, version_failure
 
 PROFILE = Profile("embedded")  # set by main() from EXPERIMENTS_PROFILE
-# On Celery the run id is known only once execute_job has made the run; this tag ties it to the attempt.
-ATTEMPT_TAG = "experiments.attempt"
 UP_TO_DATE = "up to date"
 
 
@@ -44,13 +44,25 @@ def cmd_run(args: argparse.Namespace) -> int:
     # then frozen (moved where later collections do not look) before the runs; see
     # ``_materialize_versions``. An early return or an error turns it back on here.
     gc.disable()
+    # SIGTERM/SIGINT end the command within GRACE_S + RECORD_S (shutdown.py); ``attempt`` names
+    # the run under way, for the watcher to record if the run does not stop in time.
+    from experiments_dagster.attempts import abandon_attempt
+
+    attempt: dict[str, Any] = {}
+    shutdown = Shutdown(lambda signum: abandon_attempt(signum, **attempt))
+    shutdown.install()
     try:
-        return _materialize_versions(args)
+        return _materialize_versions(args, attempt, shutdown)
+    except KeyboardInterrupt:  # a signal between runs (start-up, sweeps): no run of ours is open
+        signum = shutdown.signum or signal.SIGINT
+        print(f"experiments-dagster run: stopped by {signal.Signals(signum).name}.", file=sys.stderr)
+        return exit_code(signum)
     finally:
+        shutdown.finish()
         gc.enable()
 
 
-def _materialize_versions(args: argparse.Namespace) -> int:
+def _materialize_versions(args: argparse.Namespace, attempt: dict[str, Any], shutdown: Shutdown) -> int:
     """``cmd_run``'s work; it turns the garbage collector back on at the end of the start-up."""
     if not args.select:
         # A full run saves its model with skops and loads it back (checks, promotion). At import,
@@ -103,8 +115,16 @@ def _materialize_versions(args: argparse.Namespace) -> int:
 
         run_tags = {REPRODUCTION_OF: args.reproduction_of}
         selection = reproduction_selection(job)
-    from experiments_dagster.attempts import AttemptInProgress, open_instance, partition_attempt
-    from experiments_dagster.defs.lifecycle import reconcile_runs, runs_left_running, step_failure
+    from experiments_dagster.attempts import (
+        ATTEMPT_TAG,
+        AttemptInProgress,
+        attempt_run,
+        open_instance,
+        partition_attempt,
+    )
+    from experiments_dagster.defs.lifecycle import runs_left_running, step_failure
+    from experiments_dagster.defs.outcomes import sweep
+    from experiments_dagster.heartbeat import RunHeartbeat, first_beat
     from experiments_dagster.tracking.registry import BLOCKED, RECOVERY
     from experiments_dagster.tracking.server import check_server, server_problem
     from experiments_dagster.tracking.store import Tracker
@@ -114,7 +134,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
     instance = open_instance(home)
     tracker = Tracker()
     check_server(tracker.client)  # a tracking server that is down or refuses the user: one line, exit 2
-    report_reconciled(reconcile_runs(tracker, instance), "before this run")
+    report_reconciled(sweep(tracker, instance), "before this run")
     known = set(instance.get_dynamic_partitions(DATASET_VERSIONS))
     new = [v.partition_key for v in versions if v.partition_key not in known]
     if new:
@@ -135,14 +155,19 @@ def _materialize_versions(args: argparse.Namespace) -> int:
             if done is not None:
                 rows.append((v.partition_key, UP_TO_DATE, done))
                 continue
+        if shutdown.signum is not None:  # stopped while the previous version ran: no new run
+            break
         run_id = str(uuid.uuid4())  # known before the run starts, so a crash can still be traced to it
+        attempt.update(instance=instance, tracker=tracker, attempt_id=run_id)
+        beat = {ATTEMPT_TAG: run_id, **first_beat()}
         # The data folder travels in the run's config: on Celery, steps read it on the workers.
         run_config = {
             **CONSOLE_RUN_CONFIG,
             "resources": {"data": {"config": {"data_dir": str(paths.data_dir())}}},
         }
         try:
-            with partition_attempt(instance, home, v.partition_key, run_id):
+            # The heartbeat tells the reconciler this run's worker is alive (heartbeat.py).
+            with partition_attempt(instance, home, v.partition_key, run_id), RunHeartbeat(instance, run_id):
                 if PROFILE.executor == CELERY:
                     # The run's process orchestrates; its steps go to the workers (execute_job
                     # with the reconstructable job; execute_in_process runs everything here).
@@ -150,7 +175,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
                         dg.reconstructable(experiment_job_on_workers),
                         instance=instance,
                         run_config=run_config,
-                        tags={"dagster/partition": v.partition_key, ATTEMPT_TAG: run_id, **run_tags},
+                        tags={"dagster/partition": v.partition_key, **beat, **run_tags},
                         raise_on_error=False,
                         asset_selection=selection,
                     )
@@ -163,7 +188,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
                         run_config=run_config,
                         asset_selection=selection,
                         run_id=run_id,
-                        tags=run_tags,
+                        tags={**beat, **run_tags},
                     )
         except AttemptInProgress as exc:
             print(f"experiments-dagster run: {exc}", file=sys.stderr)
@@ -171,8 +196,8 @@ def _materialize_versions(args: argparse.Namespace) -> int:
             continue
         except Exception as exc:  # the instance itself failed (disk full, I/O error): one line, runs closed
             if PROFILE.executor == CELERY:  # execute_job raised: find its run by the attempt tag
-                made = instance.get_run_records(dg.RunsFilter(tags={ATTEMPT_TAG: run_id}), limit=1)
-                run_id = made[0].dagster_run.run_id if made else run_id
+                made = attempt_run(instance, run_id)
+                run_id = made.run_id if made else run_id
             for run in runs_left_running(tracker, run_id):
                 tracker.mark_failed(run.info.run_id, "dagster", exc)
             why = storage_failure(exc, home) or version_failure(exc, "running it")
@@ -189,7 +214,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
             rows.append((v.partition_key, "SUCCESS", urls[-1] if urls else result.run_id))
             continue
         try:
-            report_reconciled(reconcile_runs(tracker, instance, result.run_id), "after its step failed")
+            report_reconciled(sweep(tracker, instance, result.run_id), "after its Dagster run failed")
         except Exception as exc:
             # The tracking server went away with the step: the reconciler closes the runs later.
             problem = server_problem(exc, tracker.tracking_uri)
@@ -204,7 +229,7 @@ def _materialize_versions(args: argparse.Namespace) -> int:
         failed = step_failure(instance, result.run_id)
         why = f"{failed[0]}: {failed[1]}" if failed else "the run failed"
         rows.append((v.partition_key, "FAILURE", f"{why} (Dagster run {result.run_id})"))
-    width = max(len(r[0]) for r in rows)
+    width = max((len(r[0]) for r in rows), default=0)
     print("\nExperiments:")
     for key, status, where in rows:
         print(f"  {key:<{width}}  {status:<10}  {where}")
@@ -221,6 +246,11 @@ def _materialize_versions(args: argparse.Namespace) -> int:
         )
     if refused:
         print(f"\n{len(refused)} entries of the data directory were refused (listed on stderr).")
+    if shutdown.signum is not None:
+        name = signal.Signals(shutdown.signum).name
+        after = f" after {rows[-1][0]}" if rows else ""
+        print(f"experiments-dagster run: stopped by {name}{after}.", file=sys.stderr)
+        return exit_code(shutdown.signum)
     return 0 if not refused and all(status in ("SUCCESS", UP_TO_DATE) for _, status, _ in rows) else 1
 
 

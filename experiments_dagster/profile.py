@@ -30,10 +30,10 @@
   ``EXPERIMENTS_OPTUNA_STORAGE`` (optional)
       SQLAlchemy URL of the Optuna storage that searches with ``search.workers`` > 1 share.
 
-  HTTP calls to the tracking server get saner defaults than MLflow's (7 retries with backoff, 120 s
-  timeout: minutes per call against a server that is gone): ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=1``
-  and ``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` unless set, so a run against an unreachable server fails
-  in seconds, naming the URL.
+On every profile, an ``http(s)://`` ``MLFLOW_TRACKING_URI`` gets bounded HTTP settings
+(``bound_http_waits``): ``MLFLOW_HTTP_REQUEST_MAX_RETRIES=1`` and
+``MLFLOW_HTTP_REQUEST_TIMEOUT=10`` unless set, instead of MLflow's 7 retries with backoff and 120 s
+(minutes per call against a server that is gone). Setting either variable raises it.
 """
 
 from __future__ import annotations
@@ -54,15 +54,14 @@ BROKER_ENV = "EXPERIMENTS_CELERY_BROKER_URL"
 BACKEND_ENV = "EXPERIMENTS_CELERY_BACKEND_URL"
 LOCK_URL_ENV = "EXPERIMENTS_LOCK_URL"
 OPTUNA_STORAGE_ENV = "EXPERIMENTS_OPTUNA_STORAGE"
+# MLflow's HTTP client settings (mlflow.environment_variables): defaults for any tracking server.
+HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 IN_PROCESS = "in_process"
 CELERY = "celery"
 EXECUTORS = (IN_PROCESS, CELERY)
 EMBEDDED = "embedded"
 PRODUCTION = "production"
 PROFILES = (EMBEDDED, PRODUCTION)
-
-# MLflow's HTTP client settings (mlflow.environment_variables), defaults for the production profile.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +83,14 @@ class Profile:
         return self.name == PRODUCTION
 
 
+def bound_http_waits(tracking_uri: str | None) -> None:
+    """For an http(s) tracking URI, MLflow's HTTP retries and timeout default to ``HTTP_DEFAULTS``
+    (a value already in the environment is kept: that is how a team raises them)."""
+    if urlparse(tracking_uri or "").scheme in ("http", "https"):
+        for key, value in HTTP_DEFAULTS.items():
+            os.environ.setdefault(key, value)
+
+
 def profile_name() -> str:
     """``$EXPERIMENTS_PROFILE`` (unset or blank: embedded); an unknown name lists the valid ones."""
     raw = os.environ.get(PROFILE_ENV, "").strip()
@@ -97,8 +104,10 @@ def profile_name() -> str:
 
 
 def load_profile() -> Profile:
-    """The active profile. For production, checks its settings and applies the HTTP defaults."""
+    """The active profile. For production, checks its settings. Any profile with an http(s)
+    ``MLFLOW_TRACKING_URI`` gets the bounded HTTP settings."""
     name = profile_name()
+    bound_http_waits(os.environ.get("MLFLOW_TRACKING_URI", "").strip())
     executor = os.environ.get(EXECUTOR_ENV, "").strip().lower() or IN_PROCESS
     if executor not in EXECUTORS:
         raise ExperimentInputError(
@@ -146,8 +155,6 @@ def load_profile() -> Profile:
             + "; ".join(problems)
             + ". For the local stack: `make stack-up`, then `. .stack/env`."
         )
-    for key, value in HTTP_DEFAULTS.items():
-        os.environ.setdefault(key, value)
     dagster_url = os.environ.get(DAGSTER_URL_ENV, "").strip().rstrip("/") or None
     return Profile(
         PRODUCTION,

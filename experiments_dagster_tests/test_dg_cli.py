@@ -44,5 +44,9 @@ def test_dg_list_defs_lists_what_definitions_holds(tmp_path: Path) -> None:
         "failed_run_cleanup_job",
         "reproduce_job",
     }
-    assert {s["name"] for s in listed["sensors"]} == {"dataset_version_sensor", "mlflow_run_reconciler"}
+    assert {s["name"] for s in listed["sensors"]} == {
+        "dataset_version_sensor",
+        "mlflow_run_reconciler",
+        "mlflow_parent_outcome",
+    }
     assert "final_model_logged_completely" in {c["name"] for c in listed["asset_checks"]}

@@ -99,3 +99,40 @@ def test_cli_exits_2_on_an_unknown_profile(tmp_path):
         "experiments-dagster run: $EXPERIMENTS_PROFILE='prod' is not a profile; valid profiles: embedded, production"
         in result.stderr
     )
+
+
+@pytest.mark.parametrize("uri", ["http://127.0.0.1:5000", "https://mlflow.example.test"])
+def test_the_embedded_profile_bounds_waits_on_a_tracking_server_too(monkeypatch, uri):
+    import os
+
+    monkeypatch.delenv("EXPERIMENTS_PROFILE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    for key in HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")  # raised by the user: kept
+    assert load_profile().name == "embedded"
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "1"
+    assert os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "60"
+
+
+def test_a_local_store_leaves_mlflows_http_settings_alone(monkeypatch, tmp_path):
+    import os
+
+    monkeypatch.delenv("EXPERIMENTS_PROFILE", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    for key in HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    load_profile()
+    assert not any(key in os.environ for key in HTTP_DEFAULTS)
+
+
+def test_a_tracker_on_a_server_named_only_in_config_is_bounded(monkeypatch):
+    import os
+
+    from experiments_dagster.tracking.store import Tracker
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    for key in HTTP_DEFAULTS:
+        monkeypatch.delenv(key, raising=False)
+    Tracker("http://127.0.0.1:9")  # no request is made
+    assert {k: os.environ[k] for k in HTTP_DEFAULTS} == HTTP_DEFAULTS

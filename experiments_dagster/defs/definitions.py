@@ -17,6 +17,7 @@ from experiments_dagster.defs.console import experiment_console_logger
 from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.lifecycle import failed_run_cleanup_job, mlflow_run_reconciler
+from experiments_dagster.defs.outcomes import mlflow_parent_outcome
 from experiments_dagster.defs.reproduce_job import reproduce_job
 from experiments_dagster.defs.resources import Coordination, ExperimentData, MlflowTracking
 from experiments_dagster.defs.sensors import dataset_version_sensor
@@ -79,7 +80,7 @@ defs = dg.Definitions(
         drift_assets.data_drift_below_threshold,
     ],
     jobs=[experiment_job, failed_run_cleanup_job, reproduce_job],
-    sensors=[dataset_version_sensor, mlflow_run_reconciler],
+    sensors=[dataset_version_sensor, mlflow_run_reconciler, mlflow_parent_outcome],
     resources={
         # EXPERIMENTS_MLFLOW_UI_URL: where run links point for a local store (default: make mlflow-ui's port).
         "mlflow": MlflowTracking(tracking_uri=PROFILE.tracking_uri, ui_url=os.environ.get(MLFLOW_UI_ENV)),

@@ -10,6 +10,7 @@ from mlflow.entities import Run, ViewType
 from pydantic import Field
 
 from experiments_dagster.defs.resources import MlflowTracking
+from experiments_dagster.heartbeat import ALIVE, dead_run_reason
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.liveness import process_is_dead
 from experiments_dagster.tracking.store import Tracker
@@ -30,10 +31,11 @@ def runs_left_running(tracker: Tracker, dagster_run_id: str | None = None) -> li
     query = "attributes.status = 'RUNNING'"
     if dagster_run_id is not None:
         query += f" and tags.`{tags.DAGSTER_RUN_ID}` = '{dagster_run_id}'"
-    return [r for r in _runs(tracker, query) if tags.DAGSTER_RUN_ID in r.data.tags]
+    return [r for r in runs_matching(tracker, query) if tags.DAGSTER_RUN_ID in r.data.tags]
 
 
-def _runs(tracker: Tracker, filter_string: str) -> list[Run]:
+def runs_matching(tracker: Tracker, filter_string: str) -> list[Run]:
+    """MLflow runs of every active experiment that match ``filter_string``."""
     ids = [e.experiment_id for e in tracker.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
     return tracker.client.search_runs(ids, filter_string, max_results=50_000) if ids else []
 
@@ -78,16 +80,20 @@ def lost_step_in(message: str) -> tuple[str, str] | None:
     return None
 
 
-def _verdict(run: Run, instance: dg.DagsterInstance) -> tuple[str, str] | None:
-    """(status, reason) for an MLflow run left RUNNING, or None if its Dagster run is alive."""
+def _verdict(run: Run, instance: dg.DagsterInstance, dead: dict[str, str]) -> tuple[str, str] | None:
+    """(status, reason) for an MLflow run left RUNNING, or None if its Dagster run is alive.
+    ``dead``: the Dagster runs just reported failed because their run worker is dead."""
     dagster_run_id = run.data.tags[tags.DAGSTER_RUN_ID]
+    if dagster_run_id in dead:
+        return "FAILED", dead[dagster_run_id]
     dagster_run = instance.get_run_by_id(dagster_run_id)
     if dagster_run is None:
-        dead = process_is_dead(run.data.tags)
-        if dead is False:  # alive on this host: a run of another Dagster instance on the same store
+        # A run of another Dagster instance on the same store: its process is the only clue.
+        dead_process = process_is_dead(run.data.tags)
+        if dead_process is False:
             return None
         return "FAILED", "its Dagster run does not exist in this instance" + (
-            f" and its process {run.data.tags['process.pid']} is gone" if dead else ""
+            f" and its process {run.data.tags['process.pid']} is gone" if dead_process else ""
         )
     status = dagster_run.status
     if status == dg.DagsterRunStatus.CANCELED:
@@ -98,30 +104,36 @@ def _verdict(run: Run, instance: dg.DagsterInstance) -> tuple[str, str] | None:
             return "FAILED", f"step {failed[0]} of its Dagster run failed: {failed[1]}"
         what = "failed" if status == dg.DagsterRunStatus.FAILURE else "ended"
         return "FAILED", f"its Dagster run {what} before the experiment's last asset logged"
-    if status in (dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING) and process_is_dead(
-        run.data.tags
-    ):
-        return "FAILED", f"process {run.data.tags['process.pid']} died (killed or out of memory)"
-    return None
+    return None  # in progress: alive until Dagster or the heartbeat (heartbeat.py) says otherwise
+
+
+def fail_dead_dagster_runs(instance: dg.DagsterInstance, dagster_run_id: str | None = None) -> dict[str, str]:
+    """Report FAILURE for every STARTED/STARTING Dagster run (``dagster_run_id`` only, if given)
+    whose run worker is dead by its heartbeat (heartbeat.py); returns {run id: reason}."""
+    filters = dg.RunsFilter(statuses=list(ALIVE), run_ids=[dagster_run_id] if dagster_run_id else None)
+    dead: dict[str, str] = {}
+    for record in instance.get_run_records(filters):
+        reason = dead_run_reason(record.dagster_run)
+        if reason is not None:
+            instance.report_run_failed(record.dagster_run, f"Its run worker is dead: {reason}.")
+            dead[record.dagster_run.run_id] = reason
+    return dead
 
 
 def reconcile_runs(
     tracker: Tracker, instance: dg.DagsterInstance, dagster_run_id: str | None = None
 ) -> list[Reconciled]:
-    """Close every MLflow run left RUNNING whose Dagster run or process is no longer alive
-    (only those of ``dagster_run_id`` if given).
+    """Fail the Dagster runs whose run worker is dead, then close every MLflow run left RUNNING
+    whose Dagster run is no longer alive (only those of ``dagster_run_id`` if given).
 
-    A Dagster run still STARTED whose process is dead is reported failed too, so both
-    stores tell the same story. A Dagster run that ended without the experiment's last asset
-    never leaves its MLflow runs FINISHED: only ``repro_manifest`` ends a parent complete.
+    Liveness is the Dagster run's: its status, and for runs of the CLI its heartbeat. A Dagster
+    run that ended without the experiment's last asset never leaves its MLflow runs FINISHED:
+    only ``repro_manifest`` ends a parent complete.
     """
-    left_running = runs_left_running(tracker, dagster_run_id)
-    # Judge every run before changing anything: reporting a Dagster run failed must not
-    # change the verdict on its other MLflow runs.
-    verdicts = [(run, _verdict(run, instance)) for run in left_running]
+    dead = fail_dead_dagster_runs(instance, dagster_run_id)
     done: list[Reconciled] = []
-    dead_dagster_runs: set[str] = set()
-    for run, verdict in verdicts:
+    for run in runs_left_running(tracker, dagster_run_id):
+        verdict = _verdict(run, instance, dead)
         if verdict is None:
             continue
         status, reason = verdict
@@ -134,16 +146,7 @@ def reconcile_runs(
         }
         tracker.set_tags(run.info.run_id, new)
         tracker.end_run(run.info.run_id, status)
-        if reason.startswith("process "):
-            dead_dagster_runs.add(run_dagster_id)
         done.append(Reconciled(run.info.run_id, run_dagster_id, status, reason))
-    for dead_id in dead_dagster_runs:
-        dagster_run = instance.get_run_by_id(dead_id)
-        if dagster_run is not None and dagster_run.status in (
-            dg.DagsterRunStatus.STARTED,
-            dg.DagsterRunStatus.STARTING,
-        ):
-            instance.report_run_failed(dagster_run, "Its process died (killed or out of memory).")
     return done
 
 
@@ -162,9 +165,10 @@ def mlflow_runs_failed(context: dg.HookContext) -> None:
 
 
 @dg.sensor(
-    minimum_interval_seconds=60,
+    minimum_interval_seconds=30,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Marks MLflow runs left RUNNING by canceled, failed or dead Dagster runs.",
+    description="Fails Dagster runs whose run worker is dead and closes the MLflow runs left RUNNING "
+    "by canceled, failed or dead Dagster runs.",
 )
 def mlflow_run_reconciler(context: dg.SensorEvaluationContext, mlflow: MlflowTracking) -> dg.SkipReason:
     """Keeps MLflow run status truthful when a Dagster run ends without closing its runs."""
@@ -194,7 +198,11 @@ def tag_or_delete_failed_runs(
     """FAILED/KILLED runs that ended over ``older_than_days`` ago: tag or soft-delete them."""
     cutoff = (now_ms or int(time.time() * 1000)) - int(older_than_days * 86_400_000)
     # MLflow's filter syntax has no OR: one search per status.
-    runs = [r for status in ("FAILED", "KILLED") for r in _runs(tracker, f"attributes.status = '{status}'")]
+    runs = [
+        r
+        for status in ("FAILED", "KILLED")
+        for r in runs_matching(tracker, f"attributes.status = '{status}'")
+    ]
     stale = [
         r
         for r in runs

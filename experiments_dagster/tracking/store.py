@@ -17,6 +17,7 @@ from mlflow.utils.validation import (
 
 from experiments_dagster.errors import ExperimentInputError
 from experiments_dagster.paths import artifact_root_for, default_tracking_uri, sqlite_path
+from experiments_dagster.profile import bound_http_waits
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.liveness import process_tags
 from experiments_dagster.tracking.run_files import RunFiles
@@ -36,6 +37,7 @@ def _client(uri: str) -> MlflowClient:
     db = sqlite_path(uri)
     if db is not None:
         return open_sqlite_client(uri, db)
+    bound_http_waits(uri)  # a server named only here (a resource's config) is bounded too
     return MlflowClient(tracking_uri=uri)
 
 
