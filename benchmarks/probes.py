@@ -1,8 +1,7 @@
-"""Small measurements the benchmark runs in their own (cold) processes.
+"""Small measurements the benchmark runs in their own (cold) processes, and the page-cache helper.
 
     python benchmarks/probes.py create-store --uri sqlite:////abs/mlflow.db
     python benchmarks/probes.py readback --uri URI [--uri URI ...]
-    python benchmarks/probes.py hash --file PATH [--repeats 3]
     python benchmarks/probes.py sensor --files 500 --workdir DIR
 
 Each prints one JSON document on the last line of stdout.
@@ -17,7 +16,6 @@ T_PROCESS = time.perf_counter()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -111,8 +109,9 @@ def cmd_readback(args: argparse.Namespace) -> int:
     return emit({"runs": [_readback_one(uri) for uri in args.uri]})
 
 
-# --- data hash ------------------------------------------------------------------------------
-def _drop_from_page_cache(path: Path) -> bool:
+# --- page cache ------------------------------------------------------------------------------
+def drop_from_page_cache(path: Path) -> bool:
+    """Evict a file from the page cache (so the next read is from disk); False where that fails."""
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -123,34 +122,6 @@ def _drop_from_page_cache(path: Path) -> bool:
         return True
     except (OSError, AttributeError):
         return False
-
-
-def cmd_hash(args: argparse.Namespace) -> int:
-    """experiments_dagster.ml.dataset.hash_file throughput: warm page cache (median) and cold."""
-    from experiments_dagster.ml.dataset import hash_file
-
-    path = Path(args.file)
-    size = path.stat().st_size
-    dropped = _drop_from_page_cache(path)
-    t0 = time.perf_counter()
-    hash_file(path)
-    cold = time.perf_counter() - t0
-    warm = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        hash_file(path)
-        warm.append(time.perf_counter() - t0)
-    med = statistics.median(warm)
-    return emit(
-        {
-            "bytes": size,
-            "warm_seconds": warm,
-            "warm_gb_per_s": size / med / 1e9,
-            "cold_seconds": cold,
-            "cold_gb_per_s": size / cold / 1e9,
-            "cold_is_uncached": dropped,
-        }
-    )
 
 
 # --- sensor tick ----------------------------------------------------------------------------
@@ -243,10 +214,6 @@ def main() -> int:
     p = sub.add_parser("readback")
     p.add_argument("--uri", action="append", required=True)
     p.set_defaults(func=cmd_readback)
-    p = sub.add_parser("hash")
-    p.add_argument("--file", required=True)
-    p.add_argument("--repeats", type=int, default=3)
-    p.set_defaults(func=cmd_hash)
     p = sub.add_parser("sensor")
     p.add_argument("--files", type=int, default=500)
     p.add_argument("--workdir", required=True)
