@@ -99,7 +99,11 @@ def generate(names: list[str], data_dir: Path, timeout: float) -> dict[str, dict
     """Write the workloads' CSVs and experiment.yaml (benchmarks/workloads.py); their facts by name."""
     print(f"generating workloads {','.join(names)} ...", flush=True)
     cmd = [PYTHON, str(BENCH / "workloads.py"), "--data-dir", str(data_dir), "--workloads", ",".join(names)]
-    done = subprocess.run(cmd, env=clean_env(), capture_output=True, text=True, timeout=timeout)
+    try:
+        done = subprocess.run(cmd, env=clean_env(), capture_output=True, text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        print(f"workload generation took more than --timeout {timeout:.0f} s", file=sys.stderr)
+        return None
     if done.returncode != 0:
         print(f"workload generation failed:\n{done.stdout}{done.stderr}", file=sys.stderr)
         return None
