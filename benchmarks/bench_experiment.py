@@ -48,6 +48,7 @@ def side_command(side: str, wl: dict, mdir: Path, uri: str) -> tuple[list[str], 
     if side == "baseline":
         artifacts = (mdir / "store" / "artifacts").as_uri()
         args = ["--data-file", wl["path"], "--tracking-uri", uri, "--artifact-root", artifacts]
+        args += ["--summary", str(mdir / "baseline_summary.json")]  # its own phase timings, kept in the JSON
         return [PYTHON, str(BENCH / "baseline.py"), *args], clean_env()
     home = mdir / "dagster_home"
     home.mkdir()
@@ -106,6 +107,9 @@ def test_wall(benchmark, workload: str, side: str) -> None:
     def target(cmd: list[str], env: dict[str, str], log: Path) -> None:
         rounds[-1].update(run_process(cmd, env, log, PLAN["timeout"]))
         tell(rounds[-1])
+        summary = Path(rounds[-1]["dir"]) / "baseline_summary.json"
+        if summary.is_file():
+            rounds[-1]["baseline_summary"] = json.loads(summary.read_text())
 
     benchmark.group = workload
     benchmark.pedantic(target, setup=setup, rounds=wl["repeats"], warmup_rounds=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from report import SENSOR_FILES, SENSOR_TARGET_S, fmt, med, row, times, verdict
+from report import SENSOR_FILES, SENSOR_TARGET_S, row, stats_text, times, verdict
 
 
 def sensor_row(sensor: dict) -> dict:
@@ -26,15 +26,17 @@ def sensor_row(sensor: dict) -> dict:
     )
 
 
-def stack_row(stack: dict) -> dict:
-    walls = stack.get("times") or {}
-    emb, prod = med(walls.get("embedded", [])), med(walls.get("stack", []))
+def stack_row(benches: dict) -> dict:
+    """Small on the embedded default (baseline column) and on a local stack (ours column), pytest-benchmark's stats."""
+    stats = {s: benches[s]["stats"] if s in benches else None for s in ("embedded", "stack")}
+    emb, prod = (stats[s]["median"] if stats[s] else None for s in ("embedded", "stack"))
+    info = next(iter(benches.values()))["extra_info"]
     return row(
         "small, `experiments-dagster run`: embedded default (baseline column) vs the production profile on a "
-        f"local stack (ours column), wall s median of {len(walls.get('stack', []))}; stack start "
-        f"{stack.get('stack_start_seconds', 0):.0f} s, not counted",
-        fmt(walls.get("embedded", [])) if emb is not None else "error",
-        fmt(walls.get("stack", [])) if prod is not None else "error",
+        f"local stack (ours column), wall s median of {stats['stack']['rounds'] if stats['stack'] else 0}; "
+        f"stack start {info.get('stack_start_seconds', 0):.0f} s, not counted",
+        stats_text(stats["embedded"]) if emb is not None else "error",
+        stats_text(stats["stack"]) if prod is not None else "error",
         times(prod, emb),
         "- (what the server costs)",
         verdict="-" if emb and prod else "MISS",

@@ -125,6 +125,32 @@ def drop_from_page_cache(path: Path) -> bool:
 
 
 # --- sensor tick ----------------------------------------------------------------------------
+def write_version_files(data: Path, files: int) -> Path:
+    """One dataset folder with ``files`` tiny version files and its experiment.yaml; the data dir."""
+    folder = data / "sensorbench"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "experiment.yaml").write_text("target: target\ntask: binary\n")
+    row = "a,b,target\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(20))
+    for i in range(files):
+        (folder / f"v{i:04d}.csv").write_text(row)
+    return data
+
+
+def apply_tick(instance, result, cursor: str | None) -> dict:
+    """Add the partitions a tick requested to the instance, as the daemon would; what the tick returned."""
+    requests = getattr(result, "run_requests", None)
+    dyn = getattr(result, "dynamic_partitions_requests", None)
+    added = sum(len(getattr(d, "partition_keys", []) or []) for d in (dyn or []))
+    if added:
+        instance.add_dynamic_partitions(dyn[0].partitions_def_name, list(dyn[0].partition_keys))
+    return {
+        "result_type": type(result).__name__,
+        "run_requests": len(requests) if requests is not None else None,
+        "partitions_added": added,
+        "cursor_bytes": len(cursor or ""),
+    }
+
+
 def cmd_sensor(args: argparse.Namespace) -> int:
     """One tick of experiments_dagster.defs.sensors.dataset_version_sensor over N version files."""
     import importlib
@@ -150,13 +176,7 @@ def cmd_sensor(args: argparse.Namespace) -> int:
     from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 
     work = Path(args.workdir).resolve()
-    data = work / "data"
-    folder = data / "sensorbench"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "experiment.yaml").write_text("target: target\ntask: binary\n")
-    row = "a,b,target\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(20))
-    for i in range(args.files):
-        (folder / f"v{i:04d}.csv").write_text(row)
+    data = write_version_files(work / "data", args.files)
     os.environ["EXPERIMENTS_DATA_DIR"] = str(data)
     uri = f"sqlite:///{work / 'store' / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -176,21 +196,7 @@ def cmd_sensor(args: argparse.Namespace) -> int:
                     result = list(result)
                 elapsed = time.perf_counter() - t0
                 cursor = getattr(result, "cursor", None) or context.cursor
-            requests = getattr(result, "run_requests", None)
-            dyn = getattr(result, "dynamic_partitions_requests", None)
-            added = sum(len(getattr(d, "partition_keys", []) or []) for d in (dyn or []))
-            if added:  # what the daemon would do with the result
-                instance.add_dynamic_partitions(dyn[0].partitions_def_name, list(dyn[0].partition_keys))
-            ticks.append(
-                {
-                    "tick": label,
-                    "seconds": elapsed,
-                    "result_type": type(result).__name__,
-                    "run_requests": len(requests) if requests is not None else None,
-                    "partitions_added": added,
-                    "cursor_bytes": len(cursor or ""),
-                }
-            )
+            ticks.append({"tick": label, "seconds": elapsed, **apply_tick(instance, result, cursor)})
     return emit(
         {
             "implemented": True,

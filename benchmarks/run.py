@@ -4,10 +4,10 @@
     .venv/bin/python benchmarks/run.py --workloads small,medium --repeats 3
     .venv/bin/python benchmarks/run.py --workloads large --large-repeats 1
 
-Generates the workloads, runs the sensor, stack and workers probes, then pytest-benchmark on
+Generates the workloads, runs the sensor and workers probes, then pytest-benchmark on
 benchmarks/bench_experiment.py (every round a fresh process on a fresh, already-created MLflow
-store and, for ours, a fresh DAGSTER_HOME), and prints every row with its ratio ours/baseline and
-target. See benchmarks/README.md. pytest-benchmark's JSON, with this driver's plan and extras
+store and, for ours, a fresh DAGSTER_HOME) and bench_stack.py, and prints every row with its
+ratio ours/baseline and target. See benchmarks/README.md. pytest-benchmark's JSON, with this driver's plan and extras
 added under "bench", goes to benchmarks/results/<timestamp>.json.
 """
 
@@ -125,20 +125,13 @@ def probe(name: str, cmd: list[str], log: Path, timeout: float) -> dict:
 
 
 def run_probes(args: argparse.Namespace, root: Path, data_dir: Path, small: dict | None) -> dict:
-    """The sensor tick, the stack row and the workers rows (each skipped on request or without small)."""
+    """The sensor tick and the workers rows (each skipped on request, the workers without small)."""
     extras: dict = {}
     if not args.skip_sensor:
         cmd = [PYTHON, str(BENCH / "probes.py"), "sensor", "--files", str(SENSOR_FILES), "--workdir"]
         extras["sensor"] = probe("sensor", [*cmd, str(root / "sensor")], root / "sensor.log", args.timeout)
-    where = (
-        ["--data-dir", str(data_dir), "--dataset", "small", "--version", small["version"]] if small else []
-    )
-    if not args.skip_stack and small:
-        cmd = [PYTHON, str(BENCH / "stack_row.py"), *where, "--repeats", str(args.repeats)]
-        extras["stack"] = probe(
-            "stack: small embedded vs a local stack", cmd, root / "stack.log", args.timeout
-        )
     if not args.skip_workers and small:
+        where = ["--data-dir", str(data_dir), "--dataset", "small", "--version", small["version"]]
         cmd = [PYTHON, str(BENCH / "workers_row.py"), *where]
         extras["workers"] = probe("workers: 1 and 2 Celery workers", cmd, root / "workers.log", args.timeout)
     return extras
@@ -156,15 +149,15 @@ def build_rows(doc: dict) -> list[dict]:
         rows += workload_rows(name, wl, by_workload.get(name, {}), plan["max_noise"])
     if "sensor" in extras:
         rows.append(sensor_row(extras["sensor"]))
-    if "stack" in extras:
-        rows.append(stack_row(extras["stack"]))
+    if "stack" in by_workload:
+        rows.append(stack_row(by_workload["stack"]))
     if "workers" in extras:
         rows += workers_rows(extras["workers"])
     return rows
 
 
 def run_benchmarks(plan: dict, root: Path, out: Path) -> int:
-    """pytest-benchmark on bench_experiment.py with ``plan``; writes its JSON to ``out``."""
+    """pytest-benchmark on bench_experiment.py (and bench_stack.py) with ``plan``; its JSON to ``out``."""
     import pytest
 
     (root / "plan.json").write_text(json.dumps(plan))
@@ -174,7 +167,8 @@ def run_benchmarks(plan: dict, root: Path, out: Path) -> int:
         "--benchmark-sort=name",
         f"--benchmark-json={out}",
     ]
-    return pytest.main([str(BENCH / "bench_experiment.py"), "-s", "-q", *options])
+    suites = [BENCH / "bench_experiment.py", *([BENCH / "bench_stack.py"] if plan["stack"] else [])]
+    return pytest.main([*map(str, suites), "-s", "-q", *options])
 
 
 def report(doc: dict, started: datetime, out: Path) -> None:
@@ -209,6 +203,7 @@ def plan_of(args: argparse.Namespace, names: list[str], root: Path, generated: d
         "max_noise": args.max_noise,
         "plots_only_repeats": args.plots_only_repeats,
         "keep": args.keep,
+        "stack": not args.skip_stack and "small" in names,
         "dagster_yaml": yaml_file.read_text() if yaml_file.is_file() else None,
         "workloads": {w: {**generated[w], "repeats": repeats[w]} for w in names},
     }
