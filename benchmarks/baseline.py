@@ -110,7 +110,160 @@ def make_model(X: pd.DataFrame, params: dict) -> Pipeline:
     return Pipeline([("preprocess", build_preprocessor(X)), ("model", XGBClassifier(**params))])
 
 
-def main() -> int:
+def read_spec(data_file: Path) -> dict:
+    """The dataset's experiment.yaml as the settings the script uses, XGBoost parameters merged."""
+    spec = yaml.safe_load((data_file.parent / "experiment.yaml").read_text())
+    seed = int(spec.get("seed", 42))
+    return {
+        "dataset": data_file.parent.name,
+        "version": data_file.stem,
+        "spec": spec,
+        "target": spec["target"],
+        "seed": seed,
+        "folds": int(spec.get("cv_folds", 5)),
+        "test_size": float(spec.get("test_size", 0.2)),
+        "thresholds": spec.get("thresholds", [0.3, 0.5, 0.7]),
+        "business": {"tp": 0.0, "fp": 0.0, "tn": 0.0, "fn": 0.0, **spec.get("business_values", {})},
+        "positive": spec.get("positive_class", 1),
+        "params": {
+            **XGBOOST_DEFAULTS,
+            **spec.get("hyperparameters", {}),
+            "eval_metric": "logloss",
+            "random_state": seed,
+        },
+    }
+
+
+def log_params_and_tags(
+    s: dict, frame: pd.DataFrame, X_all: pd.DataFrame, data_file: Path, data_hash: str
+) -> None:
+    """Params: every hyperparameter of the estimator, seeds, dataset facts (with hash); the tags."""
+    all_hp = XGBClassifier(**s["params"]).get_params()
+    mlflow.log_params({"model_type": "xgboost", **{k: str(v) for k, v in all_hp.items()}})
+    mlflow.log_params(
+        {
+            "seed": s["seed"],
+            "cv.folds": s["folds"],
+            "split.test_size": s["test_size"],
+            "target": s["target"],
+            "dataset.name": s["dataset"],
+            "dataset.version": s["version"],
+            "data.hash": data_hash,
+            "dataset.rows": len(frame),
+            "dataset.columns": X_all.shape[1],
+            "dataset.size_bytes": data_file.stat().st_size,
+            "thresholds": ",".join(map(str, s["thresholds"])),
+        }
+    )
+    mlflow.set_tags(
+        {
+            "version": s["spec"].get("version", "v0"),
+            "stage": s["spec"].get("stage", "development"),
+            "git.commit": git_commit(),
+            "python.version": platform.python_version(),
+            "os.platform": platform.platform(),
+            "data.hash": data_hash,
+        }
+    )
+
+
+def cross_validate(s: dict, X_train: pd.DataFrame, y_train: pd.Series) -> tuple[float, float]:
+    """Cross-validation, one nested run per fold, then cv_<metric>_mean/_std; (fit s, predict s)."""
+    cv = StratifiedKFold(n_splits=s["folds"], shuffle=True, random_state=s["seed"])
+    fold_metrics, fit_total, predict_total = [], 0.0, 0.0
+    for fold, (train_idx, val_idx) in enumerate(cv.split(X_train, y_train)):
+        with mlflow.start_run(nested=True, run_name=f"fold-{fold}"):
+            mlflow.log_param("fold", fold)
+            model = make_model(X_train, s["params"])
+            t0 = time.perf_counter()
+            model.fit(X_train.iloc[train_idx], y_train.iloc[train_idx])
+            t1 = time.perf_counter()
+            X_val = X_train.iloc[val_idx]
+            proba = model.predict_proba(X_val)[:, 1]
+            pred = model.predict(X_val)
+            t2 = time.perf_counter()
+            metrics = classification_metrics(y_train.iloc[val_idx], pred, proba)
+            fold_metrics.append(metrics)
+            mlflow.log_metrics({**metrics, "fit_time_seconds": t1 - t0, "predict_time_seconds": t2 - t1})
+            fit_total += t1 - t0
+            predict_total += t2 - t1
+    table = pd.DataFrame(fold_metrics)
+    mlflow.log_metrics({f"cv_{k}_mean": float(table[k].mean()) for k in table.columns})
+    mlflow.log_metrics({f"cv_{k}_std": float(table[k].std(ddof=0)) for k in table.columns})
+    return fit_total, predict_total
+
+
+def fit_final(
+    s: dict, X_train, y_train, X_test, y_test
+) -> tuple[Pipeline, np.ndarray, np.ndarray, float, float]:
+    """Final model on the whole train split, scored on the test split; (model, pred, proba, fit s, predict s)."""
+    model = make_model(X_train, s["params"])
+    t0 = time.perf_counter()
+    model.fit(X_train, y_train)
+    t1 = time.perf_counter()
+    y_proba = model.predict_proba(X_test)[:, 1]
+    y_pred = model.predict(X_test)
+    t2 = time.perf_counter()
+    mlflow.log_metrics({**classification_metrics(y_test, y_pred, y_proba), "fit_time_seconds": t1 - t0})
+    for threshold in s["thresholds"]:
+        y_pred_thresh = (y_proba > threshold).astype(int)
+        mlflow.log_metric(f"f1_threshold_{threshold}", f1_score(y_test, y_pred_thresh, zero_division=0))
+        mlflow.log_metric(
+            f"precision_threshold_{threshold}", precision_score(y_test, y_pred_thresh, zero_division=0)
+        )
+        mlflow.log_metric(
+            f"recall_threshold_{threshold}", recall_score(y_test, y_pred_thresh, zero_division=0)
+        )
+    yt, yp = np.asarray(y_test), np.asarray(y_pred)
+    counts = {
+        "tp": int(((yt == 1) & (yp == 1)).sum()),
+        "fp": int(((yt == 0) & (yp == 1)).sum()),
+        "tn": int(((yt == 0) & (yp == 0)).sum()),
+        "fn": int(((yt == 1) & (yp == 0)).sum()),
+    }
+    mlflow.log_metrics({f"test_{k}": v for k, v in counts.items()})
+    mlflow.log_metric("revenue_impact_usd", sum(counts[k] * float(s["business"][k]) for k in counts))
+    return model, y_pred, y_proba, t1 - t0, t2 - t1
+
+
+def log_plots(model: Pipeline, y_test, y_pred, y_proba, out: Path) -> None:
+    """Plots, saved to files and logged with log_artifact (the standard's way)."""
+    plt.figure(figsize=(8, 6))
+    ConfusionMatrixDisplay.from_predictions(y_test, y_pred).plot()
+    plt.savefig(out / "confusion_matrix.png")
+    plt.close("all")
+
+    names = model.named_steps["preprocess"].get_feature_names_out()
+    importance = pd.Series(model.named_steps["model"].feature_importances_, index=names)
+    top = importance.sort_values(ascending=False).head(20)[::-1]
+    plt.figure(figsize=(8, 6))
+    plt.barh([str(i) for i in top.index], top.to_numpy())
+    plt.title("Feature importance")
+    plt.tight_layout()
+    plt.savefig(out / "feature_importance.png")
+    plt.close("all")
+
+    RocCurveDisplay.from_predictions(y_test, y_proba)
+    plt.savefig(out / "roc_curve.png")
+    plt.close("all")
+    PrecisionRecallDisplay.from_predictions(y_test, y_proba)
+    plt.savefig(out / "pr_curve.png")
+    plt.close("all")
+    for name in ("confusion_matrix.png", "feature_importance.png", "roc_curve.png", "pr_curve.png"):
+        mlflow.log_artifact(str(out / name))
+
+
+def log_requirements(out: Path) -> None:
+    """Pinned requirements of every installed distribution, as requirements.txt."""
+    pins = sorted(
+        {f"{d.metadata['Name']}=={d.version}" for d in md.distributions() if d.metadata["Name"]},
+        key=str.lower,
+    )
+    (out / "requirements.txt").write_text("\n".join(pins) + "\n")
+    mlflow.log_artifact(str(out / "requirements.txt"))
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -118,194 +271,70 @@ def main() -> int:
     parser.add_argument("--tracking-uri", required=True)
     parser.add_argument("--artifact-root", help="artifact location of a new experiment (default: MLflow's)")
     parser.add_argument("--summary", type=Path, help="write timings and ids here as JSON")
-    args = parser.parse_args()
-    t_start = time.perf_counter()
-    t_imports = t_start - T_PROCESS
+    return parser.parse_args()
 
-    data_file = args.data_file.resolve()
-    dataset, version = data_file.parent.name, data_file.stem
-    spec = yaml.safe_load((data_file.parent / "experiment.yaml").read_text())
-    target, seed = spec["target"], int(spec.get("seed", 42))
-    folds, test_size = int(spec.get("cv_folds", 5)), float(spec.get("test_size", 0.2))
-    thresholds = spec.get("thresholds", [0.3, 0.5, 0.7])
-    business = {"tp": 0.0, "fp": 0.0, "tn": 0.0, "fn": 0.0, **spec.get("business_values", {})}
-    positive = spec.get("positive_class", 1)
-    params = {
-        **XGBOOST_DEFAULTS,
-        **spec.get("hyperparameters", {}),
-        "eval_metric": "logloss",
-        "random_state": seed,
-    }
-    np.random.seed(seed)
 
-    # Setup (the standard's first step).
+def set_up(args: argparse.Namespace, s: dict) -> None:
+    """The standard's first step: tracking URI and the dataset's experiment."""
     mlflow.set_tracking_uri(args.tracking_uri)
-    experiment = dataset
+    experiment = s["dataset"]
     if mlflow.get_experiment_by_name(experiment) is None:
         mlflow.create_experiment(
             experiment, artifact_location=f"{args.artifact_root}/{experiment}" if args.artifact_root else None
         )
     mlflow.set_experiment(experiment)
 
+
+def main() -> int:
+    args = parse_args()
+    t = {"start": time.perf_counter()}
+    data_file = args.data_file.resolve()
+    s = read_spec(data_file)
+    np.random.seed(s["seed"])
+    set_up(args, s)
+
     frame = pd.read_csv(data_file)
     data_hash = sha256_of(data_file)
-    frame = frame.dropna(subset=[target])
-    y_all = (frame[target].astype(str) == str(positive)).astype(int)
-    X_all = frame.drop(columns=[target])
+    frame = frame.dropna(subset=[s["target"]])
+    y_all = (frame[s["target"]].astype(str) == str(s["positive"])).astype(int)
+    X_all = frame.drop(columns=[s["target"]])
     X_train, X_test, y_train, y_test = train_test_split(
-        X_all, y_all, test_size=test_size, random_state=seed, stratify=y_all
+        X_all, y_all, test_size=s["test_size"], random_state=s["seed"], stratify=y_all
     )
-    t_setup = time.perf_counter()
-    fit_total = predict_total = 0.0
+    t["setup"] = time.perf_counter()
 
-    with mlflow.start_run(run_name=f"{dataset}@{version}") as parent:
-        # Params: every hyperparameter of the estimator, seeds, dataset facts (with hash).
-        all_hp = XGBClassifier(**params).get_params()
-        mlflow.log_params({"model_type": "xgboost", **{k: str(v) for k, v in all_hp.items()}})
-        mlflow.log_params(
-            {
-                "seed": seed,
-                "cv.folds": folds,
-                "split.test_size": test_size,
-                "target": target,
-                "dataset.name": dataset,
-                "dataset.version": version,
-                "data.hash": data_hash,
-                "dataset.rows": len(frame),
-                "dataset.columns": X_all.shape[1],
-                "dataset.size_bytes": data_file.stat().st_size,
-                "thresholds": ",".join(map(str, thresholds)),
-            }
-        )
-        mlflow.set_tags(
-            {
-                "version": spec.get("version", "v0"),
-                "stage": spec.get("stage", "development"),
-                "git.commit": git_commit(),
-                "python.version": platform.python_version(),
-                "os.platform": platform.platform(),
-                "data.hash": data_hash,
-            }
-        )
-
-        # Cross-validation, one nested run per fold.
-        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
-        fold_metrics = []
-        for fold, (train_idx, val_idx) in enumerate(cv.split(X_train, y_train)):
-            with mlflow.start_run(nested=True, run_name=f"fold-{fold}"):
-                mlflow.log_param("fold", fold)
-                model = make_model(X_train, params)
-                t0 = time.perf_counter()
-                model.fit(X_train.iloc[train_idx], y_train.iloc[train_idx])
-                t1 = time.perf_counter()
-                X_val = X_train.iloc[val_idx]
-                proba = model.predict_proba(X_val)[:, 1]
-                pred = model.predict(X_val)
-                t2 = time.perf_counter()
-                metrics = classification_metrics(y_train.iloc[val_idx], pred, proba)
-                fold_metrics.append(metrics)
-                mlflow.log_metrics({**metrics, "fit_time_seconds": t1 - t0, "predict_time_seconds": t2 - t1})
-                fit_total += t1 - t0
-                predict_total += t2 - t1
-        table = pd.DataFrame(fold_metrics)
-        mlflow.log_metrics({f"cv_{k}_mean": float(table[k].mean()) for k in table.columns})
-        mlflow.log_metrics({f"cv_{k}_std": float(table[k].std(ddof=0)) for k in table.columns})
-
-        # Final model on the whole train split, scored on the test split.
-        model = make_model(X_train, params)
-        t0 = time.perf_counter()
-        model.fit(X_train, y_train)
-        t1 = time.perf_counter()
-        y_proba = model.predict_proba(X_test)[:, 1]
-        y_pred = model.predict(X_test)
-        t2 = time.perf_counter()
-        fit_total += t1 - t0
-        predict_total += t2 - t1
-        mlflow.log_metrics({**classification_metrics(y_test, y_pred, y_proba), "fit_time_seconds": t1 - t0})
-        for threshold in thresholds:
-            y_pred_thresh = (y_proba > threshold).astype(int)
-            mlflow.log_metric(f"f1_threshold_{threshold}", f1_score(y_test, y_pred_thresh, zero_division=0))
-            mlflow.log_metric(
-                f"precision_threshold_{threshold}", precision_score(y_test, y_pred_thresh, zero_division=0)
-            )
-            mlflow.log_metric(
-                f"recall_threshold_{threshold}", recall_score(y_test, y_pred_thresh, zero_division=0)
-            )
-        yt, yp = np.asarray(y_test), np.asarray(y_pred)
-        counts = {
-            "tp": int(((yt == 1) & (yp == 1)).sum()),
-            "fp": int(((yt == 0) & (yp == 1)).sum()),
-            "tn": int(((yt == 0) & (yp == 0)).sum()),
-            "fn": int(((yt == 1) & (yp == 0)).sum()),
-        }
-        mlflow.log_metrics({f"test_{k}": v for k, v in counts.items()})
-        mlflow.log_metric("revenue_impact_usd", sum(counts[k] * float(business[k]) for k in counts))
-        t_train = time.perf_counter()
-
-        # Plots, saved to files and logged with log_artifact (the standard's way).
+    with mlflow.start_run(run_name=f"{s['dataset']}@{s['version']}") as parent:
+        log_params_and_tags(s, frame, X_all, data_file, data_hash)
+        cv_fit, cv_predict = cross_validate(s, X_train, y_train)
+        model, y_pred, y_proba, fit, predict = fit_final(s, X_train, y_train, X_test, y_test)
+        t["train"] = time.perf_counter()
         with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            plt.figure(figsize=(8, 6))
-            ConfusionMatrixDisplay.from_predictions(y_test, y_pred).plot()
-            plt.savefig(out / "confusion_matrix.png")
-            plt.close("all")
-
-            names = model.named_steps["preprocess"].get_feature_names_out()
-            importance = pd.Series(model.named_steps["model"].feature_importances_, index=names)
-            top = importance.sort_values(ascending=False).head(20)[::-1]
-            plt.figure(figsize=(8, 6))
-            plt.barh([str(i) for i in top.index], top.to_numpy())
-            plt.title("Feature importance")
-            plt.tight_layout()
-            plt.savefig(out / "feature_importance.png")
-            plt.close("all")
-
-            RocCurveDisplay.from_predictions(y_test, y_proba)
-            plt.savefig(out / "roc_curve.png")
-            plt.close("all")
-            PrecisionRecallDisplay.from_predictions(y_test, y_proba)
-            plt.savefig(out / "pr_curve.png")
-            plt.close("all")
-            for name in ("confusion_matrix.png", "feature_importance.png", "roc_curve.png", "pr_curve.png"):
-                mlflow.log_artifact(str(out / name))
-            t_plots = time.perf_counter()
-
+            log_plots(model, y_test, y_pred, y_proba, Path(tmp))
+            t["plots"] = time.perf_counter()
             # Model (the standard's call; cloudpickle because skops refuses XGBoost types).
             mlflow.sklearn.log_model(model, name="model", serialization_format="cloudpickle")
-            t_model = time.perf_counter()
-
-            # Pinned requirements.
-            pins = sorted(
-                {f"{d.metadata['Name']}=={d.version}" for d in md.distributions() if d.metadata["Name"]},
-                key=str.lower,
-            )
-            (out / "requirements.txt").write_text("\n".join(pins) + "\n")
-            mlflow.log_artifact(str(out / "requirements.txt"))
+            t["model"] = time.perf_counter()
+            log_requirements(Path(tmp))
         run_id = parent.info.run_id
-    t_end = time.perf_counter()
-
+    t["end"] = time.perf_counter()
     if args.summary:
-        args.summary.write_text(
-            json.dumps(
-                {
-                    "run_id": run_id,
-                    "fit_seconds": fit_total,
-                    "predict_seconds": predict_total,
-                    "phases": {
-                        "imports": t_imports,
-                        "setup_and_read": t_setup - t_start,
-                        "cv_and_final_fit": t_train - t_setup,
-                        "plots": t_plots - t_train,
-                        "log_model": t_model - t_plots,
-                        "requirements_and_close": t_end - t_model,
-                    },
-                    "in_process_seconds": t_end - T_PROCESS,
-                },
-                indent=2,
-            )
-        )
-    print(f"baseline run {run_id} in {t_end - t_start:.2f}s (in-process)")
+        write_summary(args.summary, run_id, cv_fit + fit, cv_predict + predict, t)
+    print(f"baseline run {run_id} in {t['end'] - t['start']:.2f}s (in-process)")
     return 0
+
+
+def write_summary(path: Path, run_id: str, fit: float, predict: float, t: dict[str, float]) -> None:
+    """The run id, fit/predict seconds and the time of each phase, as JSON."""
+    phases = {
+        "imports": t["start"] - T_PROCESS,
+        "setup_and_read": t["setup"] - t["start"],
+        "cv_and_final_fit": t["train"] - t["setup"],
+        "plots": t["plots"] - t["train"],
+        "log_model": t["model"] - t["plots"],
+        "requirements_and_close": t["end"] - t["model"],
+    }
+    summary = {"run_id": run_id, "fit_seconds": fit, "predict_seconds": predict, "phases": phases}
+    path.write_text(json.dumps({**summary, "in_process_seconds": t["end"] - T_PROCESS}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
-"""Small measurements the benchmark runs in their own (cold) processes.
+"""Small measurements the benchmark runs in their own (cold) processes, and the page-cache helper.
 
     python benchmarks/probes.py create-store --uri sqlite:////abs/mlflow.db
     python benchmarks/probes.py readback --uri URI [--uri URI ...]
-    python benchmarks/probes.py hash --file PATH [--repeats 3]
     python benchmarks/probes.py sensor --files 500 --workdir DIR
 
 Each prints one JSON document on the last line of stdout.
@@ -17,7 +16,6 @@ T_PROCESS = time.perf_counter()
 import argparse  # noqa: E402
 import json  # noqa: E402
 import os  # noqa: E402
-import statistics  # noqa: E402
 import sys  # noqa: E402
 from pathlib import Path  # noqa: E402
 
@@ -111,8 +109,9 @@ def cmd_readback(args: argparse.Namespace) -> int:
     return emit({"runs": [_readback_one(uri) for uri in args.uri]})
 
 
-# --- data hash ------------------------------------------------------------------------------
-def _drop_from_page_cache(path: Path) -> bool:
+# --- page cache ------------------------------------------------------------------------------
+def drop_from_page_cache(path: Path) -> bool:
+    """Evict a file from the page cache (so the next read is from disk); False where that fails."""
     try:
         fd = os.open(path, os.O_RDONLY)
         try:
@@ -125,35 +124,33 @@ def _drop_from_page_cache(path: Path) -> bool:
         return False
 
 
-def cmd_hash(args: argparse.Namespace) -> int:
-    """experiments_dagster.ml.dataset.hash_file throughput: warm page cache (median) and cold."""
-    from experiments_dagster.ml.dataset import hash_file
-
-    path = Path(args.file)
-    size = path.stat().st_size
-    dropped = _drop_from_page_cache(path)
-    t0 = time.perf_counter()
-    hash_file(path)
-    cold = time.perf_counter() - t0
-    warm = []
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        hash_file(path)
-        warm.append(time.perf_counter() - t0)
-    med = statistics.median(warm)
-    return emit(
-        {
-            "bytes": size,
-            "warm_seconds": warm,
-            "warm_gb_per_s": size / med / 1e9,
-            "cold_seconds": cold,
-            "cold_gb_per_s": size / cold / 1e9,
-            "cold_is_uncached": dropped,
-        }
-    )
-
-
 # --- sensor tick ----------------------------------------------------------------------------
+def write_version_files(data: Path, files: int) -> Path:
+    """One dataset folder with ``files`` tiny version files and its experiment.yaml; the data dir."""
+    folder = data / "sensorbench"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "experiment.yaml").write_text("target: target\ntask: binary\n")
+    row = "a,b,target\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(20))
+    for i in range(files):
+        (folder / f"v{i:04d}.csv").write_text(row)
+    return data
+
+
+def apply_tick(instance, result, cursor: str | None) -> dict:
+    """Add the partitions a tick requested to the instance, as the daemon would; what the tick returned."""
+    requests = getattr(result, "run_requests", None)
+    dyn = getattr(result, "dynamic_partitions_requests", None)
+    added = sum(len(getattr(d, "partition_keys", []) or []) for d in (dyn or []))
+    if added:
+        instance.add_dynamic_partitions(dyn[0].partitions_def_name, list(dyn[0].partition_keys))
+    return {
+        "result_type": type(result).__name__,
+        "run_requests": len(requests) if requests is not None else None,
+        "partitions_added": added,
+        "cursor_bytes": len(cursor or ""),
+    }
+
+
 def cmd_sensor(args: argparse.Namespace) -> int:
     """One tick of experiments_dagster.defs.sensors.dataset_version_sensor over N version files."""
     import importlib
@@ -179,13 +176,7 @@ def cmd_sensor(args: argparse.Namespace) -> int:
     from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
 
     work = Path(args.workdir).resolve()
-    data = work / "data"
-    folder = data / "sensorbench"
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "experiment.yaml").write_text("target: target\ntask: binary\n")
-    row = "a,b,target\n" + "".join(f"{i},{i % 7},{i % 2}\n" for i in range(20))
-    for i in range(args.files):
-        (folder / f"v{i:04d}.csv").write_text(row)
+    data = write_version_files(work / "data", args.files)
     os.environ["EXPERIMENTS_DATA_DIR"] = str(data)
     uri = f"sqlite:///{work / 'store' / 'mlflow.db'}"
     os.environ["MLFLOW_TRACKING_URI"] = uri
@@ -205,21 +196,7 @@ def cmd_sensor(args: argparse.Namespace) -> int:
                     result = list(result)
                 elapsed = time.perf_counter() - t0
                 cursor = getattr(result, "cursor", None) or context.cursor
-            requests = getattr(result, "run_requests", None)
-            dyn = getattr(result, "dynamic_partitions_requests", None)
-            added = sum(len(getattr(d, "partition_keys", []) or []) for d in (dyn or []))
-            if added:  # what the daemon would do with the result
-                instance.add_dynamic_partitions(dyn[0].partitions_def_name, list(dyn[0].partition_keys))
-            ticks.append(
-                {
-                    "tick": label,
-                    "seconds": elapsed,
-                    "result_type": type(result).__name__,
-                    "run_requests": len(requests) if requests is not None else None,
-                    "partitions_added": added,
-                    "cursor_bytes": len(cursor or ""),
-                }
-            )
+            ticks.append({"tick": label, "seconds": elapsed, **apply_tick(instance, result, cursor)})
     return emit(
         {
             "implemented": True,
@@ -243,10 +220,6 @@ def main() -> int:
     p = sub.add_parser("readback")
     p.add_argument("--uri", action="append", required=True)
     p.set_defaults(func=cmd_readback)
-    p = sub.add_parser("hash")
-    p.add_argument("--file", required=True)
-    p.add_argument("--repeats", type=int, default=3)
-    p.set_defaults(func=cmd_hash)
     p = sub.add_parser("sensor")
     p.add_argument("--files", type=int, default=500)
     p.add_argument("--workdir", required=True)

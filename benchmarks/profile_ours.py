@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -27,6 +26,8 @@ import tempfile
 import time
 from collections import defaultdict
 from pathlib import Path
+
+from procs import clean_env
 
 BENCH = Path(__file__).resolve().parent
 PROJECT = BENCH.parent
@@ -129,63 +130,47 @@ def split(session) -> tuple[dict[str, float], dict[str, float]]:
     return dict(by_step), dict(by_bucket)
 
 
+def prepare(root: Path, workload: str) -> dict[str, str]:
+    """Generate the workload and a fresh MLflow store under ``root`` (not profiled); ours' environment."""
+    gen = [
+        sys.executable,
+        str(BENCH / "workloads.py"),
+        "--data-dir",
+        str(root / "data"),
+        "--workloads",
+        workload,
+    ]
+    subprocess.run(gen, check=True, stdout=subprocess.DEVNULL)
+    (root / "store").mkdir()
+    uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
+    store = [sys.executable, str(BENCH / "probes.py"), "create-store", "--uri", uri]
+    subprocess.run(store, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    home = root / "dagster_home"
+    home.mkdir()
+    if (PROJECT / "dagster_home" / "dagster.yaml").is_file():
+        shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    return clean_env(EXPERIMENTS_DATA_DIR=str(root / "data"), MLFLOW_TRACKING_URI=uri, DAGSTER_HOME=str(home))
+
+
 def run_profiled(workload: str, out: Path, interval: float) -> tuple[Path, float] | None:
     """Generate the workload, create the store, run ours under pyinstrument; (session file, wall s)."""
-    args = argparse.Namespace(workload=workload, interval=interval)
     root = Path(tempfile.mkdtemp(prefix="experiments-profile-"))
+    session_file = out.with_suffix(".pyisession")
     try:
-        subprocess.run(
-            [
-                sys.executable,
-                str(BENCH / "workloads.py"),
-                "--data-dir",
-                str(root / "data"),
-                "--workloads",
-                args.workload,
-            ],
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
-        (root / "store").mkdir()
-        uri = f"sqlite:///{root / 'store' / 'mlflow.db'}"
-        subprocess.run(
-            [sys.executable, str(BENCH / "probes.py"), "create-store", "--uri", uri],
-            check=True,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        home = root / "dagster_home"
-        home.mkdir()
-        if (PROJECT / "dagster_home" / "dagster.yaml").is_file():
-            shutil.copy(PROJECT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "DAGSTER_", "EXPERIMENTS_"))
-        }
-        env |= {
-            "EXPERIMENTS_DATA_DIR": str(root / "data"),
-            "MLFLOW_TRACKING_URI": uri,
-            "DAGSTER_HOME": str(home),
-            "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-        }
-        session_file = out.with_suffix(".pyisession")
+        env = prepare(root, workload)
         cmd = [
             str(BIN / "pyinstrument"),
             "--interval",
-            str(args.interval),
+            str(interval),
             "-r",
             "pyisession",
             "-o",
             str(session_file),
-            # main(), not the console script: its quick exit (cli.exit_now) would end the
-            # process before pyinstrument writes the session. Teardown is not profiled.
-            "-c",
-            "import sys; from experiments_dagster.cli import main; sys.exit(main(sys.argv[1:]))",
-            "run",
-            "--dataset",
-            args.workload,
-            "--version",
-            "v1",
         ]
+        # main(), not the console script: its quick exit (cli.exit_now) would end the
+        # process before pyinstrument writes the session. Teardown is not profiled.
+        cmd += ["-c", "import sys; from experiments_dagster.cli import main; sys.exit(main(sys.argv[1:]))"]
+        cmd += ["run", "--dataset", workload, "--version", "v1"]
         start = time.perf_counter()
         proc = subprocess.run(cmd, env=env, cwd=PROJECT, capture_output=True, text=True)
         wall = time.perf_counter() - start
@@ -194,8 +179,41 @@ def run_profiled(workload: str, out: Path, interval: float) -> tuple[Path, float
             return None
     finally:
         shutil.rmtree(root, ignore_errors=True)
-
     return session_file, wall
+
+
+def report(session, workload: str, wall: float | None, out: Path) -> None:
+    """Write the session as HTML and text, print the time by step and by bucket, save them as JSON."""
+    from pyinstrument.renderers import ConsoleRenderer, HTMLRenderer
+
+    out.with_suffix(".html").write_text(HTMLRenderer().render(session))
+    out.with_suffix(".txt").write_text(
+        ConsoleRenderer(unicode=True, color=False, show_all=False, time="seconds").render(session)
+    )
+    by_step, by_bucket = split(session)
+    total = session.duration
+    print(
+        f"{workload}: wall {wall or 0:.1f}s under pyinstrument (profiled {total:.1f}s, "
+        f"{session.cpu_time or 0:.1f}s CPU)\n"
+    )
+    for title, table in (("by step", by_step), ("by what it was doing", by_bucket)):
+        print(f"{title}:")
+        for label, secs in sorted(table.items(), key=lambda kv: -kv[1]):
+            if secs >= 0.05:
+                print(f"  {secs:7.2f}s  {secs / total:5.1%}  {label}")
+        print()
+    out.with_suffix(".json").write_text(
+        json.dumps(
+            {
+                "workload": workload,
+                "wall": wall,
+                "profiled": total,
+                "by_step": by_step,
+                "by_bucket": by_bucket,
+            },
+            indent=2,
+        )
+    )
 
 
 def main() -> int:
@@ -227,37 +245,7 @@ def main() -> int:
             return 1
         session_file, wall = profiled
 
-    from pyinstrument.renderers import ConsoleRenderer, HTMLRenderer
-
-    session = Session.load(str(session_file))
-    out.with_suffix(".html").write_text(HTMLRenderer().render(session))
-    out.with_suffix(".txt").write_text(
-        ConsoleRenderer(unicode=True, color=False, show_all=False, time="seconds").render(session)
-    )
-    by_step, by_bucket = split(session)
-    total = session.duration
-    print(
-        f"{args.workload}: wall {wall or 0:.1f}s under pyinstrument (profiled {total:.1f}s, "
-        f"{session.cpu_time or 0:.1f}s CPU)\n"
-    )
-    for title, table in (("by step", by_step), ("by what it was doing", by_bucket)):
-        print(f"{title}:")
-        for label, secs in sorted(table.items(), key=lambda kv: -kv[1]):
-            if secs >= 0.05:
-                print(f"  {secs:7.2f}s  {secs / total:5.1%}  {label}")
-        print()
-    out.with_suffix(".json").write_text(
-        json.dumps(
-            {
-                "workload": args.workload,
-                "wall": wall,
-                "profiled": total,
-                "by_step": by_step,
-                "by_bucket": by_bucket,
-            },
-            indent=2,
-        )
-    )
+    report(Session.load(str(session_file)), args.workload, wall, out)
     print(f"profile: {out.with_suffix('.html')} / .txt / .json")
     return 0
 
