@@ -82,7 +82,6 @@ def parse_args() -> argparse.Namespace:
         help="rounds during which other processes used more than this "
         "share of the CPUs are left out of the quiet row (default 0.15)",
     )
-    add("--noise-retries", type=int, help="no longer used: pytest-benchmark keeps every round (see README)")
     add("--summarize", type=Path, help="only print the table of a results JSON again")
     return p.parse_args()
 
@@ -223,8 +222,6 @@ def main() -> int:
     names = [w for w in ALL_WORKLOADS if w in {n.strip() for n in args.workloads.split(",")}]
     if not names or set(filter(None, args.workloads.split(","))) - set(ALL_WORKLOADS):
         sys.exit(f"unknown workloads in {args.workloads!r}; choose from {','.join(ALL_WORKLOADS)}")
-    if args.noise_retries is not None:
-        print("note: --noise-retries is no longer used: every round is kept; noisy ones leave the quiet row.")
     if "large" in names and args.large_repeats < 3:
         print(
             f"note: large runs {args.large_repeats} time(s) per side; its 'median' is that run.", flush=True
