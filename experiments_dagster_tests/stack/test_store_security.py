@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import subprocess
+import time
 import tomllib
 import urllib.error
 import urllib.request
@@ -99,27 +100,37 @@ def test_a_pickle_planted_in_the_stacks_bucket_is_refused(
     manager = ExperimentIOManager(base_dir=stack_env[S3_URL_ENV]).create_io_manager(
         dg.build_init_resource_context()
     )
-    defn = dg.StaticPartitionsDefinition(["probe/v1"])
+    defn = dg.StaticPartitionsDefinition(["probe/v1", "probe/v2"])
     asset = dg.AssetKey("raw_data")
     out = dg.build_output_context(asset_key=asset, partition_key="probe/v1", asset_partitions_def=defn)
     inp = dg.build_input_context(asset_key=asset, partition_key="probe/v1", asset_partitions_def=defn)
     manager.handle_output(out, pd.DataFrame({"x": [1, 2]}))
     assert manager.load_input(inp)["x"].tolist() == [1, 2]
-    key = f"{BUCKET}/values/raw_data/probe/v1"
+    # Planted under a partition never written before, so that no earlier version of the object
+    # can be served; the test waits (bounded) until the store serves the planted bytes.
+    key = f"{BUCKET}/values/raw_data/probe/v2"
     marker = tmp_path / "payload-ran"
-    s3.pipe_file(key, pickle.dumps(Payload(marker), protocol=4))  # a client with the S3 keys
-    # A new process's manager (no cache): under load SeaweedFS may report the object's old ETag
-    # for a moment, and a warm cache would then return the value it holds, which is no test.
-    fresh = ExperimentIOManager(base_dir=stack_env[S3_URL_ENV]).create_io_manager(
-        dg.build_init_resource_context()
+    planted = pickle.dumps(Payload(marker), protocol=4)
+    s3.pipe_file(key, planted)  # a client with the S3 keys
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        s3.invalidate_cache()
+        if s3.exists(key) and s3.cat_file(key) == planted:
+            break
+        time.sleep(0.5)
+    else:
+        raise AssertionError(f"the store did not serve the planted object s3://{key} within 30 s")
+    planted_input = dg.build_input_context(
+        asset_key=asset, partition_key="probe/v2", asset_partitions_def=defn
     )
     with pytest.raises(UntrustedValueError) as exc:
-        fresh.load_input(inp)
+        manager.load_input(planted_input)
     message = str(exc.value)
-    assert f"asset 'raw_data' partition 'probe/v1' at s3://{key}: it carries no signature" in message
-    assert "Materialize 'raw_data' for partition 'probe/v1' again" in message
+    assert f"asset 'raw_data' partition 'probe/v2' at s3://{key}: it carries no signature" in message
+    assert "Materialize 'raw_data' for partition 'probe/v2' again" in message
     assert not marker.exists()
     s3.rm(key)
+    s3.rm(f"{BUCKET}/values/raw_data/probe/v1")
 
 
 def session_processes(leader: int) -> dict[int, str]:
