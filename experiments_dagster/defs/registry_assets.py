@@ -95,76 +95,65 @@ def model_promotion(
     )
 
 
-def _champion_check() -> dg.AssetChecksDefinition:
+def _promotion_check(fn, **kwargs: Any) -> dg.AssetChecksDefinition:
+    """``fn`` as a check of each partition of ``model_promotion``."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks are "preview" in 1.13
-
-        @dg.asset_check(
-            asset=model_promotion,
-            blocking=True,
-            partitions_def=dataset_versions,
-            description="The champion alias agrees with the decision.",
-        )
-        def champion_alias_matches_decision(
-            mlflow: MlflowTracking, model_promotion: Decision
-        ) -> dg.AssetCheckResult:
-            """Promoted: `champion` points at this version (or at a later version promoted since).
-            Not promoted: it does not point at this version."""
-            client = mlflow.tracker().client
-            d = model_promotion
-            try:
-                current = client.get_model_version_by_alias(d.model_name, CHAMPION)
-                champion = str(current.version)
-            except Exception:  # no champion yet
-                current, champion = None, None
-            is_this = champion == d.challenger_version
-            later = (
-                current is not None
-                and int(current.version) > int(d.challenger_version)
-                and current.tags.get("promotion.decision") == "promoted"
-            )
-            ok = (is_this or later) if d.promoted else (not is_this or d.reason == "already the champion")
-            return dg.AssetCheckResult(
-                passed=ok,
-                metadata={
-                    "champion_version": champion or "none",
-                    "challenger_version": model_promotion.challenger_version,
-                    "reason": model_promotion.reason,
-                },
-            )
-
-        return champion_alias_matches_decision
+        return dg.asset_check(asset=model_promotion, partitions_def=dataset_versions, **kwargs)(fn)
 
 
-champion_alias_matches_decision = _champion_check()
+def champion_alias_matches_decision(mlflow: MlflowTracking, model_promotion: Decision) -> dg.AssetCheckResult:
+    """Promoted: `champion` points at this version (or at a later version promoted since).
+    Not promoted: it does not point at this version."""
+    client = mlflow.tracker().client
+    d = model_promotion
+    try:
+        current = client.get_model_version_by_alias(d.model_name, CHAMPION)
+        champion = str(current.version)
+    except Exception:  # no champion yet
+        current, champion = None, None
+    is_this = champion == d.challenger_version
+    later = (
+        current is not None
+        and int(current.version) > int(d.challenger_version)
+        and current.tags.get("promotion.decision") == "promoted"
+    )
+    ok = (is_this or later) if d.promoted else (not is_this or d.reason == "already the champion")
+    return dg.AssetCheckResult(
+        passed=ok,
+        metadata={
+            "champion_version": champion or "none",
+            "challenger_version": model_promotion.challenger_version,
+            "reason": model_promotion.reason,
+        },
+    )
 
 
-def _not_blocked_check() -> dg.AssetChecksDefinition:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", dg.PreviewWarning)  # partitioned checks are "preview" in 1.13
-
-        @dg.asset_check(
-            asset=model_promotion,
-            partitions_def=dataset_versions,
-            description="The champion could be loaded and scored, so promotion was decided on scores.",
-        )
-        def promotion_not_blocked(model_promotion: Decision) -> dg.AssetCheckResult:
-            """Fails (ERROR) when the champion could not be loaded or scored: the challenger was
-            never compared, and no later version can be promoted until the champion is repaired."""
-            d = model_promotion
-            return dg.AssetCheckResult(
-                passed=not d.blocked,
-                severity=dg.AssetCheckSeverity.ERROR,
-                description=f"{d.reason} {RECOVERY}" if d.blocked else None,
-                metadata={
-                    "registered_model": d.model_name,
-                    "champion_version": d.champion_version or "none",
-                    "challenger_version": d.challenger_version,
-                    "reason": d.reason,
-                },
-            )
-
-        return promotion_not_blocked
+champion_alias_matches_decision = _promotion_check(
+    champion_alias_matches_decision,
+    blocking=True,
+    description="The champion alias agrees with the decision.",
+)
 
 
-promotion_not_blocked = _not_blocked_check()
+def promotion_not_blocked(model_promotion: Decision) -> dg.AssetCheckResult:
+    """Fails (ERROR) when the champion could not be loaded or scored: the challenger was
+    never compared, and no later version can be promoted until the champion is repaired."""
+    d = model_promotion
+    return dg.AssetCheckResult(
+        passed=not d.blocked,
+        severity=dg.AssetCheckSeverity.ERROR,
+        description=f"{d.reason} {RECOVERY}" if d.blocked else None,
+        metadata={
+            "registered_model": d.model_name,
+            "champion_version": d.champion_version or "none",
+            "challenger_version": d.challenger_version,
+            "reason": d.reason,
+        },
+    )
+
+
+promotion_not_blocked = _promotion_check(
+    promotion_not_blocked,
+    description="The champion could be loaded and scored, so promotion was decided on scores.",
+)
