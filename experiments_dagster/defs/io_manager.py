@@ -339,7 +339,11 @@ class ExperimentIOManager(dg.ConfigurableIOManagerFactory):
             raise ExperimentInputError(
                 f"storage_options are for an object-store base_dir (s3://...), not the folder {base_dir!r}."
             )
-        base_path = UPath(base_dir, **(self.storage_options or {}))
+        # A fresh filesystem per manager: fsspec's instance cache is keyed by the arguments only,
+        # so with endpoint and keys from the environment (the AWS_* variables) a cached s3fs would
+        # keep talking to the server of the first manager made in this process.
+        options = {**(self.storage_options or {}), "skip_instance_cache": True}
+        base_path = UPath(base_dir, **options) if not is_local(UPath(base_dir)) else UPath(base_dir)
         key_folder = None
         if is_local(base_path):  # an object store's readers are elsewhere: they need the variable
             key_folder = Path(context.instance.root_directory) if context.instance else default_dagster_home()

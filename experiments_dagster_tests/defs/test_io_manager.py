@@ -600,6 +600,28 @@ def test_s3_credentials_and_endpoint_come_from_the_aws_environment(instance, s3_
     assert stored_files_s3(s3_base) == ["lab/plain", "lab/plain_total"]
 
 
+def test_s3_a_manager_made_after_the_environment_changed_uses_the_new_server(
+    instance, s3_env, s3_base, tmp_path, monkeypatch
+):
+    # The first manager of the process talks to the session's server (its s3fs is made here) ...
+    first = materialize(instance, [plain, plain_total], ExperimentIOManager(base_dir=s3_base), key=None)
+    assert first.success and stored_files_s3(s3_base) == ["lab/plain", "lab/plain_total"]
+    other = start_s3_server(tmp_path / "other-seaweedfs")
+    try:
+        other.create_bucket(BUCKET)
+        for name, value in other.env.items():
+            monkeypatch.setenv(name, value)
+        # ... and one made once AWS_ENDPOINT_URL names another server writes there, not to the first.
+        manager = ExperimentIOManager(base_dir=f"{s3_base}-moved")
+        assert materialize(instance, [plain, plain_total], manager, key=None).success
+        assert stored_files_s3(f"{s3_base}-moved") == ["lab/plain", "lab/plain_total"]  # on `other`
+    finally:
+        other.stop()
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    assert stored_files_s3(f"{s3_base}-moved") == []  # nothing went to the session's server
+
+
 def stored_files_s3(base: str) -> list[str]:
     import s3fs
 
