@@ -27,9 +27,9 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/pytest
 
-## ruff check and ruff format --check (what CI runs).
+## ruff check, ruff format --check, and the tiers' import contract ([tool.importlinter] in pyproject.toml).
 lint: $(STAMP)
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports --no-cache
 
 ## The documentation site (MkDocs, strict: any warning fails), written to site/.
 docs: $(STAMP)
@@ -55,13 +55,13 @@ mlflow-ui: $(STAMP)
 ## The production profile's local stack (README "Production profile"): PostgreSQL, SeaweedFS (S3),
 ## MLflow's server with basic auth, Dagster's daemon and webserver; state, logs and credentials in .stack/.
 stack-up: $(STAMP)
-	$(BIN)/python -m experiments_dagster.stack up
+	$(BIN)/python -m devstack up
 stack-down: $(STAMP)
-	$(BIN)/python -m experiments_dagster.stack down
+	$(BIN)/python -m devstack down
 stack-wipe: $(STAMP)
-	$(BIN)/python -m experiments_dagster.stack wipe
+	$(BIN)/python -m devstack wipe
 stack-status: $(STAMP)
-	$(BIN)/python -m experiments_dagster.stack status
+	$(BIN)/python -m devstack status
 
 ## Only the tests that start a real stack of their own (pytest -m stack).
 test-stack: $(STAMP)

@@ -165,10 +165,10 @@ def test_plots_only(benchmark, workload: str) -> None:
 
 @pytest.mark.parametrize("workload", list(WORKLOADS))
 def test_hash(benchmark, workload: str) -> None:
-    """``experiments_dagster.ml.dataset.hash_file`` on the workload's CSV: cold once, then warm."""
+    """``experiments_dagster.core.dataset.hash_file`` on the workload's CSV: cold once, then warm."""
     from probes import drop_from_page_cache
 
-    from experiments_dagster.ml.dataset import hash_file
+    from experiments_dagster.core.dataset import hash_file
 
     path = Path(WORKLOADS[workload]["path"])
     uncached = drop_from_page_cache(path)

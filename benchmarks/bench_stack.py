@@ -1,6 +1,6 @@
 """pytest-benchmark suite of the 'stack' row: small on the embedded default and on a local production stack.
 
-Starts a local stack (experiments_dagster.stack: PostgreSQL, SeaweedFS, MLflow's server with basic
+Starts a local stack (devstack: PostgreSQL, SeaweedFS, MLflow's server with basic
 auth, the Dagster daemon and webserver) on free ports in a temporary folder, once for both
 benchmarks, and stops it by PID at the end. Each round is ``experiments-dagster run --dataset D
 --version V --force`` in a cold process: embedded on one SQLite store and DAGSTER_HOME kept across
@@ -29,7 +29,7 @@ STACK_SIDES = ("embedded", "stack") if PLAN.get("stack") and SMALL else ()
 @pytest.fixture(scope="module")
 def local_stack() -> Iterator[dict]:
     """A local production stack in a temporary folder, its client environment and start seconds."""
-    from experiments_dagster.stack.local import LocalStack
+    from devstack.local import LocalStack
 
     root = Path(tempfile.mkdtemp(prefix="experiments-bench-stack-", dir="/tmp"))
     root.chmod(0o711)  # PostgreSQL runs as `postgres` when started as root: it must reach its folder

@@ -69,7 +69,7 @@ BUCKETS = [
         "experiments_dagster/",
     ),
     ("model saving: joblib pickle + sha256", "dump_pickle", "experiments_dagster/"),
-    ("model registry (register version, aliases)", "", "experiments_dagster/tracking/registry.py"),
+    ("model registry (register version, aliases)", "", "experiments_dagster/experiment/registry.py"),
     ("plots: rendering PNG (savefig)", "savefig", "matplotlib/"),
     ("plots: predictions, importance, figure building", "plot_set", "experiments_dagster/"),
     ("requirements.txt (scan of installed distributions)", "installed_requirements", "experiments_dagster/"),
@@ -169,7 +169,10 @@ def run_profiled(workload: str, out: Path, interval: float) -> tuple[Path, float
         ]
         # main(), not the console script: its quick exit (cli.exit_now) would end the
         # process before pyinstrument writes the session. Teardown is not profiled.
-        cmd += ["-c", "import sys; from experiments_dagster.cli import main; sys.exit(main(sys.argv[1:]))"]
+        cmd += [
+            "-c",
+            "import sys; from experiments_dagster.cli.main import main; sys.exit(main(sys.argv[1:]))",
+        ]
         cmd += ["run", "--dataset", workload, "--version", "v1"]
         start = time.perf_counter()
         proc = subprocess.run(cmd, env=env, cwd=PROJECT, capture_output=True, text=True)

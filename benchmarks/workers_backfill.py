@@ -13,7 +13,7 @@ from report import med
 from workers_counters import Counters
 from workers_steps import step_costs, steps_by_worker, summarize_steps
 
-from experiments_dagster.stack.local import LocalStack
+from devstack.local import LocalStack
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from procs import CLK_TCK, busy_cpu_seconds
 
-from experiments_dagster.stack.local import PG_USER, LocalStack
+from devstack.local import PG_USER, LocalStack
 
 # uvicorn's access log line of the MLflow server: `... 127.0.0.1:port - "GET /api/... HTTP/1.1" 200`
 REQUEST_LINE = re.compile(rb'- "(?:GET|POST|PUT|PATCH|DELETE|HEAD) ')

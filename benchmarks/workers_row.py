@@ -1,6 +1,6 @@
 """Distributed execution on the production profile's local stack: 1 Celery worker against 2.
 
-Starts a local stack (experiments_dagster.stack: PostgreSQL, Redis, SeaweedFS, MLflow's server,
+Starts a local stack (devstack: PostgreSQL, Redis, SeaweedFS, MLflow's server,
 two Celery workers, the Dagster daemon and webserver) on free ports in a temporary folder and
 measures, in one run:
 
@@ -42,7 +42,7 @@ from workers_backfill import backfill
 from workers_counters import Counters
 from workers_steps import summarize_steps
 
-from experiments_dagster.stack.local import LocalStack
+from devstack.local import LocalStack
 
 PROJECT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -57,7 +57,7 @@ SEARCH_SPACE = {
 
 # --- one search -------------------------------------------------------------------------------
 def search_available() -> bool:
-    from experiments_dagster.spec import SearchSpec
+    from experiments_dagster.core.spec import SearchSpec
 
     return "workers" in SearchSpec.model_fields
 

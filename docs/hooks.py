@@ -45,7 +45,7 @@ def _bounds(info: Any) -> str:
 def experiment_yaml() -> str:
     from pydantic import BaseModel
 
-    from experiments_dagster.spec import ExperimentSpec
+    from experiments_dagster.core.spec import ExperimentSpec
 
     rows = ["| key | default | bounds | meaning |", "|---|---|---|---|"]
 
@@ -65,7 +65,7 @@ def experiment_yaml() -> str:
 def cli() -> str:
     """Each subcommand's own ``--help``, as argparse prints it (argparse has no public API to walk
     a parser's actions, so the help text is the source)."""
-    from experiments_dagster.cli import build_parser
+    from experiments_dagster.cli.main import build_parser
 
     usage = build_parser().format_usage()
     names = re.search(r"\{([a-z,-]+)\}", usage).group(1).split(",")

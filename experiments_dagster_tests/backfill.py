@@ -7,7 +7,7 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.core.paths import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 

@@ -10,9 +10,9 @@ import dagster as dg
 import mlflow
 import pytest
 
+from experiments_dagster.core.paths import PROJECT_ROOT
 from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.resources import Coordination, ExperimentData, MlflowTracking
-from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.tracking.store import Tracker
 
 SHIPPED_DATA = PROJECT_ROOT / "data"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments_dagster.stack.local import LocalStack, pg_program
+from devstack.local import LocalStack, pg_program
 
 
 @contextmanager

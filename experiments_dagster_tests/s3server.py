@@ -1,4 +1,4 @@
-"""A real S3-compatible server for tests: SeaweedFS (``weed mini``, experiments_dagster.stack.seaweed)
+"""A real S3-compatible server for tests: SeaweedFS (``weed mini``, devstack.seaweed)
 on 127.0.0.1 with free ports, its data in a temp dir, owned by the test process (stopped by PID)."""
 
 import subprocess
@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from experiments_dagster.stack.seaweed import (
+from devstack.seaweed import (
     REGION,
     WeedNotFoundError,
     find_weed,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.core.paths import PROJECT_ROOT
 from experiments_dagster_tests.ui_servers import dagster_webserver, graphql, mlflow_ui, ui_env
 
 pytestmark = pytest.mark.slow

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments_dagster.catalog import (
+from experiments_dagster.core.catalog import (
     DatasetVersion,
     dataset_dir,
     discover_versions,
@@ -17,7 +17,7 @@ from experiments_dagster.catalog import (
     scan_versions,
     version_file,
 )
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.errors import ExperimentInputError
 
 
 def _touch(path: Path, text: str = "a,b\n1,2\n") -> Path:

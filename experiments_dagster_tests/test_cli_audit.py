@@ -47,7 +47,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import StratifiedKFold, train_test_split
 
-from experiments_dagster import cli
+from experiments_dagster.cli import main as cli
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.tracking.standard import metric_names, requirements

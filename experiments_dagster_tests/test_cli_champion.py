@@ -27,10 +27,10 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from experiments_dagster.ml.dataset import load_table
+from experiments_dagster.core.dataset import load_table
+from experiments_dagster.core.spec import resolve_spec
+from experiments_dagster.experiment.training import PICKLE_ARTIFACT
 from experiments_dagster.ml.prepare import prepare_experiment
-from experiments_dagster.spec import resolve_spec
-from experiments_dagster.tracking.asset_logging import PICKLE_ARTIFACT
 from experiments_dagster.tracking.audit import local_artifact_root
 from experiments_dagster_tests.conftest import SHIPPED_DATA
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.core.paths import PROJECT_ROOT
 from experiments_dagster.tracking.audit import local_artifact_root
 
 pytestmark = pytest.mark.slow
@@ -25,7 +25,7 @@ LISTED_ONLY = {"timing (not compared)", "promotion (not rerun)"}
 
 def cli(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [PYTHON, "-m", "experiments_dagster.cli", *args],
+        [PYTHON, "-m", "experiments_dagster.cli.main", *args],
         cwd=cwd,
         env=env,
         capture_output=True,

@@ -17,7 +17,7 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from experiments_dagster.shutdown import GRACE_S, RECORD_S
+from experiments_dagster.cli.shutdown import GRACE_S, RECORD_S
 from experiments_dagster_tests.ui_servers import Server, free_port, started
 
 pytestmark = pytest.mark.slow

@@ -1,4 +1,4 @@
-"""experiments_dagster.checks on a user's asset that logs through dagster-mlflow (the example)."""
+"""experiments_dagster.defs.completeness_checks on a user's asset that logs through dagster-mlflow (the example)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import mlflow
 import pytest
 from mlflow import MlflowClient
 
-from experiments_dagster.checks import mlflow_completeness_checks, standard_items
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.paths import PROJECT_ROOT
+from experiments_dagster.defs.completeness_checks import mlflow_completeness_checks, standard_items
 
 EXAMPLE = PROJECT_ROOT / "examples" / "dagster_mlflow_user" / "definitions.py"
 

@@ -10,9 +10,8 @@ import uuid
 
 import dagster as dg
 
-from experiments_dagster.attempts import ATTEMPT_TAG
-from experiments_dagster.defs.lifecycle import reconcile_runs
-from experiments_dagster.heartbeat import (
+from experiments_dagster.defs.attempts import ATTEMPT_TAG
+from experiments_dagster.defs.heartbeat import (
     HEARTBEAT_TAG,
     RUN_WORKER_TAG,
     STALE_S,
@@ -21,6 +20,7 @@ from experiments_dagster.heartbeat import (
     first_beat,
     run_worker,
 )
+from experiments_dagster.defs.lifecycle import reconcile_runs
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.liveness import process_start
 

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from experiments_dagster import cli
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.tracking.reproduction_log import logged_spec
+from experiments_dagster.cli import main as cli
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.versioning import config_hash
+from experiments_dagster.tracking.reproduce import logged_spec
 from experiments_dagster.tracking.store import Tracker
-from experiments_dagster.versioning import config_hash
 from experiments_dagster_tests.test_reproduction import manifest_for, record_run
 
 PAYLOAD = """
@@ -48,7 +48,7 @@ def test_audit_looks_model_type_up_and_never_imports_it(tmp_path: Path, tracking
         tracker.log_params(run_id, {"model_type": name, "task": "binary"})
         tracker.end_run(run_id)
     done = subprocess.run(
-        [sys.executable, "-m", "experiments_dagster.cli", "audit", "--experiment", "hostile", "--json"],
+        [sys.executable, "-m", "experiments_dagster.cli.main", "audit", "--experiment", "hostile", "--json"],
         cwd=tmp_path,
         env={
             "MLFLOW_TRACKING_URI": tracking_uri,
@@ -303,9 +303,9 @@ def test_promotion_and_drift_score_no_champion_whose_files_choose_the_code(
     them) but name their own loader: scoring it as champion (promotion, drift) refuses to load it."""
     import tempfile
 
+    from experiments_dagster.experiment.registry import model_metrics
     from experiments_dagster.tracking.model_gate import RefusedModel
     from experiments_dagster.tracking.model_io import digests_tag
-    from experiments_dagster.tracking.registry import model_metrics
 
     (tmp_path / "payload_module.py").write_text(PAYLOAD)
     monkeypatch.syspath_prepend(str(tmp_path))

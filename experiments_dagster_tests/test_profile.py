@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.profile import HTTP_DEFAULTS, PROFILES, load_profile, profile_name
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.profile import HTTP_DEFAULTS, PROFILES, load_profile, profile_name
 
 BIN = Path(sys.executable).parent
 

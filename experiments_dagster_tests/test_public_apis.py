@@ -10,7 +10,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.core.paths import PROJECT_ROOT
 
 PACKAGE = PROJECT_ROOT / "experiments_dagster"
 WATCHED = (

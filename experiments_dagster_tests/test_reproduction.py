@@ -6,10 +6,16 @@ import hashlib
 import subprocess
 from pathlib import Path
 
-from experiments_dagster import reproduction
-from experiments_dagster.reproduction import check_commit, check_data, check_packages, compare, verdict
-from experiments_dagster.spec import ExperimentSpec
-from experiments_dagster.versioning import code_version, config_hash, expected_identity, experiment_key
+from experiments_dagster.core.spec import ExperimentSpec
+from experiments_dagster.core.versioning import code_version, config_hash, expected_identity, experiment_key
+from experiments_dagster.experiment import reproduce_checks as reproduction
+from experiments_dagster.experiment.reproduce_checks import (
+    check_commit,
+    check_data,
+    check_packages,
+    compare,
+    verdict,
+)
 
 
 def manifest_for(path: Path, commit: str = "0" * 40, dirty: str = "false") -> dict:
@@ -146,7 +152,7 @@ def test_comparison_rows_and_verdicts():
 def test_reproduce_exits_2_on_a_missing_store_an_unknown_run_or_a_run_without_manifest(
     tmp_path: Path, tracker, tracking_uri: str, capsys
 ):
-    from experiments_dagster import cli
+    from experiments_dagster.cli import main as cli
 
     missing = f"sqlite:///{tmp_path / 'nowhere' / 'mlflow.db'}"
     assert cli.main(["reproduce", "abc", "--tracking-uri", missing]) == 2
@@ -161,8 +167,8 @@ def test_reproduce_exits_2_on_a_missing_store_an_unknown_run_or_a_run_without_ma
 def test_a_rerun_that_fails_is_verdict_rerun_failed_exit_1_and_tagged(
     tmp_path: Path, tracker, data_dir: Path
 ):
-    from experiments_dagster.paths import PROJECT_ROOT
-    from experiments_dagster.reproducing import reproduce
+    from experiments_dagster.core.paths import PROJECT_ROOT
+    from experiments_dagster.experiment.reproduce import reproduce
     from experiments_dagster.tracking.environment import git_state, installed_requirements
 
     path = data_dir / "iris" / "v1.csv"

@@ -9,8 +9,8 @@ import pytest
 import yaml
 from pydantic import ValidationError
 
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.spec import (
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.spec import (
     DEFAULT_MODEL,
     BusinessValues,
     ExperimentSpec,

@@ -6,7 +6,7 @@ import errno
 import sqlite3
 from pathlib import Path
 
-from experiments_dagster.version_failures import storage_failure, version_failure
+from experiments_dagster.cli.version_failures import storage_failure, version_failure
 
 
 def chained(inner: BaseException) -> Exception:

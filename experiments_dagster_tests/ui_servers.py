@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.core.paths import PROJECT_ROOT
 
 BIN = PROJECT_ROOT / ".venv" / "bin"
 LOCATION = "experiments_dagster"

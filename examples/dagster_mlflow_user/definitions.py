@@ -24,7 +24,7 @@ from sklearn.metrics import (
 )
 from sklearn.model_selection import train_test_split
 
-from experiments_dagster.checks import mlflow_completeness_checks
+from experiments_dagster import mlflow_completeness_checks
 
 # The part of the logging standard this user commits to (names as in tracking/standard.py).
 USER_STANDARD = [

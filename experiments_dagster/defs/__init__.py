@@ -1,4 +1,4 @@
-"""Dagster wiring: the code location loaded by ``workspace.yaml``."""
+"""defs: Dagster definitions only, the code location loaded by ``workspace.yaml``. Imports experiment/ and below."""
 
 from experiments_dagster.defs.definitions import defs
 

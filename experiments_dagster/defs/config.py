@@ -11,7 +11,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import dagster as dg
 from pydantic import BaseModel, Field, create_model
 
-from experiments_dagster.spec import ExperimentSpec
+from experiments_dagster.core.spec import ExperimentSpec
 
 # Set from the dataset's folder, never by a user.
 NOT_CONFIGURABLE = frozenset({"dataset"})

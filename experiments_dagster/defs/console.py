@@ -9,7 +9,7 @@ import sys
 
 import dagster as dg
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.errors import ExperimentInputError
 
 LOG_LEVEL_ENV = "EXPERIMENTS_LOG_LEVEL"
 DEFAULT_LOG_LEVEL = "INFO"

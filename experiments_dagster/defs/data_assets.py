@@ -5,13 +5,13 @@ import warnings
 import dagster as dg
 import pandas as pd
 
-from experiments_dagster.catalog import version_file
+from experiments_dagster.core.catalog import version_file
+from experiments_dagster.core.dataset import hash_file, load_table
 from experiments_dagster.defs.failures import input_errors_as_failures
 from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData
-from experiments_dagster.ml.dataset import hash_file, load_table
+from experiments_dagster.experiment.values import DataFingerprint
 from experiments_dagster.tracking.liveness import worker_id
-from experiments_dagster.values import DataFingerprint
 
 # `Output(data_version=...)` is Dagster's documented way to set an asset's data version, marked
 # beta in 1.13, so every materialization of `data_hash` printed this BetaWarning. Only this one

@@ -5,6 +5,7 @@ import warnings
 
 import dagster as dg
 
+from experiments_dagster.core.profile import BACKEND_ENV, BROKER_ENV, CELERY, Profile, load_profile
 from experiments_dagster.defs import (
     data_assets,
     drift_assets,
@@ -18,10 +19,9 @@ from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.lifecycle import failed_run_cleanup_job, mlflow_run_reconciler
 from experiments_dagster.defs.outcomes import mlflow_parent_outcome
-from experiments_dagster.defs.reproduce_job import reproduce_job
+from experiments_dagster.defs.reproduce_job import build_reproduce_job
 from experiments_dagster.defs.resources import Coordination, ExperimentData, MlflowTracking
 from experiments_dagster.defs.sensors import dataset_version_sensor
-from experiments_dagster.profile import BACKEND_ENV, BROKER_ENV, CELERY, Profile, load_profile
 
 MLFLOW_UI_ENV = "EXPERIMENTS_MLFLOW_UI_URL"
 
@@ -79,7 +79,12 @@ defs = dg.Definitions(
         registry_assets.promotion_not_blocked,
         drift_assets.data_drift_below_threshold,
     ],
-    jobs=[experiment_job, failed_run_cleanup_job, reproduce_job],
+    jobs=[
+        experiment_job,
+        failed_run_cleanup_job,
+        # Its reruns execute this location's experiment_job, bound to the resources below.
+        build_reproduce_job(lambda: defs.resolve_job_def("experiment_job")),
+    ],
     sensors=[dataset_version_sensor, mlflow_run_reconciler, mlflow_parent_outcome],
     resources={
         # EXPERIMENTS_MLFLOW_UI_URL: where run links point for a local store (default: make mlflow-ui's port).

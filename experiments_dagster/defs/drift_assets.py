@@ -9,10 +9,10 @@ from pydantic import Field
 from experiments_dagster.defs.metadata import frame_markdown, plots_markdown, table_metadata
 from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
-from experiments_dagster.tracking.drift_log import COMPARED, DataDrift, log_drift, measure_drift
+from experiments_dagster.experiment.drift import COMPARED, DataDrift, log_drift, measure_drift
+from experiments_dagster.experiment.registry import Decision
+from experiments_dagster.experiment.values import FinalModel, Splits
 from experiments_dagster.tracking.liveness import worker_id
-from experiments_dagster.tracking.registry import Decision
-from experiments_dagster.values import FinalModel, Splits
 
 
 class DriftConfig(dg.Config):

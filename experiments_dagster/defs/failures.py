@@ -5,7 +5,7 @@ from contextlib import contextmanager
 
 import dagster as dg
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.errors import ExperimentInputError
 
 
 @contextmanager

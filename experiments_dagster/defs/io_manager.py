@@ -22,13 +22,13 @@ What it does beyond ``UPathIOManager``'s defaults, and why (profiling on a 1,000
 - atomic writes: locally a temporary file in the same folder renamed over the target; on an
   object store one upload (a PUT, or a multipart upload that the store publishes only when it is
   completed). A killed run leaves the previous value or the new one, never half a pickle;
-- signed values (``experiments_dagster/signing.py``): each stored value ends with an HMAC-SHA256
+- signed values (``experiments_dagster/core/signing.py``): each stored value ends with an HMAC-SHA256
   of its bytes and path, checked before unpickling, so bytes this deployment did not write never
   run. Values from before signing (and ``fs_io_manager``'s) are refused with the fix:
   re-materialize them. ``fs_io_manager`` cannot read ours any more either.
 
 Consumers must not mutate their inputs: every step gets the same object (the values in
-``experiments_dagster.values`` are frozen dataclasses, but the DataFrames and pipelines inside
+``experiments_dagster.experiment.values`` are frozen dataclasses, but the DataFrames and pipelines inside
 them are not), so an in-place change would leak into the steps after it.
 """
 
@@ -43,6 +43,9 @@ import dagster as dg
 from pydantic import Field
 from upath import UPath
 
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.paths import default_dagster_home
+from experiments_dagster.core.signing import SigningWriter, UntrustedValueError, values_key, verified_payload
 from experiments_dagster.defs.value_cache import (
     CACHE_ENV,
     DEFAULT_CACHE_MB,
@@ -58,9 +61,6 @@ from experiments_dagster.defs.value_messages import (
     unpicklable_error,
     untrusted_value_message,
 )
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.paths import default_dagster_home
-from experiments_dagster.signing import SigningWriter, UntrustedValueError, values_key, verified_payload
 
 # fs_io_manager's protocol (dagster's PICKLE_PROTOCOL).
 PICKLE_PROTOCOL = 4

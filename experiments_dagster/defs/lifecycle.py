@@ -6,13 +6,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 import dagster as dg
-from mlflow.entities import Run, ViewType
+from mlflow.entities import Run
 from pydantic import Field
 
+from experiments_dagster.defs.heartbeat import ALIVE, dead_run_reason
 from experiments_dagster.defs.resources import MlflowTracking
-from experiments_dagster.heartbeat import ALIVE, dead_run_reason
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.liveness import process_is_dead
+from experiments_dagster.tracking.run_lookup import runs_left_running, runs_matching
 from experiments_dagster.tracking.store import Tracker
 
 
@@ -24,20 +25,6 @@ class Reconciled:
     dagster_run_id: str
     status: str
     reason: str
-
-
-def runs_left_running(tracker: Tracker, dagster_run_id: str | None = None) -> list[Run]:
-    """MLflow runs made by Dagster (of ``dagster_run_id`` if given) whose status is still RUNNING."""
-    query = "attributes.status = 'RUNNING'"
-    if dagster_run_id is not None:
-        query += f" and tags.`{tags.DAGSTER_RUN_ID}` = '{dagster_run_id}'"
-    return [r for r in runs_matching(tracker, query) if tags.DAGSTER_RUN_ID in r.data.tags]
-
-
-def runs_matching(tracker: Tracker, filter_string: str) -> list[Run]:
-    """MLflow runs of every active experiment that match ``filter_string``."""
-    ids = [e.experiment_id for e in tracker.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-    return tracker.client.search_runs(ids, filter_string, max_results=50_000) if ids else []
 
 
 def step_failure(instance: dg.DagsterInstance, dagster_run_id: str) -> tuple[str, str] | None:

@@ -8,9 +8,9 @@ from typing import Any
 
 import dagster as dg
 
+from experiments_dagster.experiment.run_facts import dagster_tags
+from experiments_dagster.experiment.values import RunRef
 from experiments_dagster.tracking.liveness import worker_id
-from experiments_dagster.tracking.run_facts import dagster_tags
-from experiments_dagster.values import RunRef
 
 # An asset's body, or an op of a graph-backed asset.
 StepContext = dg.AssetExecutionContext | dg.OpExecutionContext

@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from experiments_dagster.versioning import code_version
+from experiments_dagster.core.versioning import code_version
 
 GROUP = "experiment"
 DATASET_VERSIONS = "dataset_versions"

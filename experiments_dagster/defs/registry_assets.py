@@ -8,8 +8,7 @@ import dagster as dg
 
 from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import Coordination, MlflowTracking
-from experiments_dagster.tracking.liveness import worker_id
-from experiments_dagster.tracking.registry import (
+from experiments_dagster.experiment.registry import (
     BLOCKED,
     CHAMPION,
     PROMOTION_TAG,
@@ -19,7 +18,8 @@ from experiments_dagster.tracking.registry import (
     decide_promotion,
     decision_label,
 )
-from experiments_dagster.values import FinalModel, Splits
+from experiments_dagster.experiment.values import FinalModel, Splits
+from experiments_dagster.tracking.liveness import worker_id
 
 
 # One promotion of a registered model at a time, so no two decide from the same champion:

@@ -15,10 +15,16 @@ from experiments_dagster.defs.metadata import (
 )
 from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import MlflowTracking
-from experiments_dagster.tracking import report_log
-from experiments_dagster.tracking.evaluation_log import log_evaluation
+from experiments_dagster.experiment import report as report_log
+from experiments_dagster.experiment.evaluation import log_evaluation
+from experiments_dagster.experiment.values import (
+    CvMetrics,
+    DataFingerprint,
+    EvaluationPlots,
+    FinalModel,
+    Splits,
+)
 from experiments_dagster.tracking.liveness import worker_id
-from experiments_dagster.values import CvMetrics, DataFingerprint, EvaluationPlots, FinalModel, Splits
 
 
 @dg.asset(

@@ -1,12 +1,19 @@
-"""``reproduce_job``: `experiments-dagster reproduce` from Dagster, with the MLflow run id as config."""
+"""``reproduce_job``: `experiments-dagster reproduce` from Dagster, with the MLflow run id as config.
 
+Built by ``build_reproduce_job`` from a function that returns the location's ``experiment_job``
+(resolved with its resources by ``definitions.py``), so this module never imports the Definitions
+that include it.
+"""
+
+from collections.abc import Callable
 from typing import Any
 
 import dagster as dg
 from pydantic import Field
 
+from experiments_dagster.core.paths import PROJECT_ROOT
+from experiments_dagster.defs.jobs import reproduction_selection
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
-from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.tracking.tags import REPRODUCTION_OF
 
 
@@ -17,14 +24,13 @@ class ReproduceConfig(dg.Config):
     strict: bool = Field(default=False, description="Fail on a package version difference.")
 
 
-def in_process_rerun(instance: dg.DagsterInstance, data_dir: str):
+def in_process_rerun(
+    instance: dg.DagsterInstance, data_dir: str, experiment_job: Callable[[], dg.JobDefinition]
+):
     """Rerun by executing ``experiment_job`` (without promotion) in this process, tagged ``reproduction.of``."""
 
     def rerun(partition_key: str, original_run_id: str) -> bool:
-        from experiments_dagster.defs.definitions import defs  # it imports this module
-        from experiments_dagster.defs.jobs import reproduction_selection
-
-        job = defs.resolve_job_def("experiment_job")
+        job = experiment_job()
         result = job.execute_in_process(
             partition_key=partition_key,
             instance=instance,
@@ -38,17 +44,39 @@ def in_process_rerun(instance: dg.DagsterInstance, data_dir: str):
     return rerun
 
 
-@dg.op
-def reproduce_run(
-    context: dg.OpExecutionContext, config: ReproduceConfig, mlflow: MlflowTracking, data: ExperimentData
+def build_reproduce_job(experiment_job: Callable[[], dg.JobDefinition]) -> dg.JobDefinition:
+    """``reproduce_job``, whose reruns execute what ``experiment_job()`` returns."""
+
+    @dg.op
+    def reproduce_run(
+        context: dg.OpExecutionContext, config: ReproduceConfig, mlflow: MlflowTracking, data: ExperimentData
+    ) -> dg.Output[dict[str, Any]]:
+        """Check the run's manifest against now, rerun it, compare every param and metric; fail unless all match."""
+        return reproduce_output(context, config, mlflow, data, experiment_job)
+
+    @dg.job(
+        description="Reproduce an MLflow run from its manifest (config: run_id) and compare with the original."
+    )
+    def reproduce_job() -> None:
+        reproduce_run()
+
+    return reproduce_job
+
+
+def reproduce_output(
+    context: dg.OpExecutionContext,
+    config: ReproduceConfig,
+    mlflow: MlflowTracking,
+    data: ExperimentData,
+    experiment_job: Callable[[], dg.JobDefinition],
 ) -> dg.Output[dict[str, Any]]:
-    """Check the run's manifest against now, rerun it, compare every param and metric; fail unless all match."""
-    from experiments_dagster.reproducing import format_report, reproduce
+    """The reproduction's report as the op's output; a dg.Failure unless every value matches."""
+    from experiments_dagster.experiment.reproduce import format_report, reproduce
 
     report = reproduce(
         mlflow.tracker().client,
         config.run_id,
-        in_process_rerun(context.instance, str(data.path())),
+        in_process_rerun(context.instance, str(data.path()), experiment_job),
         repo=PROJECT_ROOT,
         data_dir=data.path(),
         strict=config.strict,
@@ -64,10 +92,3 @@ def reproduce_run(
     if report.exit_code != 0:
         raise dg.Failure(description=f"Run {config.run_id}: {report.verdict}", metadata=metadata)
     return dg.Output(report.to_dict(), metadata=metadata)
-
-
-@dg.job(
-    description="Reproduce an MLflow run from its manifest (config: run_id) and compare with the original."
-)
-def reproduce_job() -> None:
-    reproduce_run()

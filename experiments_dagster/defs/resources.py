@@ -5,9 +5,9 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from experiments_dagster.locks import NamedLock
-from experiments_dagster.paths import data_dir, default_tracking_uri
-from experiments_dagster.profile import load_profile
+from experiments_dagster.core.locks import NamedLock
+from experiments_dagster.core.paths import data_dir, default_tracking_uri
+from experiments_dagster.core.profile import load_profile
 from experiments_dagster.tracking.server import check_server, is_server
 from experiments_dagster.tracking.store import Tracker
 

@@ -10,11 +10,11 @@ from collections.abc import Iterator
 
 import dagster as dg
 
+from experiments_dagster.core.profile import load_profile
 from experiments_dagster.defs.metadata import png_markdown, run_end, run_metadata, tags_for
 from experiments_dagster.defs.resources import Coordination, MlflowTracking
-from experiments_dagster.profile import load_profile
-from experiments_dagster.tracking import search_log
-from experiments_dagster.values import SearchResult, SearchSlot, Splits, WorkerTrials
+from experiments_dagster.experiment import search as search_log
+from experiments_dagster.experiment.values import SearchResult, SearchSlot, Splits, WorkerTrials
 
 ASSET = "search_trials"
 COLLECT_STEP = f"{ASSET}.collect_search"  # the op that ends the asset (and decides the parent's end)

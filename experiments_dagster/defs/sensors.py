@@ -7,15 +7,15 @@ from typing import Any
 
 import dagster as dg
 
-from experiments_dagster.bounded_yaml import read_bounded
-from experiments_dagster.catalog import FileState, scan_versions
+from experiments_dagster.core.bounded_yaml import read_bounded
+from experiments_dagster.core.catalog import FileState, scan_versions
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.spec import SPEC_FILE, resolve_spec
+from experiments_dagster.core.versioning import config_hash
 from experiments_dagster.defs.console import CONSOLE_RUN_CONFIG
 from experiments_dagster.defs.jobs import experiment_job
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.resources import ExperimentData
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.spec import SPEC_FILE, resolve_spec
-from experiments_dagster.versioning import config_hash
 
 CURSOR_VERSION = 1
 # `EXPERIMENTS_SENSOR=off`: the retrain sensor starts stopped (it trains every version it finds on

@@ -5,7 +5,9 @@ from pathlib import Path
 import dagster as dg
 import pandas as pd
 
-from experiments_dagster.catalog import dataset_dir
+from experiments_dagster.core.catalog import dataset_dir
+from experiments_dagster.core.spec import resolve_spec
+from experiments_dagster.core.versioning import config_hash, experiment_key
 from experiments_dagster.defs import search_ops
 from experiments_dagster.defs.config import ExperimentConfig
 from experiments_dagster.defs.failures import input_errors_as_failures
@@ -19,11 +21,8 @@ from experiments_dagster.defs.metadata import (
 )
 from experiments_dagster.defs.partitions import CODE_VERSION, GROUP, dataset_versions
 from experiments_dagster.defs.resources import ExperimentData, MlflowTracking
-from experiments_dagster.ml.prepare import prepare_experiment
-from experiments_dagster.spec import resolve_spec
-from experiments_dagster.tracking import asset_logging, tags
-from experiments_dagster.tracking.reproduction_log import logged_spec
-from experiments_dagster.values import (
+from experiments_dagster.experiment import training as asset_logging
+from experiments_dagster.experiment.values import (
     CvMetrics,
     DataFingerprint,
     FinalModel,
@@ -31,7 +30,9 @@ from experiments_dagster.values import (
     SearchResult,
     Splits,
 )
-from experiments_dagster.versioning import config_hash, experiment_key
+from experiments_dagster.ml.prepare import prepare_experiment
+from experiments_dagster.tracking import tags
+from experiments_dagster.tracking.reproduce import logged_spec
 
 
 @dg.asset(

@@ -4,8 +4,8 @@ import os
 from collections import OrderedDict
 from typing import Any
 
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.paths import env_int
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.paths import env_int
 
 CACHE_ENV = "EXPERIMENTS_IO_CACHE_MB"
 # 512 MB holds one large value, not two: on the 1,000,000 x 50 workload raw_data (377 MB pickle)

@@ -1,1 +1,1 @@
-"""Plain ML functions: pandas/numpy/sklearn/matplotlib in, data out. No Dagster, no MLflow."""
+"""ml: plain ML functions, pandas/numpy/sklearn/matplotlib in, data out. Imports core/ only; no Dagster, no MLflow."""

@@ -11,8 +11,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.preprocessing import LabelEncoder
 
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.paths import env_int
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.paths import env_int
 
 # Defaults for the XGBoost estimator; any of them can be overridden by the spec. Its ``n_jobs``
 # is not one of them: it comes from the CPUs this process may use (``threads_per_fit``).

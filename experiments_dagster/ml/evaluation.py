@@ -14,7 +14,7 @@ from matplotlib.figure import Figure
 from sklearn.calibration import calibration_curve
 from sklearn.metrics import precision_recall_fscore_support
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.errors import ExperimentInputError
 from experiments_dagster.ml.metrics import Predictions, positive_scores, task_metrics
 
 CALIBRATION_BINS = 10

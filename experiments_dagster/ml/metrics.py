@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 from sklearn import metrics as skm
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.errors import ExperimentInputError
 
 
 @dataclass(frozen=True)

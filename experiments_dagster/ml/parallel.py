@@ -9,9 +9,9 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
+from experiments_dagster.core.paths import env_int
 from experiments_dagster.ml.estimators import usable_cpus
 from experiments_dagster.ml.training import fit_timed, set_estimator_params
-from experiments_dagster.paths import env_int
 
 # --- how many folds train at once -----------------------------------------------------------
 

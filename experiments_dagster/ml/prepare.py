@@ -11,13 +11,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.ml.dataset import check_target, drop_missing_target, infer_task
+from experiments_dagster.core.dataset import check_target, drop_missing_target, infer_task
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.spec import ExperimentSpec
 from experiments_dagster.ml.estimators import build_estimator
 from experiments_dagster.ml.metrics import predict
 from experiments_dagster.ml.preprocess import MAX_CATEGORIES, text_like_columns
 from experiments_dagster.ml.training import TrainTestSplit, estimator_of, make_pipeline, split_dataset
-from experiments_dagster.spec import ExperimentSpec
 
 # The configured pipeline is fitted once on this many rows before anything is logged, so a bad
 # hyperparameter or an unencodable column fails here and not in the middle of the CV.

@@ -29,9 +29,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pandas as pd
 
+from experiments_dagster.core.spec import ParamSpace
 from experiments_dagster.ml.cv import cross_validate
 from experiments_dagster.ml.training import FoldResult
-from experiments_dagster.spec import ParamSpace
 
 if TYPE_CHECKING:
     import optuna

@@ -12,6 +12,7 @@ from sklearn.base import BaseEstimator
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 
+from experiments_dagster.core.spec import ExperimentSpec
 from experiments_dagster.ml.estimators import EncodedTargetClassifier, build_estimator
 from experiments_dagster.ml.metrics import (
     Predictions,
@@ -23,7 +24,6 @@ from experiments_dagster.ml.metrics import (
     threshold_metrics,
 )
 from experiments_dagster.ml.preprocess import build_preprocessor
-from experiments_dagster.spec import ExperimentSpec
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""The tracking layer: MLflow run lifecycle, batching, the logging standard and the audit."""
+"""tracking: the MLflow adapter (runs, artifacts, models, registry, the audit). Imports ml/ and core/; no Dagster."""

@@ -13,7 +13,7 @@ from typing import get_args
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from experiments_dagster.spec import ExperimentSpec
+from experiments_dagster.core.spec import ExperimentSpec
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.artifact_files import local_artifact_root, png_problem
 from experiments_dagster.tracking.audit_findings import Finding, RunAudit, Status, format_audit

@@ -9,7 +9,7 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.core.paths import PROJECT_ROOT
 
 # Distributions the logged model needs at load time. Each entry lists the distribution names
 # that can provide the import (xgboost-cpu and xgboost both install `xgboost`); the first

@@ -26,8 +26,8 @@ from typing import Any
 import mlflow.pyfunc
 from mlflow import MlflowClient
 
-from experiments_dagster.bounded_yaml import load_bounded
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.bounded_yaml import load_bounded
+from experiments_dagster.core.errors import ExperimentInputError
 from experiments_dagster.tracking.store import download_model
 
 MAX_MLMODEL_BYTES = 1024 * 1024

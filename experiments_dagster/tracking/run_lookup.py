@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from mlflow import MlflowClient
 from mlflow.entities import Run, ViewType
 
 from experiments_dagster.tracking import tags
+
+if TYPE_CHECKING:
+    from experiments_dagster.tracking.store import Tracker
 
 # dagster-mlflow's `mlflow_tracking` resource tags each run it opens with this (its name, not ours).
 DAGSTER_MLFLOW_RUN_TAG = "dagster_run_id"
@@ -45,3 +49,17 @@ def pick_run(runs: Iterable[Run], asset_key: str) -> Run | None:
     top = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
     candidates = named or top or runs
     return max(candidates, key=lambda r: r.info.start_time or 0, default=None)
+
+
+def runs_left_running(tracker: Tracker, dagster_run_id: str | None = None) -> list[Run]:
+    """MLflow runs made by Dagster (of ``dagster_run_id`` if given) whose status is still RUNNING."""
+    query = "attributes.status = 'RUNNING'"
+    if dagster_run_id is not None:
+        query += f" and tags.`{tags.DAGSTER_RUN_ID}` = '{dagster_run_id}'"
+    return [r for r in runs_matching(tracker, query) if tags.DAGSTER_RUN_ID in r.data.tags]
+
+
+def runs_matching(tracker: Tracker, filter_string: str) -> list[Run]:
+    """MLflow runs of every active experiment that match ``filter_string``."""
+    ids = [e.experiment_id for e in tracker.client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
+    return tracker.client.search_runs(ids, filter_string, max_results=50_000) if ids else []

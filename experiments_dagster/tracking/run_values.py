@@ -15,7 +15,7 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.errors import ExperimentInputError
 
 
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:

@@ -14,7 +14,8 @@ import os
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core import paths
+from experiments_dagster.core.errors import ExperimentInputError, UsageError
 
 UNREACHABLE_HINTS = (  # most specific first: the first one found names the reason
     "Connection refused",
@@ -122,3 +123,26 @@ def _chain(exc: BaseException):
         seen.add(id(exc))
         yield exc
         exc = exc.__cause__ or exc.__context__
+
+
+def answering_client(tracking_uri: str | None) -> MlflowClient:
+    """A client on a store that exists and answers; UsageError otherwise (never creates one)."""
+    uri = tracking_uri or paths.default_tracking_uri()
+    db = paths.sqlite_path(uri)
+    if uri.startswith("sqlite:") and (db is None or not db.is_file()):
+        raise UsageError(
+            f"No MLflow store at {uri}: the SQLite file does not exist. Set MLFLOW_TRACKING_URI "
+            "or --tracking-uri to an existing store (run `make run` to create the default)."
+        )
+    # Fail fast on a dead server instead of MLflow's minutes of retries.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    client = MlflowClient(uri)
+    try:
+        client.search_experiments(max_results=1)
+    except Exception as exc:  # connection errors surface as many types
+        problem = refusal(exc, uri)  # refused credentials or permission: the server's one line
+        raise UsageError(
+            problem or f"MLflow store {uri} is unreachable: {type(exc).__name__}: {exc}"
+        ) from exc
+    return client

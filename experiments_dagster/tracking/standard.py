@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from experiments_dagster.ml.dataset import TASKS
+from experiments_dagster.core.dataset import TASKS
 from experiments_dagster.ml.metrics import DEFAULT_METRICS
 from experiments_dagster.tracking import tags
 

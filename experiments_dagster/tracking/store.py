@@ -15,9 +15,9 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.paths import artifact_root_for, default_tracking_uri, sqlite_path
-from experiments_dagster.profile import bound_http_waits
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.paths import artifact_root_for, default_tracking_uri, sqlite_path
+from experiments_dagster.core.profile import bound_http_waits
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.liveness import process_tags
 from experiments_dagster.tracking.run_files import RunFiles

@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from experiments_dagster.core.paths import PROJECT_ROOT
 from experiments_dagster.defs import defs
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
-from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.tracking.audit import Auditor
 from experiments_dagster_tests.backfill import launch_backfill
 

@@ -10,11 +10,12 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from experiments_dagster.cli import main as cli_main
+from experiments_dagster.cli.main import main as cli_main
 from experiments_dagster.defs.checks import LOGGING_CHECKS, audit_result
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
-from experiments_dagster.tracking import asset_logging, standard
+from experiments_dagster.experiment import training as asset_logging
+from experiments_dagster.tracking import standard
 from experiments_dagster.tracking.standard import Requirement
 from experiments_dagster.tracking.store import Tracker
 

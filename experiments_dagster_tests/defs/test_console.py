@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.core.paths import PROJECT_ROOT
 
 pytestmark = pytest.mark.slow
 

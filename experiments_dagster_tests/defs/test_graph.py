@@ -17,12 +17,12 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from experiments_dagster.core.paths import PROJECT_ROOT
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.ml.estimators import usable_cpus
 from experiments_dagster.ml.parallel import fold_workers
 from experiments_dagster.ml.training import estimator_of
-from experiments_dagster.paths import PROJECT_ROOT
 from experiments_dagster.tracking.model_io import load_verified_model
 
 pytestmark = pytest.mark.slow
@@ -316,8 +316,8 @@ def test_a_stored_fold_models_value_without_a_refit_gets_its_final_model_fitted_
     `final_model` fits the model itself, with the same trees, and the experiment is complete."""
     from dataclasses import replace
 
+    from experiments_dagster.experiment import training as asset_logging
     from experiments_dagster.ml import cv
-    from experiments_dagster.tracking import asset_logging
     from experiments_dagster.tracking.audit import Auditor
 
     def without_refit(*args, **kwargs):

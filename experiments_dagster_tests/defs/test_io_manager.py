@@ -22,6 +22,9 @@ import pandas as pd
 import pytest
 from upath import UPath
 
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.paths import PROJECT_ROOT
+from experiments_dagster.core.signing import KEY_ENV, verified_payload
 from experiments_dagster.defs import io_manager as io_module
 from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.definitions import ASSETS, defs
@@ -35,9 +38,6 @@ from experiments_dagster.defs.io_manager import (
 )
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.paths import PROJECT_ROOT
-from experiments_dagster.signing import KEY_ENV, verified_payload
 from experiments_dagster_tests.s3server import S3Server, WeedNotFoundError, start_s3_server
 
 KEY = "small/v1"  # a dataset-version key: the "/" makes a subfolder, as in fs_io_manager

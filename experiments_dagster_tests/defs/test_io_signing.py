@@ -15,9 +15,9 @@ import pandas as pd
 import pytest
 from upath import UPath
 
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.signing import KEY_ENV, KEY_FILE_NAME, UntrustedValueError
 from experiments_dagster.defs.io_manager import CachedPickleIOManager, ExperimentIOManager, ValueCache
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.signing import KEY_ENV, KEY_FILE_NAME, UntrustedValueError
 from experiments_dagster_tests.s3server import S3Server, WeedNotFoundError, start_s3_server
 
 KEY = "small/v1"

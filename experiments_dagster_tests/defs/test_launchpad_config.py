@@ -8,8 +8,8 @@ from typing import Any, get_args, get_origin
 import pytest
 from pydantic import BaseModel
 
+from experiments_dagster.core.spec import ExperimentSpec, resolve_spec
 from experiments_dagster.defs.config import ExperimentConfig
-from experiments_dagster.spec import ExperimentSpec, resolve_spec
 from experiments_dagster_tests.ui_servers import LOCATION, REPOSITORY, dagster_webserver, graphql, ui_env
 
 SCHEMA_QUERY = """

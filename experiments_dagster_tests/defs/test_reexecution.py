@@ -8,7 +8,7 @@ from mlflow import MlflowClient
 
 from experiments_dagster.defs import defs
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
-from experiments_dagster.tracking import asset_logging
+from experiments_dagster.experiment import training as asset_logging
 from experiments_dagster.tracking.audit import Auditor
 
 pytestmark = pytest.mark.slow

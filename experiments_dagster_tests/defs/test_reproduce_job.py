@@ -8,9 +8,9 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
+from experiments_dagster.core.versioning import code_version
 from experiments_dagster.defs import defs
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
-from experiments_dagster.versioning import code_version
 
 
 @pytest.mark.slow

@@ -10,14 +10,14 @@ import yaml
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
+from experiments_dagster.core.spec import ParamSpace
 from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
+from experiments_dagster.experiment.registry import decide_promotion
 from experiments_dagster.ml.search import run_search
-from experiments_dagster.spec import ParamSpace
 from experiments_dagster.tracking import standard
-from experiments_dagster.tracking.registry import decide_promotion
 from experiments_dagster.tracking.standard import Requirement
 from experiments_dagster.tracking.store import Tracker
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from experiments_dagster.paths import PROJECT_ROOT
+from experiments_dagster.core.paths import PROJECT_ROOT
 
 PROBE = (
     "from experiments_dagster.defs.sensors import dataset_version_sensor as s; print(s.default_status.value)"

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import KFold, StratifiedKFold
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.errors import ExperimentInputError
 from experiments_dagster.ml import cv, parallel
 from experiments_dagster.ml.metrics import predict, task_metrics
 from experiments_dagster.ml.training import estimator_of

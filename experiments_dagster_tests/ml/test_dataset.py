@@ -1,4 +1,4 @@
-"""Reading, hashing and checking a dataset version (experiments_dagster.ml.dataset)."""
+"""Reading, hashing and checking a dataset version (experiments_dagster.core.dataset)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.ml import dataset
-from experiments_dagster.ml.dataset import (
+from experiments_dagster.core import dataset
+from experiments_dagster.core.dataset import (
     FileDigest,
     check_target,
     drop_missing_target,
@@ -20,6 +19,7 @@ from experiments_dagster.ml.dataset import (
     infer_task,
     load_table,
 )
+from experiments_dagster.core.errors import ExperimentInputError
 
 
 def _raises_naming(path: Path, *fragments: str):
@@ -310,7 +310,7 @@ CSV_CASES = {
 
 @pytest.mark.parametrize("name", sorted(CSV_CASES))
 def test_read_csv_gives_the_c_parsers_frame(tmp_path: Path, name: str) -> None:
-    from experiments_dagster.ml.dataset import read_csv
+    from experiments_dagster.core.dataset import read_csv
 
     path = tmp_path / f"{name}.csv"
     path.write_text(CSV_CASES[name])
@@ -322,7 +322,7 @@ def test_read_csv_gives_the_c_parsers_frame(tmp_path: Path, name: str) -> None:
 
 
 def test_read_csv_on_the_shipped_datasets(data_dir: Path) -> None:
-    from experiments_dagster.ml.dataset import read_csv
+    from experiments_dagster.core.dataset import read_csv
 
     files = sorted(data_dir.glob("*/*.csv"))
     assert files

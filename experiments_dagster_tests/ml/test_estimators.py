@@ -13,7 +13,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.validation import check_is_fitted
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.errors import ExperimentInputError
 from experiments_dagster.ml.estimators import (
     CPUS_ENV,
     XGBOOST_DEFAULTS,

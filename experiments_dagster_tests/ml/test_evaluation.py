@@ -14,14 +14,14 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.metrics import brier_score_loss
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.dataset import load_table
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.paths import PROJECT_ROOT
+from experiments_dagster.core.spec import resolve_spec
 from experiments_dagster.ml import evaluation
-from experiments_dagster.ml.dataset import load_table
 from experiments_dagster.ml.metrics import Predictions, positive_label, predict, task_metrics
 from experiments_dagster.ml.prepare import prepare_experiment
 from experiments_dagster.ml.training import fit_final_model, make_pipeline
-from experiments_dagster.paths import PROJECT_ROOT
-from experiments_dagster.spec import resolve_spec
 
 DATA = PROJECT_ROOT / "data"
 

@@ -9,12 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments_dagster.errors import ExperimentInputError
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.spec import ExperimentSpec, Seeds
 from experiments_dagster.ml import prepare
 from experiments_dagster.ml.cv import cross_validate
 from experiments_dagster.ml.prepare import prepare_experiment
 from experiments_dagster.ml.training import split_dataset
-from experiments_dagster.spec import ExperimentSpec, Seeds
 
 PATH = Path("data/churn/v7.csv")
 
@@ -201,7 +201,7 @@ def test_prepare_refuses_columns_it_cannot_encode(column: str, values, message: 
 def test_a_csv_date_column_is_refused_as_dates(tmp_path) -> None:
     """Arrow's CSV reader gives ISO dates as ``datetime.date`` objects in an object column: the
     refusal talks about dates, not about lists, structs or binary."""
-    from experiments_dagster.ml.dataset import load_table
+    from experiments_dagster.core.dataset import load_table
 
     path = tmp_path / "v7.csv"
     frame = _wide_frame().assign(when=[f"2024-01-{1 + i % 28:02d}" for i in range(300)])

@@ -11,7 +11,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_iris
 
-from experiments_dagster.locks import NamedLock
+from experiments_dagster.core.locks import NamedLock
+from experiments_dagster.core.spec import ParamSpace
 from experiments_dagster.ml.search import (
     MAX_FAILED_IN_A_ROW,
     SearchSettings,
@@ -21,7 +22,6 @@ from experiments_dagster.ml.search import (
     run_search,
     run_trials,
 )
-from experiments_dagster.spec import ParamSpace
 
 SPACE = {
     "max_depth": {"type": "int", "low": 2, "high": 5},

@@ -20,7 +20,10 @@ import pytest
 from mlflow import MlflowClient
 from sklearn.datasets import load_iris
 
-from experiments_dagster.locks import NamedLock
+from experiments_dagster.core.locks import NamedLock
+from experiments_dagster.core.spec import ParamSpace
+from experiments_dagster.experiment.search import log_trial
+from experiments_dagster.experiment.values import RunRef
 from experiments_dagster.ml.search import (
     SLOT_ATTR,
     WORKER_ATTR,
@@ -29,11 +32,8 @@ from experiments_dagster.ml.search import (
     search_worker,
     study_outcome,
 )
-from experiments_dagster.spec import ParamSpace
 from experiments_dagster.tracking.liveness import process_tags, worker_id
-from experiments_dagster.tracking.search_log import log_trial
 from experiments_dagster.tracking.store import Tracker
-from experiments_dagster.values import RunRef
 from experiments_dagster_tests.pgserver import throwaway_postgres
 
 pytestmark = pytest.mark.slow

@@ -12,7 +12,8 @@ from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 
-from experiments_dagster.ml.dataset import load_table
+from experiments_dagster.core.dataset import load_table
+from experiments_dagster.core.spec import ExperimentSpec
 from experiments_dagster.ml.estimators import EncodedTargetClassifier
 from experiments_dagster.ml.importance import feature_importance
 from experiments_dagster.ml.metrics import predict, task_metrics
@@ -24,7 +25,6 @@ from experiments_dagster.ml.training import (
     make_pipeline,
     split_dataset,
 )
-from experiments_dagster.spec import ExperimentSpec
 
 FAST_XGB = {"n_estimators": 5, "max_depth": 2, "n_jobs": 1}
 

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from experiments_dagster.paths import PROJECT_ROOT
-from experiments_dagster.stack.local import LocalStack, pg_program
-from experiments_dagster.stack.seaweed import find_weed
+from devstack.local import LocalStack, pg_program
+from devstack.seaweed import find_weed
+from experiments_dagster.core.paths import PROJECT_ROOT
 
 BIN = Path(sys.executable).parent
 SHIPPED = PROJECT_ROOT / "data"
@@ -138,7 +138,7 @@ def s3(stack: LocalStack):
     """An s3fs filesystem on the stack's bucket, no caches."""
     import s3fs
 
-    from experiments_dagster.stack.seaweed import storage_options
+    from devstack.seaweed import storage_options
 
     s = stack.settings()
     return s3fs.S3FileSystem(

@@ -13,9 +13,9 @@ import dagster as dg
 import pytest
 from mlflow import MlflowClient
 
-from experiments_dagster.heartbeat import STALE_S
-from experiments_dagster.shutdown import GRACE_S, RECORD_S
-from experiments_dagster.stack.local import LocalStack
+from devstack.local import LocalStack
+from experiments_dagster.cli.shutdown import GRACE_S, RECORD_S
+from experiments_dagster.defs.heartbeat import STALE_S
 from experiments_dagster_tests.stack.conftest import client_for, copy_dataset, start_cli
 from experiments_dagster_tests.stack.test_workers import instance_for
 

@@ -20,8 +20,8 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from mlflow.server import get_app_client
 
-from experiments_dagster.paths import PROJECT_ROOT
-from experiments_dagster.stack.local import LocalStack
+from devstack.local import LocalStack
+from experiments_dagster.core.paths import PROJECT_ROOT
 from experiments_dagster.tracking.server import server_problem
 from experiments_dagster_tests.backfill import launch_backfill
 from experiments_dagster_tests.stack.conftest import BIN, client_for, copy_dataset, run_cli, start_cli
@@ -140,7 +140,7 @@ def test_auth_refuses_missing_and_wrong_credentials_and_read_only_users(stack: L
 
 
 def test_unreachable_server_fails_the_run_fast_naming_the_url(stack: LocalStack, stack_env: dict):
-    from experiments_dagster.stack.seaweed import free_port
+    from devstack.seaweed import free_port
 
     copy_dataset(stack_env, "iris", as_name="unreachable_iris")
     dead = f"http://127.0.0.1:{free_port()}"
@@ -250,7 +250,7 @@ def test_stack_up_twice_changes_nothing(stack: LocalStack):
     before = stack.running()
     env_file = (stack.root / "env").read_text()
     result = subprocess.run(
-        [str(BIN / "python"), "-m", "experiments_dagster.stack", "up", "--dir", str(stack.root)],
+        [str(BIN / "python"), "-m", "devstack", "up", "--dir", str(stack.root)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -277,7 +277,7 @@ def test_stack_up_twice_changes_nothing(stack: LocalStack):
         "AWS_ENDPOINT_URL",
     } <= set(exports)
     status = subprocess.run(
-        [str(BIN / "python"), "-m", "experiments_dagster.stack", "status", "--dir", str(stack.root)],
+        [str(BIN / "python"), "-m", "devstack", "status", "--dir", str(stack.root)],
         capture_output=True,
         text=True,
         timeout=60,

@@ -16,11 +16,11 @@ import dagster as dg
 import pandas as pd
 import pytest
 
+from devstack.local import BUCKET, LocalStack
+from devstack.seaweed import find_weed
+from experiments_dagster.core.profile import S3_URL_ENV
+from experiments_dagster.core.signing import KEY_ENV, UntrustedValueError
 from experiments_dagster.defs.io_manager import ExperimentIOManager
-from experiments_dagster.profile import S3_URL_ENV
-from experiments_dagster.signing import KEY_ENV, UntrustedValueError
-from experiments_dagster.stack.local import BUCKET, LocalStack
-from experiments_dagster.stack.seaweed import find_weed
 from experiments_dagster_tests.stack.conftest import client_for, copy_dataset, run_cli
 
 pytestmark = [pytest.mark.stack, pytest.mark.slow]

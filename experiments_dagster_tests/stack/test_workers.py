@@ -14,9 +14,9 @@ from pathlib import Path
 import dagster as dg
 import pytest
 
-from experiments_dagster.locks import NamedLock
-from experiments_dagster.paths import PROJECT_ROOT
-from experiments_dagster.stack.local import LocalStack
+from devstack.local import LocalStack
+from experiments_dagster.core.locks import NamedLock
+from experiments_dagster.core.paths import PROJECT_ROOT
 from experiments_dagster_tests.stack.conftest import (
     BIN,
     client_for,

@@ -7,11 +7,11 @@ import json
 import matplotlib.pyplot as plt
 from mlflow import MlflowClient
 
+from experiments_dagster.experiment.search import HISTORY_PLOT, TRIALS_TABLE, log_trial
+from experiments_dagster.experiment.values import RunRef
 from experiments_dagster.ml.search import TrialResult
 from experiments_dagster.tracking.audit import Auditor
-from experiments_dagster.tracking.search_log import HISTORY_PLOT, TRIALS_TABLE, log_trial
 from experiments_dagster.tracking.store import Tracker
-from experiments_dagster.values import RunRef
 
 SPACE = {"max_depth": {"type": "int", "low": 2, "high": 5}}
 

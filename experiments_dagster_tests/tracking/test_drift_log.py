@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from mlflow import MlflowClient
 
-from experiments_dagster.tracking.drift_log import MAX_METRIC_NAME, metric_keys
+from experiments_dagster.experiment.drift import MAX_METRIC_NAME, metric_keys
 
 
 def test_metric_keys_are_accepted_by_mlflow_unique_and_bounded(tracker) -> None:

@@ -8,14 +8,14 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
+from experiments_dagster.core.spec import ExperimentSpec
 from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
+from experiments_dagster.experiment.registry import baseline_score, beats
+from experiments_dagster.experiment.values import DataFingerprint, RunRef, Splits
 from experiments_dagster.ml.training import TrainTestSplit
-from experiments_dagster.spec import ExperimentSpec
-from experiments_dagster.tracking.registry import baseline_score, beats
-from experiments_dagster.values import DataFingerprint, RunRef, Splits
 
 
 def _splits(task: str, y_train: list, y_test: list, **spec) -> Splits:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from experiments_dagster.errors import ExperimentInputError
-from experiments_dagster.paths import artifact_root_for
+from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.paths import artifact_root_for
 from experiments_dagster.tracking.store import Tracker
 
 
@@ -97,7 +97,7 @@ def test_registration_uses_the_trackers_store_not_mlflows_global(tracker: Tracke
     import mlflow
     from mlflow.entities import LoggedModelStatus
 
-    from experiments_dagster.tracking.registry import CHALLENGER, register_challenger
+    from experiments_dagster.experiment.registry import CHALLENGER, register_challenger
 
     elsewhere = f"sqlite:///{tmp_path / 'elsewhere' / 'mlflow.db'}"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", elsewhere)

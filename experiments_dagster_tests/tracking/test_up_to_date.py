@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from experiments_dagster.experiment.up_to_date import complete_run
 from experiments_dagster.tracking.store import Tracker
-from experiments_dagster.tracking.up_to_date import complete_run
 
 KEY = "aaaaaaaaaaaa-bbbbbbbbbbbb-cccccccccccc"
 

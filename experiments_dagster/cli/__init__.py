@@ -1,0 +1,1 @@
+"""cli: the ``experiments-dagster`` command, argparse and printing; the top tier, imported by nothing."""
