@@ -1,1 +1,1 @@
-"""cli: the ``experiments-dagster`` command, argparse and printing; the top tier, imported by nothing."""
+"""cli: the ``experiments-dagster`` command, argparse and printing. Imports any tier; no tier imports it."""

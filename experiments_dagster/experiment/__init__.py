@@ -1,1 +1,1 @@
-"""experiment: the use cases, computed with ml/ and recorded with tracking/, one module per feature. No Dagster."""
+"""experiment: the use cases, computed with ml/ and recorded with tracking/, one module per feature. Imports tracking/, ml/, core/; no Dagster."""
