@@ -52,6 +52,20 @@ def untrusted_value_message(context: dg.InputContext, path: Any, partition: str 
     )
 
 
+def stale_value_message(context: dg.InputContext, path: Any, partition: str | None, exc: BaseException) -> str:
+    """A signed value whose classes this code no longer has (stored before a module moved)."""
+    names = value_names(context, partition)
+    if names is None:
+        of, fix = op_output_name(context), "Re-execute the run from its start"
+    else:
+        of, materialize = names
+        fix = f"{materialize} again (and the assets downstream of it)"
+    return (
+        f"The stored value of {of} at {path} was written by another version of this code and cannot "
+        f"be read by this one ({type(exc).__name__}: {exc}). {fix} to store it anew."
+    )
+
+
 def unpicklable_error(obj: Any, exc: BaseException) -> dg.DagsterInvariantViolationError:
     return dg.DagsterInvariantViolationError(
         f"A value of type {type(obj).__qualname__} cannot be pickled ({type(exc).__name__}: {exc}), so "
