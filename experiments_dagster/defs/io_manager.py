@@ -27,6 +27,10 @@ What it does beyond ``UPathIOManager``'s defaults, and why (profiling on a 1,000
   run. Values from before signing (and ``fs_io_manager``'s) are refused with the fix:
   re-materialize them. ``fs_io_manager`` cannot read ours any more either.
 
+Paths, atomic writes and the signed pickle format are in ``value_store.py``; the cache in
+``value_cache.py``; this module is the Dagster IO manager (``CachedPickleIOManager``) and its
+configurable resource (``ExperimentIOManager``).
+
 Consumers must not mutate their inputs: every step gets the same object (the values in
 ``experiments_dagster.experiment.values`` are frozen dataclasses, but the DataFrames and pipelines inside
 them are not), so an in-place change would leak into the steps after it.
@@ -34,8 +38,6 @@ them are not), so an in-place change would leak into the steps after it.
 
 import os
 import pickle
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +47,7 @@ from upath import UPath
 
 from experiments_dagster.core.errors import ExperimentInputError
 from experiments_dagster.core.paths import default_dagster_home
-from experiments_dagster.core.signing import SigningWriter, UntrustedValueError, values_key, verified_payload
+from experiments_dagster.core.signing import UntrustedValueError, values_key, verified_payload
 from experiments_dagster.defs.value_cache import (
     CACHE_ENV,
     DEFAULT_CACHE_MB,
@@ -56,34 +58,14 @@ from experiments_dagster.defs.value_cache import (
     file_stamp,
     object_stamp,
 )
-from experiments_dagster.defs.value_messages import (
-    missing_value_message,
-    unpicklable_error,
-    untrusted_value_message,
+from experiments_dagster.defs.value_messages import missing_value_message, untrusted_value_message
+from experiments_dagster.defs.value_store import (
+    is_local,
+    relative_parts,
+    safe_partition,
+    write_local,
+    write_object,
 )
-
-# fs_io_manager's protocol (dagster's PICKLE_PROTOCOL).
-PICKLE_PROTOCOL = 4
-LOCAL_PROTOCOLS = ("", "file", "local")
-
-
-def is_local(path: UPath) -> bool:
-    return path.protocol in LOCAL_PROTOCOLS
-
-
-def relative_parts(path: Any) -> tuple[str, ...]:
-    """``path``'s parts joinable under a base: as UPathIOManager, an absolute first part is escaped."""
-    parts = tuple(p for p in path.parts if p != "/")
-    if path.is_absolute() and parts:
-        parts = ("%2F" + parts[0], *parts[1:])
-    return parts
-
-
-def safe_partition(partition: str) -> str:
-    """fs_io_manager's escaping: a leading "/" and whole ".." segments cannot leave the asset's folder."""
-    if partition.startswith("/"):
-        partition = "%2F" + partition[1:]
-    return "/".join("%2E%2E" if p == ".." else p for p in partition.split("/"))
 
 
 class CachedPickleIOManager(dg.UPathIOManager):
@@ -186,44 +168,8 @@ class CachedPickleIOManager(dg.UPathIOManager):
     def write(self, obj: Any, path: UPath) -> Stamp | None:
         """Pickle ``obj`` to ``path`` so that readers see the old value or the new, never a part."""
         if self.local:
-            return self.write_local(obj, path)
-        return self.write_object(obj, path)
-
-    def write_local(self, obj: Any, path: UPath) -> Stamp:
-        # Same folder, so the rename is atomic; unique per writer, so concurrent runs don't clash.
-        # No fsync: the rename guards against a killed process, which is the failure we see.
-        target = path.path
-        folder, name = os.path.split(target)
-        tmp = os.path.join(folder, f".{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-        try:
-            with open(tmp, "wb") as file:
-                dump(obj, file, self.key, self.signed_name(path))
-            stamp = file_stamp(os.stat(tmp))
-            os.replace(tmp, target)
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
-        return stamp
-
-    def write_object(self, obj: Any, path: UPath) -> Stamp | None:
-        # Pickled to a local temporary file first, then uploaded in one call: writing through
-        # fsspec's file object instead would upload what was pickled so far if pickling fails
-        # (its close() commits). A single PUT, or a multipart upload completed at the end, is
-        # atomic on S3: readers see the previous object until the new one is whole.
-        fs, key = path.fs, path.path
-        with tempfile.NamedTemporaryFile(prefix="experiments-value-", suffix=".pickle") as tmp:
-            dump(obj, tmp, self.key, self.signed_name(path))
-            tmp.flush()
-            size = os.fstat(tmp.fileno()).st_size
-            fs.put_file(tmp.name, key)
-        # The store's stamp of what we just wrote (put_file returns none). Another writer of the
-        # same key in between would make us cache our value under its stamp; one run per
-        # partition (the dagster/partition concurrency limit) rules that out, and a size mismatch
-        # is caught here.
-        fs.invalidate_cache(key)
-        stamp = object_stamp(fs.info(key))
-        return stamp if stamp is not None and stamp[2] == size else None
+            return write_local(obj, path, self.key, self.signed_name(path))
+        return write_object(obj, path, self.key, self.signed_name(path))
 
     # --- loading -----------------------------------------------------------------------------
 
@@ -282,16 +228,6 @@ class CachedPickleIOManager(dg.UPathIOManager):
         if stamp is not None:
             self.cache.put(str(path), stamp, value)
         return value
-
-
-def dump(obj: Any, file: Any, key: bytes, name: str) -> None:
-    """Pickle ``obj`` to ``file``, signed for ``name`` (signing.py)."""
-    writer = SigningWriter(file, key, name)
-    try:
-        pickle.dump(obj, writer, PICKLE_PROTOCOL)
-    except (AttributeError, RecursionError, ImportError, pickle.PicklingError) as exc:
-        raise unpicklable_error(obj, exc) from exc
-    writer.finish()
 
 
 class ExperimentIOManager(dg.ConfigurableIOManagerFactory):

@@ -24,8 +24,9 @@ from experiments_dagster.experiment.values import (
     WorkerTrials,
 )
 from experiments_dagster.ml import search as ml_search
+from experiments_dagster.ml import search_study
 from experiments_dagster.ml.plots import plot_optimization_history
-from experiments_dagster.ml.search import SearchOutcome, SearchSettings, TrialResult
+from experiments_dagster.ml.search_study import SearchOutcome, SearchSettings, TrialResult
 from experiments_dagster.tracking import tags as run_tags
 from experiments_dagster.tracking.liveness import worker_id
 from experiments_dagster.tracking.store import Tracker
@@ -108,7 +109,7 @@ def plan_search(tracker: Tracker, splits: Splits, storage: str | None, dagster_r
         },
     )
     if storage is not None:  # created here, once, so that workers starting together only load it
-        ml_search.open_study(settings, storage=storage, study_name=name)
+        search_study.open_study(settings, storage=storage, study_name=name)
     else:  # an in-memory study starts again at trial 0: an earlier attempt's trial runs are stale
         supersede_trial_runs(tracker, splits.run, dagster_run_id)
     return SearchPlan(splits.run, True, name, settings, search.workers, shared=storage is not None)
@@ -208,12 +209,12 @@ def search_outcome(
     if not plan.shared:
         trials = [t for r in results for t in r.trials]
         run_ids = {n: run for r in results for n, run in r.trial_run_ids.items()}
-        return ml_search.outcome_of(trials, settings.direction), run_ids
+        return search_study.outcome_of(trials, settings.direction), run_ids
     if storage is None:
         raise no_shared_storage(f"collecting study {plan.study_name!r}")
-    study = ml_search.open_study(settings, storage=storage, study_name=plan.study_name)
-    ml_search.settle(study)
-    outcome = ml_search.study_outcome(study, settings.direction)
+    study = search_study.open_study(settings, storage=storage, study_name=plan.study_name)
+    search_study.settle(study)
+    outcome = search_study.study_outcome(study, settings.direction)
     run_ids = trial_runs(tracker, splits.run)
     for trial in outcome.trials:
         if trial.number not in run_ids:

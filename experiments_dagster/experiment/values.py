@@ -11,7 +11,7 @@ from sklearn.pipeline import Pipeline
 from experiments_dagster.core.spec import ExperimentSpec
 from experiments_dagster.ml.cv import Refit
 from experiments_dagster.ml.metrics import Predictions, predict
-from experiments_dagster.ml.search import SearchSettings, TrialResult
+from experiments_dagster.ml.search_study import SearchSettings, TrialResult
 from experiments_dagster.ml.training import FoldResult, TrainTestSplit
 
 

@@ -138,7 +138,7 @@ def load_gated_model(
     """The model at ``uri``, downloaded to ``dst`` and loaded only if its files match the hashes
     recorded when it was logged (required for a model of ours) and ``load_refusal`` allows them;
     with a note on how it was loaded. RefusedModel if the gate refuses it."""
-    from experiments_dagster.tracking.model_io import (
+    from experiments_dagster.tracking.model_digests import (
         UnverifiableModelError,
         recorded_digests,
         verify_model_files,
@@ -150,7 +150,7 @@ def load_gated_model(
         verify_model_files(local, recorded_digests(client, uri)[1])
     except UnverifiableModelError:
         if ours:
-            raise  # ours: recorded hashes are required (see model_io.load_verified_model)
+            raise  # ours: recorded hashes are required (see model_digests.load_verified_model)
         # A plain script's model never had its file hashes recorded: say so in the finding.
         note = " (loaded unverified: no recorded file hashes)"
     refusal = load_refusal(local)

@@ -1,51 +1,72 @@
-"""Writing the fitted pipeline as an MLflow pyfunc model and as a joblib pickle; loading it back
-only after every file of the model matches the sha256 recorded in the tracking store."""
+"""Writing the fitted pipeline as an MLflow pyfunc model and as a joblib pickle.
+
+Loading it back only after every file of the model matches the sha256 recorded in the tracking
+store is in ``model_digests.py``; its API is also importable from here, where the documentation
+and the CLI name it.
+"""
 
 from __future__ import annotations
 
 import ast
 import hashlib
 import json
-import tempfile
 import warnings
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import joblib
-import mlflow.artifacts
 import mlflow.pyfunc
 import numpy as np
 import pandas as pd
-from mlflow import MlflowClient
-from mlflow.entities import LoggedModel
-from mlflow.entities.model_registry import ModelVersion
 from mlflow.models import Model, ModelSignature, infer_signature
 from mlflow.types.schema import AnyType, ColSpec, DataType, Schema
 from sklearn.pipeline import Pipeline
 
 from experiments_dagster.ml.estimators import EncodedTargetClassifier
-from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.environment import model_requirements
+from experiments_dagster.tracking.model_digests import (
+    FILES_SHA256_TAG,
+    ModelVerificationError,
+    UnverifiableModelError,
+    digests_tag,
+    download_verified_model,
+    file_digests,
+    load_verified_model,
+    logged_model_for_uri,
+    recorded_digests,
+    verify_model_files,
+)
+
+# Part of this module's API: the model's writing, and its verified loading (model_digests.py),
+# which docs/reference/mlflow-names.md, the CLI's serve and the tests import from here.
+__all__ = [
+    "FILES_SHA256_TAG",
+    "INPUT_EXAMPLE_ROWS",
+    "MODEL_CODE",
+    "ModelVerificationError",
+    "UntrustedTypeError",
+    "UnverifiableModelError",
+    "digests_tag",
+    "download_verified_model",
+    "dump_pickle",
+    "file_digests",
+    "load_verified_model",
+    "logged_model_for_uri",
+    "recorded_digests",
+    "save_pyfunc_model",
+    "training_signature",
+    "trusted_types",
+    "verify_model_files",
+    "write_model_artifacts",
+]
 
 MODEL_CODE = Path(__file__).with_name("pyfunc_model.py")
 INPUT_EXAMPLE_ROWS = 5
-# Tag on the LoggedModel (so in the tracking store, not the artifact store): JSON object mapping
-# each file of the model directory (POSIX path relative to it) to its sha256.
-FILES_SHA256_TAG = "model.files_sha256"
-MAX_TAG_VALUE_CHARS = 8000  # MLflow's limit on a tag value
 
 
 class UntrustedTypeError(ValueError):
     """A skops file of the model would need a type that the model's loader does not trust."""
-
-
-class ModelVerificationError(Exception):
-    """A model's files do not match what was recorded when it was logged, or nothing was recorded."""
-
-
-class UnverifiableModelError(ModelVerificationError):
-    """The model has no recorded file hashes: logged before they were recorded, or not by us."""
 
 
 @lru_cache(maxsize=1)
@@ -172,136 +193,6 @@ def save_pyfunc_model(
         pip_requirements=list(model_requirements()),
         mlflow_model=mlflow_model,
     )
-
-
-# --- file hashes -----------------------------------------------------------------------------
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
-def file_digests(root: Path) -> dict[str, str]:
-    """sha256 of every file under ``root``, keyed by POSIX path relative to it."""
-    return {p.relative_to(root).as_posix(): _sha256(p) for p in sorted(root.rglob("*")) if p.is_file()}
-
-
-def digests_tag(root: Path) -> dict[str, str]:
-    """The LoggedModel tag recording ``file_digests(root)``."""
-    value = json.dumps(file_digests(root), sort_keys=True, separators=(",", ":"))
-    if len(value) > MAX_TAG_VALUE_CHARS:
-        raise ValueError(f"{root} has too many files to record their sha256 in one tag ({len(value)} chars)")
-    return {FILES_SHA256_TAG: value}
-
-
-# Files that MLflow's own clients write into a model folder and that no MLflow loader reads. An
-# added file is tolerated only if it is named here (at the model's root); every other added file
-# is refused, because a loader may read it (``pyfunc.load_model`` reads MLmodel, requirements.txt,
-# the python_model code file, every path under ``artifacts``, the input example, and puts a
-# ``code/`` folder on sys.path). Taken from MLflow 3.17's source:
-# - ``registered_model_meta``: ``ModelsArtifactRepository.download_artifacts``
-#   (mlflow/store/artifact/models_artifact_repo.py) writes the registered name and version into
-#   the downloaded folder whenever a ``models:/<name>/<version>`` or ``models:/<name>@<alias>``
-#   URI is loaded, which on a local artifact store is the stored folder itself. Nothing in MLflow
-#   reads it back (only that module names the file).
-MLFLOW_WRITTEN_FILES = frozenset({"registered_model_meta"})
-
-
-def verify_model_files(root: Path, expected: dict[str, str]) -> None:
-    """Raise ModelVerificationError naming every changed, added or missing file.
-
-    Files in ``MLFLOW_WRITTEN_FILES`` that were not recorded are ignored: MLflow's clients add
-    them and its loaders never read them."""
-    actual = {
-        name: digest
-        for name, digest in file_digests(root).items()
-        if name in expected or name not in MLFLOW_WRITTEN_FILES
-    }
-    problems = [
-        f"{name}: recorded sha256 {expected.get(name, 'none (file added)')}, "
-        f"found {actual.get(name, 'none (file missing)')}"
-        for name in sorted(expected.keys() | actual.keys())
-        if expected.get(name) != actual.get(name)
-    ]
-    if problems:
-        raise ModelVerificationError(
-            "Refusing to load the model: its files differ from those recorded when it was logged: "
-            + "; ".join(problems)
-        )
-
-
-def _model_id_of_version(version: ModelVersion) -> str | None:
-    # The SQL registry store does not keep ModelVersion.model_id (it reads back None): our
-    # versions carry it as the ``model.id`` tag (their source is the model's artifact location);
-    # a version registered by others from a LoggedModel has ``source`` ``models:/<model id>``.
-    if version.model_id:
-        return version.model_id
-    if version.tags.get(tags.MODEL_ID):
-        return version.tags[tags.MODEL_ID]
-    ref = (version.source or "").removeprefix("models:/")
-    is_model_id = version.source.startswith("models:/") and ref and not set("/@") & set(ref)
-    return ref if is_model_id else None
-
-
-def logged_model_for_uri(client: MlflowClient, model_uri: str) -> LoggedModel | None:
-    """The LoggedModel behind ``models:/<model id>``, ``models:/<name>/<version>`` or
-    ``models:/<name>@<alias>``; None for other URIs and versions not made from a LoggedModel."""
-    if not model_uri.startswith("models:/"):
-        return None
-    ref = model_uri.removeprefix("models:/").strip("/")
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
-        model_id = _model_id_of_version(client.get_model_version_by_alias(name, alias))
-    elif "/" in ref:
-        name, version = ref.split("/", 1)
-        model_id = _model_id_of_version(client.get_model_version(name, version))
-    else:
-        model_id = ref
-    return client.get_logged_model(model_id) if model_id else None
-
-
-def recorded_digests(client: MlflowClient, model_uri: str) -> tuple[LoggedModel, dict[str, str]]:
-    """The LoggedModel and the file hashes recorded for it; UnverifiableModelError if none are."""
-    logged = logged_model_for_uri(client, model_uri)
-    recorded = logged.tags.get(FILES_SHA256_TAG) if logged is not None else None
-    if logged is None or not recorded:
-        raise UnverifiableModelError(
-            f"{model_uri} has no recorded file hashes (LoggedModel tag {FILES_SHA256_TAG}): it was logged "
-            "before experiments_dagster recorded them, or not by experiments_dagster, so its files (the "
-            "code it runs at load included) cannot be checked. Log it again (re-materialize final_model)."
-        )
-    return logged, json.loads(recorded)
-
-
-def load_verified_model(
-    client: MlflowClient, model_uri: str, *, suppress_warnings: bool = False
-) -> mlflow.pyfunc.PyFuncModel:
-    """Download the model, check every file's sha256 against the tag recorded at log time, then
-    load the checked local copy with ``mlflow.pyfunc.load_model``.
-
-    A changed, added or missing file raises ModelVerificationError naming it with both hashes;
-    a model without recorded hashes raises UnverifiableModelError. ``suppress_warnings`` is
-    passed to ``load_model``: True skips MLflow's requirement-mismatch warning.
-    """
-    with tempfile.TemporaryDirectory() as tmp:
-        local = download_verified_model(client, model_uri, Path(tmp))
-        # The loaded model holds everything in memory (load_context reads every artifact; MLflow
-        # reads the input example eagerly), so the verified copy can go afterwards.
-        return mlflow.pyfunc.load_model(str(local), suppress_warnings=suppress_warnings)
-
-
-def download_verified_model(client: MlflowClient, model_uri: str, dst: Path) -> Path:
-    """Download the model's folder into ``dst`` and check every file's sha256 against the tag
-    recorded at log time; return the checked local folder (what ``load_verified_model`` loads
-    and ``experiments-dagster serve`` serves)."""
-    logged, expected = recorded_digests(client, model_uri)
-    local = mlflow.artifacts.download_artifacts(
-        artifact_uri=logged.artifact_location, dst_path=str(dst), tracking_uri=client.tracking_uri
-    )
-    verify_model_files(Path(local), expected)
-    return Path(local)
 
 
 def dump_pickle(pipeline: Pipeline, path: Path) -> str:

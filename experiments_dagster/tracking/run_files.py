@@ -108,11 +108,13 @@ class RunFiles:
         """Log the pipeline as an MLflow LoggedModel linked to the run; return its model id.
 
         Before the files are uploaded, the sha256 of each is recorded as the LoggedModel's
-        ``model.files_sha256`` tag, in the tracking store, where ``model_io.load_verified_model``
+        ``model.files_sha256`` tag, in the tracking store, where ``model_digests.load_verified_model``
         checks them. ``schema_frames`` (the training frames) give the signature's inputs. Any failure (a type the loader would not trust included) marks the model
         FAILED, never READY.
         """
-        from experiments_dagster.tracking.model_io import digests_tag, save_pyfunc_model  # only when logging
+        # Imported only when logging a model.
+        from experiments_dagster.tracking.model_digests import digests_tag
+        from experiments_dagster.tracking.model_io import save_pyfunc_model
 
         run = self.client.get_run(run_id)
         model = self.client.create_logged_model(

@@ -25,7 +25,6 @@ from upath import UPath
 from experiments_dagster.core.errors import ExperimentInputError
 from experiments_dagster.core.paths import PROJECT_ROOT
 from experiments_dagster.core.signing import KEY_ENV, verified_payload
-from experiments_dagster.defs import io_manager as io_module
 from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.definitions import ASSETS, defs
 from experiments_dagster.defs.io_manager import (
@@ -38,6 +37,7 @@ from experiments_dagster.defs.io_manager import (
 )
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
+from experiments_dagster.defs.value_store import dump
 from experiments_dagster_tests.s3server import S3Server, WeedNotFoundError, start_s3_server
 
 KEY = "small/v1"  # a dataset-version key: the "/" makes a subfolder, as in fs_io_manager
@@ -152,7 +152,7 @@ def read_pickle(path: Path, base: Path):
 def signed_pickle(obj: object, name: str) -> bytes:
     """What the IO manager stores for ``obj`` at ``name`` (a rewrite by another process of ours)."""
     out = io.BytesIO()
-    io_module.dump(obj, out, TEST_KEY, name)
+    dump(obj, out, TEST_KEY, name)
     return out.getvalue()
 
 

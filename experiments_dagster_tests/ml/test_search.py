@@ -15,13 +15,12 @@ from experiments_dagster.core.locks import NamedLock
 from experiments_dagster.core.spec import ParamSpace
 from experiments_dagster.ml.search import (
     MAX_FAILED_IN_A_ROW,
-    SearchSettings,
     claim_next_trial,
     failed_in_a_row,
-    open_study,
     run_search,
     run_trials,
 )
+from experiments_dagster.ml.search_study import SearchSettings, open_study
 
 SPACE = {
     "max_depth": {"type": "int", "low": 2, "high": 5},

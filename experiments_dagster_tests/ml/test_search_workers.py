@@ -24,12 +24,12 @@ from experiments_dagster.core.locks import NamedLock
 from experiments_dagster.core.spec import ParamSpace
 from experiments_dagster.experiment.search import log_trial
 from experiments_dagster.experiment.values import RunRef
-from experiments_dagster.ml.search import (
+from experiments_dagster.ml.search import search_worker
+from experiments_dagster.ml.search_study import (
     SLOT_ATTR,
     WORKER_ATTR,
     SearchSettings,
     open_study,
-    search_worker,
     study_outcome,
 )
 from experiments_dagster.tracking.liveness import process_tags, worker_id

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from devstack.local import LocalStack
-from experiments_dagster.ml.search import WORKER_ATTR
+from experiments_dagster.ml.search_study import WORKER_ATTR
 from experiments_dagster_tests.stack.conftest import (
     client_for,
     copy_dataset,

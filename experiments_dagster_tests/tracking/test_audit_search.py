@@ -9,7 +9,7 @@ from mlflow import MlflowClient
 
 from experiments_dagster.experiment.search import HISTORY_PLOT, TRIALS_TABLE, log_trial
 from experiments_dagster.experiment.values import RunRef
-from experiments_dagster.ml.search import TrialResult
+from experiments_dagster.ml.search_study import TrialResult
 from experiments_dagster.tracking.audit import Auditor
 from experiments_dagster.tracking.store import Tracker
 
