@@ -2,7 +2,8 @@
 
 Services, in start order: ``postgres``, ``redis``, ``s3``, ``mlflow``, ``celery-worker-1`` ..
 ``celery-worker-N`` (N is ``$EXPERIMENTS_WORKERS``, default 2), ``dagster-daemon`` and
-``dagster-webserver``.
+``dagster-webserver``. A start that fails stops, by PID, every service that start had started, and
+says what failed and what it stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from devstack.settings import (
     CORE_SERVICES,
     DAGSTER_SERVICES,
     DATABASES,
+    StackError,
     workers_from_env,
 )
 from experiments_dagster.core.paths import PROJECT_ROOT
@@ -76,7 +78,8 @@ class LocalStack(DagsterServices, RedisBroker, S3Store, MlflowServer):
 
     def _start_missing(self, running: dict[str, int | None], out) -> None:
         """Start the services not running, in order (the daemon's code location connects to the others
-        at load)."""
+        at load); if one fails, stop the ones started here and raise a StackError saying so."""
+        started: list[tuple[str, int | None]] = []
         for service in self.services():
             if running[service]:
                 out(f"  {service:<18} already running (pid {running[service]})")
@@ -84,7 +87,11 @@ class LocalStack(DagsterServices, RedisBroker, S3Store, MlflowServer):
             if service.startswith("celery-worker-") and int(service.rsplit("-", 1)[1]) > self.workers:
                 continue  # recorded by an earlier, larger N and no longer running
             began = time.monotonic()
-            self._start(service)
+            try:
+                self._start(service)
+            except Exception as exc:
+                raise StackError(self._undo_start(service, started, exc)) from exc
+            started.append((service, self.pid(service)))
             out(f"  {service:<18} started (pid {self.pid(service)}, {time.monotonic() - began:.1f} s)")
 
     def _start(self, service: str) -> None:
@@ -100,6 +107,19 @@ class LocalStack(DagsterServices, RedisBroker, S3Store, MlflowServer):
             starters[service]()
         else:
             self.start_worker(service)
+
+    def _undo_start(self, failed: str, started: list[tuple[str, int | None]], exc: Exception) -> str:
+        """Stop ``failed`` (if it still runs) and what this start had started, newest first; the message."""
+        failed_pid = self.pid(failed)  # spawned but not ready in time: still running
+        if self.stop(failed):
+            started = [*started, (failed, failed_pid)]
+        for service, _ in reversed(started):
+            self.stop(service)
+        stopped = ", ".join(f"{service} (pid {pid})" for service, pid in started) or "nothing"
+        return (
+            f"{failed} failed to start, so the stack is not up; stopped what this start had started: "
+            f"{stopped}.\n{failed}: {exc}"
+        )
 
     def print_urls(self, out=print) -> None:
         urls = self.urls()
