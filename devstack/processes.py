@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from devstack.settings import Settings, StackError, load_settings, write_settings
+from devstack.settings import Settings, StackError, load_settings
 from experiments_dagster.tracking.liveness import process_start
 
 READY_TIMEOUT_S = 120.0
@@ -39,9 +39,6 @@ class ServiceFolder:
         if self._settings is None:
             self._settings = load_settings(self.credentials_path, self.preferred_ports)
         return self._settings
-
-    def _write_settings(self, settings: Settings) -> None:
-        write_settings(self.credentials_path, settings)
 
     def pid_path(self, service: str) -> Path:
         return self.root / "pids" / f"{service}.pid"
