@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from devstack.local import LocalStack, StackError
+from devstack.settings import StackError
+from devstack.stack import LocalStack
 from experiments_dagster.core.paths import PROJECT_ROOT
 
 STACK_DIR_ENV = "EXPERIMENTS_STACK_DIR"

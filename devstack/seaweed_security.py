@@ -38,44 +38,71 @@ def write_private(path: Path, data: bytes) -> None:
 
 def write_certificates(folder: Path) -> dict[str, Path]:
     """A new CA and one certificate (server and client use) signed by it: ca, cert, key paths."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
     folder.mkdir(parents=True, exist_ok=True)
     now = datetime.datetime.now(datetime.UTC)
-    start, end = now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=CERT_DAYS)
-
-    def name(common: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
+    valid = (now - datetime.timedelta(minutes=5), now + datetime.timedelta(days=CERT_DAYS))
     ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
+    ca = _authority_certificate(ca_key, valid)
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = _service_certificate(ca, ca_key, key.public_key(), valid)
+    pem = serialization.Encoding.PEM
+    paths = {"ca": folder / "ca.crt", "cert": folder / "seaweedfs.crt", "key": folder / "seaweedfs.key"}
+    write_private(paths["ca"], ca.public_bytes(pem))
+    write_private(paths["cert"], cert.public_bytes(pem))
+    write_private(
+        paths["key"],
+        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
+    )
+    return paths
+
+
+def _name(common: str):
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def _authority_certificate(ca_key, valid: tuple[datetime.datetime, datetime.datetime]):
+    """The self-signed certificate authority: signs certificates only (no path below it)."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+
+    return (
         x509.CertificateBuilder()
-        .subject_name(name("experiments-dagster seaweedfs CA"))
-        .issuer_name(name("experiments-dagster seaweedfs CA"))
+        .subject_name(_name("experiments-dagster seaweedfs CA"))
+        .issuer_name(_name("experiments-dagster seaweedfs CA"))
         .public_key(ca_key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
         .add_extension(
             x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
         )
         .sign(ca_key, hashes.SHA256())
     )
-    key = ec.generate_private_key(ec.SECP256R1())
+
+
+def _service_certificate(ca, ca_key, public_key, valid: tuple[datetime.datetime, datetime.datetime]):
+    """The certificate every SeaweedFS component serves and presents as a client, for 127.0.0.1."""
     import ipaddress
 
-    cert = (
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+
+    return (
         x509.CertificateBuilder()
-        .subject_name(name("experiments-dagster seaweedfs"))
+        .subject_name(_name("experiments-dagster seaweedfs"))
         .issuer_name(ca.subject)
-        .public_key(key.public_key())
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(start)
-        .not_valid_after(end)
+        .not_valid_before(valid[0])
+        .not_valid_after(valid[1])
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
@@ -89,15 +116,6 @@ def write_certificates(folder: Path) -> dict[str, Path]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    pem = serialization.Encoding.PEM
-    paths = {"ca": folder / "ca.crt", "cert": folder / "seaweedfs.crt", "key": folder / "seaweedfs.key"}
-    write_private(paths["ca"], ca.public_bytes(pem))
-    write_private(paths["cert"], cert.public_bytes(pem))
-    write_private(
-        paths["key"],
-        key.private_bytes(pem, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()),
-    )
-    return paths
 
 
 def write_security_config(root: Path) -> Path:
