@@ -151,8 +151,8 @@ def success_row(partition_key: str, result: Any) -> Row:
 
 def failure_row(session: Session, partition_key: str, result: Any) -> Row:
     """A failed run's row (the failed step and its error); its MLflow runs are closed if the server answers."""
-    from experiments_dagster.defs.lifecycle import step_failure
     from experiments_dagster.defs.outcomes import sweep
+    from experiments_dagster.defs.reconciliation import step_failure
     from experiments_dagster.tracking.server import server_problem
 
     tracker = session.tracker
