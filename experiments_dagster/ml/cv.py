@@ -175,73 +175,114 @@ def cross_validate_and_refit(
     """
     began = time.perf_counter()
     indices = cv_fold_indices(X, y, task, folds, cv_seed)
-    n = len(indices)
-    jobs = n + 1 if refit else n  # job n, when there, is the refit
-    workers = max(1, min(workers, jobs))
     threaded = isinstance(
         build_estimator(model, task, hyperparameters, model_seed).get_params().get("n_jobs"), int
     )
-    stop = threading.Event()
-    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cv-fold")
-    running: dict[cf.Future[Any], int] = {}
-    results: dict[int, Any] = {}
-    tail = jobs - jobs % workers  # jobs from here on are the last, partial round
-    opening: int | None = None  # a fold started (on_start returned) but not yet handed to the pool
-    try:
-        while len(results) < jobs:
-            while len(results) + len(running) < jobs and len(running) < workers:
-                i = len(results) + len(running)
-                if i >= tail and running and threaded:
-                    break  # the last, partial round waits for the CPUs, then shares all of them
-                fits_at_once = workers if i < tail else jobs - tail
-                if i == n:
-                    running[
-                        pool.submit(
-                            refit_all, X, y, task, model, hyperparameters, model_seed, fits_at_once, stop
-                        )
-                    ] = i
-                    continue
-                if on_start:
-                    on_start(i)
-                opening = i
-                running[
-                    pool.submit(
-                        fit_fold,
-                        i,
-                        X,
-                        y,
-                        indices[i],
-                        task,
-                        model,
-                        hyperparameters,
-                        model_seed,
-                        positive_class,
-                        metric_names,
-                        fits_at_once,
-                        stop,
-                    )
-                ] = i
-                opening = None
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for future in sorted(done, key=running.__getitem__):
-                i = running.pop(future)
-                error = future.exception()
-                if error is not None:
-                    if on_error and i < n:
-                        on_error(i, error)
-                    raise error
-                results[i] = future.result()
-                if on_done and i < n:
-                    on_done(results[i])
-    except BaseException as exc:
-        stop.set()
-        # Returns at once: only fits already running remain, and those are not waited for.
-        pool.shutdown(wait=False, cancel_futures=True)
-        folds_running = {f: i for f, i in running.items() if i < n}
-        _settle(folds_running, opening, exc, on_done, on_error, on_abandon)
-        raise
-    pool.shutdown()
+
+    def fold_job(i: int, fits_at_once: int, stop: threading.Event) -> FoldResult:
+        return fit_fold(
+            i, X, y, indices[i], task, model, hyperparameters, model_seed,
+            positive_class, metric_names, fits_at_once, stop,
+        )  # fmt: skip
+
+    def refit_job(fits_at_once: int, stop: threading.Event) -> Refit:
+        return refit_all(X, y, task, model, hyperparameters, model_seed, fits_at_once, stop)
+
+    callbacks = FoldCallbacks(on_start, on_done, on_error, on_abandon)
+    pool = FoldPool(len(indices), fold_job, refit_job if refit else None, workers, threaded, callbacks)
+    results = pool.run()
+    n = len(indices)
     return CrossValidation([results[i] for i in range(n)], results.get(n), time.perf_counter() - began)
+
+
+@dataclass(frozen=True)
+class FoldCallbacks:
+    """``cross_validate_and_refit``'s callbacks, for folds only, run on the calling thread."""
+
+    on_start: Callable[[int], None] | None = None
+    on_done: Callable[[FoldResult], None] | None = None
+    on_error: Callable[[int, BaseException], None] | None = None
+    on_abandon: Callable[[int, BaseException], None] | None = None
+
+
+class FoldPool:
+    """The folds (jobs ``0..n-1``) and the refit (job ``n``, if any) on ``workers`` threads, in order.
+
+    While several fits run, each gets its share of the usable CPUs; the last, partial round of a
+    threaded estimator starts when the CPUs are free and shares all of them."""
+
+    def __init__(
+        self,
+        n: int,
+        fold_job: Callable[[int, int, threading.Event], FoldResult],
+        refit_job: Callable[[int, threading.Event], Refit] | None,
+        workers: int,
+        threaded: bool,
+        callbacks: FoldCallbacks,
+    ) -> None:
+        self.n, self.fold_job, self.refit_job, self.callbacks = n, fold_job, refit_job, callbacks
+        self.jobs = n + 1 if refit_job else n  # job n, when there, is the refit
+        self.workers = max(1, min(workers, self.jobs))
+        self.threaded = threaded
+        self.tail = self.jobs - self.jobs % self.workers  # jobs from here on are the last, partial round
+        self.stop = threading.Event()
+        self.running: dict[cf.Future[Any], int] = {}
+        self.results: dict[int, Any] = {}
+        self.opening: int | None = None  # a fold started (on_start returned) but not yet handed to the pool
+
+    def run(self) -> dict[int, Any]:
+        """Every job's result by job number; after an error or an interrupt, ``abandon`` and raise."""
+        self.pool = cf.ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="cv-fold")
+        try:
+            while len(self.results) < self.jobs:
+                self.start_jobs()
+                self.collect_finished()
+        except BaseException as exc:
+            self.abandon(exc)
+            raise
+        self.pool.shutdown()
+        return self.results
+
+    def start_jobs(self) -> None:
+        """Start the next jobs while a worker is free (the last, partial round waits, see above)."""
+        while len(self.results) + len(self.running) < self.jobs and len(self.running) < self.workers:
+            i = len(self.results) + len(self.running)
+            if i >= self.tail and self.running and self.threaded:
+                break  # the last, partial round waits for the CPUs, then shares all of them
+            fits_at_once = self.workers if i < self.tail else self.jobs - self.tail
+            if i == self.n:
+                assert self.refit_job is not None
+                self.running[self.pool.submit(self.refit_job, fits_at_once, self.stop)] = i
+                continue
+            if self.callbacks.on_start:
+                self.callbacks.on_start(i)
+            self.opening = i
+            self.running[self.pool.submit(self.fold_job, i, fits_at_once, self.stop)] = i
+            self.opening = None
+
+    def collect_finished(self) -> None:
+        """Wait for a job to finish; record the finished ones in job order, raise the first error."""
+        done, _ = cf.wait(self.running, return_when=cf.FIRST_COMPLETED)
+        on_done, on_error = self.callbacks.on_done, self.callbacks.on_error
+        for future in sorted(done, key=self.running.__getitem__):
+            i = self.running.pop(future)
+            error = future.exception()
+            if error is not None:
+                if on_error and i < self.n:
+                    on_error(i, error)
+                raise error
+            self.results[i] = future.result()
+            if on_done and i < self.n:
+                on_done(self.results[i])
+
+    def abandon(self, exc: BaseException) -> None:
+        """Stop: nothing new starts, running fits are not waited for, every started fold is reported."""
+        self.stop.set()
+        # Returns at once: only fits already running remain, and those are not waited for.
+        self.pool.shutdown(wait=False, cancel_futures=True)
+        folds_running = {f: i for f, i in self.running.items() if i < self.n}
+        c = self.callbacks
+        _settle(folds_running, self.opening, exc, c.on_done, c.on_error, c.on_abandon)
 
 
 def _settle(
