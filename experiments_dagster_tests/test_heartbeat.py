@@ -20,7 +20,7 @@ from experiments_dagster.defs.heartbeat import (
     first_beat,
     run_worker,
 )
-from experiments_dagster.defs.lifecycle import reconcile_runs
+from experiments_dagster.defs.reconciliation import reconcile_runs
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.liveness import process_start
 

@@ -38,6 +38,16 @@ def report_reconciled(done: Sequence[Any], when: str) -> None:
         )
 
 
+def add_parser(sub: Any) -> None:
+    """Add ``audit --experiment E [--run-id R] [--json] [--tracking-uri URI]``."""
+    p = sub.add_parser("audit", help="audit MLflow runs against the logging standard")
+    p.add_argument("--experiment", required=True, help="MLflow experiment name")
+    p.add_argument("--run-id", help="audit only this run (default: every top-level run)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of tables")
+    p.add_argument("--tracking-uri", help="MLflow store (default: $MLFLOW_TRACKING_URI or the embedded one)")
+    p.set_defaults(func=cmd_audit)
+
+
 def cmd_audit(args: argparse.Namespace) -> int:
     """Audit runs of an experiment against the logging standard: 0 complete, 1 incomplete, 2 error."""
     import json

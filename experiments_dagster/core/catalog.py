@@ -168,79 +168,63 @@ def scan_versions(data_dir: Path) -> Scan:
     for folder in sorted(root.iterdir(), key=lambda p: p.name):
         if folder.name in IGNORED_TOP_LEVEL or not folder.is_dir() or not (folder / SPEC_FILE).is_file():
             continue
-        problem = name_problem(folder.name)
-        if problem:
-            scan.refused.append(
-                Refusal(
-                    folder,
-                    folder.name,
-                    (f"dataset folder {folder.name!r} skipped: {problem}; {NAME_RULE}: rename it"),
-                )
-            )
+        reason = folder_refusal(folder, root)
+        if reason:
+            scan.refused.append(Refusal(folder, folder.name, reason))
             continue
-        if folder.resolve().parent != root:
-            scan.refused.append(
-                Refusal(
-                    folder,
-                    folder.name,
-                    (
-                        f"dataset folder {folder.name!r} skipped: it resolves outside {root} (to "
-                        f"{folder.resolve()}); copy the data into the data directory instead of linking it"
-                    ),
-                )
-            )
-            continue
-        seen: set[str] = set()
-        for path in sorted(folder.iterdir(), key=lambda p: p.name):
-            if path.suffix not in SUPPORTED_SUFFIXES:
-                continue
-            problem = name_problem(path.stem)
-            if problem:
-                shown = (
-                    path.name
-                    if len(path.name) <= 2 * MAX_NAME_LENGTH
-                    else f"{path.name[:MAX_NAME_LENGTH]}..."
-                )
-                scan.refused.append(
-                    Refusal(
-                        path,
-                        folder.name,
-                        (f"version file {folder.name}/{shown!r} skipped: {problem}; {NAME_RULE}: rename it"),
-                    )
-                )
-                continue
-            if _escapes(path, root):
-                scan.refused.append(
-                    Refusal(
-                        path,
-                        folder.name,
-                        (
-                            f"version file {folder.name}/{path.name} skipped: it resolves outside {root} (to "
-                            f"{path.resolve()}); copy the data into {folder} instead of linking it"
-                        ),
-                    )
-                )
-                continue
-            if not path.is_file():
-                continue  # a folder named like a file
-            if path.stem in seen:  # v1.csv sorts before v1.parquet: neither is used
-                scan.files = [
-                    f for f in scan.files if f.version.path.parent != folder or f.version.version != path.stem
-                ]
-                scan.refused.append(
-                    Refusal(
-                        path,
-                        folder.name,
-                        (f"version {folder.name}/{path.stem} has both .csv and .parquet files; keep one"),
-                    )
-                )
-                continue
-            seen.add(path.stem)
-            st = path.stat()
-            scan.files.append(
-                FileState(DatasetVersion(folder.name, path.stem, path), st.st_size, st.st_mtime_ns)
-            )
+        scan_folder(scan, folder, root)
     return scan
+
+
+def folder_refusal(folder: Path, root: Path) -> str | None:
+    """Why a dataset folder is skipped (an unsafe name, a link out of ``root``), or None."""
+    problem = name_problem(folder.name)
+    if problem:
+        return f"dataset folder {folder.name!r} skipped: {problem}; {NAME_RULE}: rename it"
+    if folder.resolve().parent != root:
+        return (
+            f"dataset folder {folder.name!r} skipped: it resolves outside {root} (to "
+            f"{folder.resolve()}); copy the data into the data directory instead of linking it"
+        )
+    return None
+
+
+def scan_folder(scan: Scan, folder: Path, root: Path) -> None:
+    """Add a dataset folder's version files to ``scan``, and its refused entries."""
+    seen: set[str] = set()
+    for path in sorted(folder.iterdir(), key=lambda p: p.name):
+        if path.suffix not in SUPPORTED_SUFFIXES:
+            continue
+        reason = version_file_refusal(folder, path, root)
+        if reason:
+            scan.refused.append(Refusal(path, folder.name, reason))
+            continue
+        if not path.is_file():
+            continue  # a folder named like a file
+        if path.stem in seen:  # v1.csv sorts before v1.parquet: neither is used
+            scan.files = [
+                f for f in scan.files if f.version.path.parent != folder or f.version.version != path.stem
+            ]
+            reason = f"version {folder.name}/{path.stem} has both .csv and .parquet files; keep one"
+            scan.refused.append(Refusal(path, folder.name, reason))
+            continue
+        seen.add(path.stem)
+        st = path.stat()
+        scan.files.append(FileState(DatasetVersion(folder.name, path.stem, path), st.st_size, st.st_mtime_ns))
+
+
+def version_file_refusal(folder: Path, path: Path, root: Path) -> str | None:
+    """Why a version file is skipped (an unsafe name, a link out of ``root``), or None."""
+    problem = name_problem(path.stem)
+    if problem:
+        shown = path.name if len(path.name) <= 2 * MAX_NAME_LENGTH else f"{path.name[:MAX_NAME_LENGTH]}..."
+        return f"version file {folder.name}/{shown!r} skipped: {problem}; {NAME_RULE}: rename it"
+    if _escapes(path, root):
+        return (
+            f"version file {folder.name}/{path.name} skipped: it resolves outside {root} (to "
+            f"{path.resolve()}); copy the data into {folder} instead of linking it"
+        )
+    return None
 
 
 def discover_versions(data_dir: Path) -> list[DatasetVersion]:

@@ -14,11 +14,12 @@ from experiments_dagster.defs import (
     training_assets,
 )
 from experiments_dagster.defs.checks import LOGGING_CHECKS
+from experiments_dagster.defs.cleanup_job import failed_run_cleanup_job
 from experiments_dagster.defs.console import experiment_console_logger
 from experiments_dagster.defs.io_manager import ExperimentIOManager
 from experiments_dagster.defs.jobs import experiment_job
-from experiments_dagster.defs.lifecycle import failed_run_cleanup_job, mlflow_run_reconciler
 from experiments_dagster.defs.outcomes import mlflow_parent_outcome
+from experiments_dagster.defs.reconciler_sensor import mlflow_run_reconciler
 from experiments_dagster.defs.reproduce_job import build_reproduce_job
 from experiments_dagster.defs.resources import Coordination, ExperimentData, MlflowTracking
 from experiments_dagster.defs.sensors import dataset_version_sensor

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from experiments_dagster.defs.lifecycle import Reconciled, reconcile_runs, step_failure
+from experiments_dagster.defs.reconciliation import Reconciled, reconcile_runs, step_failure
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.run_lookup import runs_matching

@@ -5,7 +5,7 @@ from typing import Any
 
 import dagster as dg
 
-from experiments_dagster.defs.lifecycle import mlflow_runs_failed
+from experiments_dagster.defs.failure_hook import mlflow_runs_failed
 from experiments_dagster.defs.metadata import (
     metrics_metadata,
     plots_markdown,

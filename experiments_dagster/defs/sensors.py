@@ -123,38 +123,7 @@ def evaluate_versions(
     state["rejected"] = {str(refusal.path): 1 for refusal in scan.refused}
     files = [f for f in scan.files if f.size > 0]  # an empty file is still being created
     registered = set(context.instance.get_dynamic_partitions(DATASET_VERSIONS))
-    requests, new_keys, events = [], [], []
-    pending: dict[str, list[int]] = {}
-    for f in files:
-        key = f.version.partition_key
-        trained = state["trained"].get(key)
-        if trained is None and key in registered:
-            state["trained"][key] = trained = f.stamp  # trained before this sensor saw it
-        if trained is not None:
-            if trained != f.stamp and key not in state["changed"]:
-                message = (
-                    f"{f.version.path} changed after version {key} was trained (size/mtime "
-                    f"{trained} -> {f.stamp}): that version is out of date. The sensor does not "
-                    "retrain it under the same name: `experiments-dagster run` trains a new attempt "
-                    "of it, or save the new data as a new version file."
-                )
-                context.log.error(message)
-                events.append(
-                    dg.AssetObservation(
-                        asset_key="raw_data", partition=key, metadata={"changed_after_training": message}
-                    )
-                )
-                state["changed"][key] = f.stamp
-            elif trained == f.stamp:
-                state["changed"].pop(key, None)
-            continue
-        if state["pending"].get(key) == f.stamp:
-            requests.append(dg.RunRequest(partition_key=key, run_key=key, run_config=CONSOLE_RUN_CONFIG))
-            new_keys.append(key)
-            state["trained"][key] = f.stamp
-        else:
-            pending[key] = f.stamp  # first sight, or still being written
-    state["pending"] = pending
+    requests, new_keys, events = _version_changes(context, state, files, registered)
     retrains, spec_events = _spec_changes(context, state, files, retrain_on_change)
     requests += [r for r in retrains if r.partition_key not in new_keys]
     events += spec_events
@@ -165,6 +134,55 @@ def evaluate_versions(
         asset_events=events,
         cursor=json.dumps(state, sort_keys=True),
     )
+
+
+def _version_changes(
+    context: dg.SensorEvaluationContext, state: dict[str, Any], files: list[FileState], registered: set[str]
+) -> tuple[list[dg.RunRequest], list[str], list[dg.AssetObservation]]:
+    """Runs of the new versions whose file stood still since the last tick (and their partition
+    keys); reports of trained versions whose file changed. Updates the cursor's ``state``."""
+    requests, new_keys, events = [], [], []
+    pending: dict[str, list[int]] = {}
+    for f in files:
+        key = f.version.partition_key
+        trained = state["trained"].get(key)
+        if trained is None and key in registered:
+            state["trained"][key] = trained = f.stamp  # trained before this sensor saw it
+        if trained is not None:
+            events += _changed_after_training(context, state, f, trained)
+            continue
+        if state["pending"].get(key) == f.stamp:
+            requests.append(dg.RunRequest(partition_key=key, run_key=key, run_config=CONSOLE_RUN_CONFIG))
+            new_keys.append(key)
+            state["trained"][key] = f.stamp
+        else:
+            pending[key] = f.stamp  # first sight, or still being written
+    state["pending"] = pending
+    return requests, new_keys, events
+
+
+def _changed_after_training(
+    context: dg.SensorEvaluationContext, state: dict[str, Any], f: FileState, trained: list[int]
+) -> list[dg.AssetObservation]:
+    """A trained version whose file's size/mtime moved is reported once (an observation of
+    ``raw_data``); back to its trained stamp, it may be reported again."""
+    key = f.version.partition_key
+    if trained == f.stamp:
+        state["changed"].pop(key, None)
+        return []
+    if key in state["changed"]:
+        return []
+    message = (
+        f"{f.version.path} changed after version {key} was trained (size/mtime "
+        f"{trained} -> {f.stamp}): that version is out of date. The sensor does not "
+        "retrain it under the same name: `experiments-dagster run` trains a new attempt "
+        "of it, or save the new data as a new version file."
+    )
+    context.log.error(message)
+    state["changed"][key] = f.stamp
+    return [
+        dg.AssetObservation(asset_key="raw_data", partition=key, metadata={"changed_after_training": message})
+    ]
 
 
 @dg.sensor(

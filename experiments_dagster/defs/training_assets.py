@@ -10,8 +10,8 @@ from experiments_dagster.core.spec import resolve_spec
 from experiments_dagster.core.versioning import config_hash, experiment_key
 from experiments_dagster.defs import search_ops
 from experiments_dagster.defs.config import ExperimentConfig
+from experiments_dagster.defs.failure_hook import mlflow_runs_failed
 from experiments_dagster.defs.failures import input_errors_as_failures
-from experiments_dagster.defs.lifecycle import mlflow_runs_failed
 from experiments_dagster.defs.metadata import (
     frame_markdown,
     metrics_metadata,

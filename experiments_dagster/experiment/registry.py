@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +11,14 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sklearn.dummy import DummyClassifier, DummyRegressor
 
-from experiments_dagster.core.spec import DEFAULT_SEARCH_METRIC, LOWER_IS_BETTER
+from experiments_dagster.core.spec import DEFAULT_SEARCH_METRIC
+from experiments_dagster.experiment.promotion import (
+    Decision,
+    Evidence,
+    champion_needed,
+    incomplete_decision,
+    promotion_rule,
+)
 from experiments_dagster.experiment.values import Splits
 from experiments_dagster.ml.metrics import Predictions, task_metrics
 from experiments_dagster.tracking.audit import Auditor
@@ -40,24 +47,6 @@ def register_challenger(tracker: Tracker, name: str, model_id: str, run_id: str,
     )
     client.set_registered_model_alias(name, CHALLENGER, version.version)
     return str(version.version)
-
-
-@dataclass(frozen=True)
-class Decision:
-    """Whether the challenger became champion, and the evidence."""
-
-    promoted: bool
-    reason: str
-    model_name: str
-    challenger_version: str
-    champion_version: str | None
-    metric: str
-    challenger_score: float | None = None
-    champion_score: float | None = None
-    baseline_score: float | None = None
-    # The champion could not be loaded or scored: no decision on scores was possible, and none
-    # will be until someone repairs the champion (RECOVERY says how).
-    blocked: bool = False
 
 
 RECOVERY = (
@@ -125,14 +114,9 @@ def baseline_score(splits: Splits, metric: str) -> tuple[float, str]:
     return score, "DummyClassifier(strategy='prior')"
 
 
-def beats(score: float, other: float, metric: str) -> bool:
-    """Strictly better on ``metric`` (lower for errors and losses, higher otherwise)."""
-    return score < other if metric in LOWER_IS_BETTER else score > other
-
-
 def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, splits: Splits) -> Decision:
     """Promote `challenger` to `champion` only if its run is complete and it beats both a trivial
-    baseline and the champion.
+    baseline and the champion (the rule: ``promotion.promotion_rule``).
 
     All are scored by the same code on the same test split (this dataset version's); the
     baseline's score is logged on the run as ``baseline_<metric>``. The first complete model of a
@@ -143,7 +127,18 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
     audit = Auditor(client, load_models=False).audit(run_id)
     if not audit.complete:
         missing = ", ".join(f"{f.kind} {f.name}" for f in audit.problems[:10])
-        return Decision(False, f"challenger run is incomplete ({missing})", name, version, None, metric)
+        return incomplete_decision(name, version, metric, missing)
+    evidence = gather_evidence(tracker, name, version, run_id, splits, metric)
+    if champion_needed(evidence):
+        evidence = score_champion(client, evidence, splits)
+    return promotion_rule(evidence)
+
+
+def gather_evidence(
+    tracker: Tracker, name: str, version: str, run_id: str, splits: Splits, metric: str
+) -> Evidence:
+    """The champion's version, the baseline's score (logged on the run) and the challenger's."""
+    client = tracker.client
     try:
         champion = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -151,63 +146,25 @@ def decide_promotion(tracker: Tracker, name: str, version: str, run_id: str, spl
     where = f"on {splits.fingerprint.dataset}@{splits.fingerprint.version} test split"
     baseline, baseline_name = baseline_score(splits, metric)
     tracker.log_metrics(run_id, {f"baseline_{metric}": baseline})
-    current = None if champion is None else str(champion.version)
-    challenger_score = score_model(client, f"models:/{name}/{version}", splits, metric)
-    if current == version:
-        return Decision(
-            False,
-            "already the champion",
-            name,
-            version,
-            version,
-            metric,
-            challenger_score,
-            challenger_score,
-            baseline,
-        )
-    if not beats(challenger_score, baseline, metric):
-        reason = (
-            f"challenger {metric}={challenger_score:.6g} does not beat the baseline {baseline_name} "
-            f"{metric}={baseline:.6g} {where}"
-        )
-        return Decision(
-            False, reason, name, version, current, metric, challenger_score, baseline_score=baseline
-        )
-    if champion is None:
-        return Decision(
-            True,
-            f"first complete model of {name}",
-            name,
-            version,
-            None,
-            metric,
-            challenger_score,
-            baseline_score=baseline,
-        )
+    return Evidence(
+        model_name=name,
+        challenger_version=version,
+        metric=metric,
+        where=where,
+        challenger_score=score_model(client, f"models:/{name}/{version}", splits, metric),
+        baseline_score=baseline,
+        baseline_name=baseline_name,
+        champion_version=None if champion is None else str(champion.version),
+    )
+
+
+def score_champion(client: MlflowClient, evidence: Evidence, splits: Splits) -> Evidence:
+    """The evidence with the champion's score, or with why it could not be loaded or scored."""
+    uri = f"models:/{evidence.model_name}/{evidence.champion_version}"
     try:
-        champion_score = score_model(client, f"models:/{name}/{champion.version}", splits, metric)
+        return replace(evidence, champion_score=score_model(client, uri, splits, evidence.metric))
     except Exception as exc:  # files changed or missing, other columns: promotion is blocked
-        return Decision(
-            False,
-            f"promotion blocked: champion v{champion.version} of {name} cannot be loaded or score "
-            f"this test split: {str(exc)[:400]}",
-            name,
-            version,
-            current,
-            metric,
-            challenger_score,
-            baseline_score=baseline,
-            blocked=True,
-        )
-    better = beats(challenger_score, champion_score, metric)
-    verdict = "beats" if better else "does not beat"
-    reason = (
-        f"challenger {metric}={challenger_score:.6g} {verdict} champion v{champion.version} "
-        f"{metric}={champion_score:.6g} {where}"
-    )
-    return Decision(
-        better, reason, name, version, current, metric, challenger_score, champion_score, baseline
-    )
+        return replace(evidence, champion_error=str(exc))
 
 
 def decision_label(decision: Decision) -> str:

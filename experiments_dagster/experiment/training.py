@@ -29,7 +29,13 @@ from experiments_dagster.ml.estimators import model_type
 from experiments_dagster.ml.metrics import summarize_folds
 from experiments_dagster.ml.parallel import fold_memory_bytes, fold_workers
 from experiments_dagster.ml.prepare import Prepared
-from experiments_dagster.ml.training import FoldResult, estimator_of, fit_final_model, score_final_model
+from experiments_dagster.ml.training import (
+    FinalFit,
+    FoldResult,
+    estimator_of,
+    fit_final_model,
+    score_final_model,
+)
 from experiments_dagster.tracking import standard
 from experiments_dagster.tracking import tags as run_tags
 from experiments_dagster.tracking.model_io import dump_pickle
@@ -202,27 +208,11 @@ def log_final_model(
     """Score the refit on the test split (fit it here if ``fold_models`` has none); log
     hyperparameters, test metrics, the pyfunc model and a pickle; register the model as the
     `challenger` version of the dataset's registered model."""
-    spec, s, ref = splits.spec, splits.split, splits.run
-    names = standard.metric_names(splits.task)
-    refit = fold_models.refit
-    fit = (
-        score_final_model(refit.pipeline, refit.fit_seconds, s, splits.task, spec, names)
-        if refit is not None
-        else fit_final_model(s, splits.task, spec, model_hyperparameters(splits, search), names)
-    )
+    spec, ref = splits.spec, splits.run
+    fit = final_fit(splits, search, fold_models)
     pipeline, metrics = fit.pipeline, fit.metrics | {"fit_time_seconds": fit.fit_seconds}
-    estimator = estimator_of(pipeline)
-    hp = hyperparameters(estimator)
-    tracker.log_params(ref.run_id, {"model_type": model_type(estimator), **hp})
-    model_id = tracker.log_pyfunc_model(
-        ref.run_id,
-        pipeline,
-        s.X_test,
-        params={k: str(v) for k, v in hp.items()},
-        tags={"dataset": splits.fingerprint.dataset, "data.hash": splits.fingerprint.sha256},
-        model_type=model_type(estimator),
-        schema_frames=(s.X_train, s.X_test),
-    )
+    hp = hyperparameters(estimator_of(pipeline))
+    model_id = log_pyfunc(tracker, splits, pipeline, hp)
     # Test metrics and the CV summary belong to the model too (MLflow 3's Models view).
     test_set = log_test_split(tracker, splits)
     tracker.link_metrics_to_model(ref.run_id, model_id, metrics | cv.summary, test_set)
@@ -237,7 +227,43 @@ def log_final_model(
             "model.pickle_path": PICKLE_ARTIFACT,
         },
     )
-    fp = splits.fingerprint
+    version = register_final_model(tracker, splits, model_id)
+    return FinalModel(
+        ref, pipeline, model_id, uri, sha, metrics, hp, spec.model_name, version, fit.predictions
+    )
+
+
+def final_fit(splits: Splits, search: SearchResult, fold_models: FoldModels) -> FinalFit:
+    """The refit of the CV's pool scored on the test split, or, when ``fold_models`` has none,
+    the final model fitted here with the searched hyperparameters and scored."""
+    s, spec, names = splits.split, splits.spec, standard.metric_names(splits.task)
+    refit = fold_models.refit
+    if refit is not None:
+        return score_final_model(refit.pipeline, refit.fit_seconds, s, splits.task, spec, names)
+    return fit_final_model(s, splits.task, spec, model_hyperparameters(splits, search), names)
+
+
+def log_pyfunc(tracker: Tracker, splits: Splits, pipeline: Any, hp: dict[str, Any]) -> str:
+    """The model's type and hyperparameters as the run's params, the pipeline as its pyfunc model;
+    returns the logged model's id."""
+    s, run_id = splits.split, splits.run.run_id
+    estimator = estimator_of(pipeline)
+    tracker.log_params(run_id, {"model_type": model_type(estimator), **hp})
+    return tracker.log_pyfunc_model(
+        run_id,
+        pipeline,
+        s.X_test,
+        params={k: str(v) for k, v in hp.items()},
+        tags={"dataset": splits.fingerprint.dataset, "data.hash": splits.fingerprint.sha256},
+        model_type=model_type(estimator),
+        schema_frames=(s.X_train, s.X_test),
+    )
+
+
+def register_final_model(tracker: Tracker, splits: Splits, model_id: str) -> str:
+    """Register the logged model as the `challenger` version of the dataset's registered model,
+    tagged with its provenance, and name the version on the run; returns the version."""
+    spec, ref, fp = splits.spec, splits.run, splits.fingerprint
     version = register_challenger(
         tracker,
         spec.model_name,
@@ -257,6 +283,4 @@ def log_final_model(
         ref.run_id,
         {"registry.model_name": spec.model_name, "registry.version": version, "registry.alias": CHALLENGER},
     )
-    return FinalModel(
-        ref, pipeline, model_id, uri, sha, metrics, hp, spec.model_name, version, fit.predictions
-    )
+    return version

@@ -3,8 +3,6 @@ it (the final model), several trained at once in threads."""
 
 from __future__ import annotations
 
-import concurrent.futures as cf
-import logging
 import threading
 import time
 from collections.abc import Callable
@@ -17,11 +15,13 @@ from sklearn.model_selection import KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 
 from experiments_dagster.ml.estimators import build_estimator
+from experiments_dagster.ml.fold_pool import FoldCallbacks, FoldPool
 from experiments_dagster.ml.metrics import predict, task_metrics
-from experiments_dagster.ml.parallel import FoldCancelled, fit_stoppable
-from experiments_dagster.ml.training import FoldResult, Timed, make_pipeline, set_estimator_params
 
-log = logging.getLogger(__name__)
+# FoldCancelled: what a fit stopped by ``stop`` raises (callers catch it as ``cv.FoldCancelled``).
+from experiments_dagster.ml.parallel import FoldCancelled as FoldCancelled
+from experiments_dagster.ml.parallel import fit_stoppable
+from experiments_dagster.ml.training import FoldResult, Timed, make_pipeline, set_estimator_params
 
 
 def cv_splitter(task: str, folds: int, seed: int) -> KFold | StratifiedKFold:
@@ -175,99 +175,21 @@ def cross_validate_and_refit(
     """
     began = time.perf_counter()
     indices = cv_fold_indices(X, y, task, folds, cv_seed)
-    n = len(indices)
-    jobs = n + 1 if refit else n  # job n, when there, is the refit
-    workers = max(1, min(workers, jobs))
     threaded = isinstance(
         build_estimator(model, task, hyperparameters, model_seed).get_params().get("n_jobs"), int
     )
-    stop = threading.Event()
-    pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="cv-fold")
-    running: dict[cf.Future[Any], int] = {}
-    results: dict[int, Any] = {}
-    tail = jobs - jobs % workers  # jobs from here on are the last, partial round
-    opening: int | None = None  # a fold started (on_start returned) but not yet handed to the pool
-    try:
-        while len(results) < jobs:
-            while len(results) + len(running) < jobs and len(running) < workers:
-                i = len(results) + len(running)
-                if i >= tail and running and threaded:
-                    break  # the last, partial round waits for the CPUs, then shares all of them
-                fits_at_once = workers if i < tail else jobs - tail
-                if i == n:
-                    running[
-                        pool.submit(
-                            refit_all, X, y, task, model, hyperparameters, model_seed, fits_at_once, stop
-                        )
-                    ] = i
-                    continue
-                if on_start:
-                    on_start(i)
-                opening = i
-                running[
-                    pool.submit(
-                        fit_fold,
-                        i,
-                        X,
-                        y,
-                        indices[i],
-                        task,
-                        model,
-                        hyperparameters,
-                        model_seed,
-                        positive_class,
-                        metric_names,
-                        fits_at_once,
-                        stop,
-                    )
-                ] = i
-                opening = None
-            done, _ = cf.wait(running, return_when=cf.FIRST_COMPLETED)
-            for future in sorted(done, key=running.__getitem__):
-                i = running.pop(future)
-                error = future.exception()
-                if error is not None:
-                    if on_error and i < n:
-                        on_error(i, error)
-                    raise error
-                results[i] = future.result()
-                if on_done and i < n:
-                    on_done(results[i])
-    except BaseException as exc:
-        stop.set()
-        # Returns at once: only fits already running remain, and those are not waited for.
-        pool.shutdown(wait=False, cancel_futures=True)
-        folds_running = {f: i for f, i in running.items() if i < n}
-        _settle(folds_running, opening, exc, on_done, on_error, on_abandon)
-        raise
-    pool.shutdown()
+
+    def fold_job(i: int, fits_at_once: int, stop: threading.Event) -> FoldResult:
+        return fit_fold(
+            i, X, y, indices[i], task, model, hyperparameters, model_seed,
+            positive_class, metric_names, fits_at_once, stop,
+        )  # fmt: skip
+
+    def refit_job(fits_at_once: int, stop: threading.Event) -> Refit:
+        return refit_all(X, y, task, model, hyperparameters, model_seed, fits_at_once, stop)
+
+    callbacks = FoldCallbacks(on_start, on_done, on_error, on_abandon)
+    pool = FoldPool(len(indices), fold_job, refit_job if refit else None, workers, threaded, callbacks)
+    results = pool.run()
+    n = len(indices)
     return CrossValidation([results[i] for i in range(n)], results.get(n), time.perf_counter() - began)
-
-
-def _settle(
-    running: dict[cf.Future[FoldResult], int],
-    opening: int | None,
-    exc: BaseException,
-    on_done: Callable[[FoldResult], None] | None,
-    on_error: Callable[[int, BaseException], None] | None,
-    on_abandon: Callable[[int, BaseException], None] | None,
-) -> None:
-    """After a failure or an interrupt: report every fold that started and was not yet reported."""
-    pending = sorted(
-        [(i, f) for f, i in running.items()] + ([(opening, None)] if opening is not None else []),
-        key=lambda p: p[0],
-    )
-    for i, future in pending:
-        finished = future is not None and future.done() and not future.cancelled()
-        error = future.exception() if finished else None
-        try:
-            if not finished or isinstance(error, FoldCancelled):
-                if on_abandon:
-                    on_abandon(i, exc)
-            elif error is not None:
-                if on_error:
-                    on_error(i, error)
-            elif on_done:
-                on_done(future.result())
-        except Exception:  # the first error is the one to raise; this one is only logged
-            log.warning("Could not report fold %d after %s", i, type(exc).__name__, exc_info=True)

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from pydantic import ValidationError
 
 from experiments_dagster.defs import defs
-from experiments_dagster.defs.lifecycle import (
+from experiments_dagster.defs.cleanup_job import (
     failed_run_cleanup_job,
     tag_or_delete_failed_runs,
 )

@@ -1,6 +1,6 @@
 """The step a lost Celery worker ran, read from the run failure dagster-celery writes."""
 
-from experiments_dagster.defs.lifecycle import lost_step_in
+from experiments_dagster.defs.reconciliation import lost_step_in
 
 # The message as dagster-celery's core_execution_loop builds it: "[<step key>]: <error>" per step.
 HEAD = "During celery execution errors occurred in workers:\n"

@@ -18,7 +18,8 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from experiments_dagster.defs.lifecycle import mlflow_run_reconciler, reconcile_runs
+from experiments_dagster.defs.reconciler_sensor import mlflow_run_reconciler
+from experiments_dagster.defs.reconciliation import reconcile_runs
 from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.ml.parallel import fold_workers
 from experiments_dagster.tracking.store import Tracker

@@ -13,7 +13,8 @@ from experiments_dagster.defs.checks import LOGGING_CHECKS
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.registry_assets import champion_alias_matches_decision
-from experiments_dagster.experiment.registry import baseline_score, beats
+from experiments_dagster.experiment.promotion import beats
+from experiments_dagster.experiment.registry import baseline_score
 from experiments_dagster.experiment.values import DataFingerprint, RunRef, Splits
 from experiments_dagster.ml.training import TrainTestSplit
 

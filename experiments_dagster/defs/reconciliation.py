@@ -1,19 +1,17 @@
-"""Keeping MLflow run status truthful after crashes, and cleaning up old failed runs."""
+"""Keeping MLflow run status truthful after crashes: the Dagster runs whose worker is dead, the MLflow
+runs their ended or dead Dagster runs left RUNNING, and the step that failed. Plain functions, used by
+the reconciler sensor (reconciler_sensor.py), the outcome sweeps (outcomes.py) and the CLI."""
 
 import re
-import time
 from dataclasses import dataclass
-from typing import Literal
 
 import dagster as dg
 from mlflow.entities import Run
-from pydantic import Field
 
 from experiments_dagster.defs.heartbeat import ALIVE, dead_run_reason
-from experiments_dagster.defs.resources import MlflowTracking
 from experiments_dagster.tracking import tags
 from experiments_dagster.tracking.liveness import process_is_dead
-from experiments_dagster.tracking.run_lookup import runs_left_running, runs_matching
+from experiments_dagster.tracking.run_lookup import runs_left_running
 from experiments_dagster.tracking.store import Tracker
 
 
@@ -135,85 +133,3 @@ def reconcile_runs(
         tracker.end_run(run.info.run_id, status)
         done.append(Reconciled(run.info.run_id, run_dagster_id, status, reason))
     return done
-
-
-@dg.failure_hook(required_resource_keys={"mlflow"})
-def mlflow_runs_failed(context: dg.HookContext) -> None:
-    """A failed step ends the MLflow runs its Dagster run left RUNNING FAILED, with the step's error.
-
-    Errors inside an asset body are recorded by the body's ``Tracker.activity``; this catches
-    what happens around it: the IO manager's write of the output, a resource, the step's
-    framework code. Attached to every logging asset (``hooks=``), so it runs in every job.
-    """
-    tracker = context.resources.mlflow.tracker()
-    exc = context.op_exception or RuntimeError(f"step {context.step_key} failed")
-    for run in runs_left_running(tracker, context.run_id):
-        tracker.mark_failed(run.info.run_id, context.step_key, exc)
-
-
-@dg.sensor(
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Fails Dagster runs whose run worker is dead and closes the MLflow runs left RUNNING "
-    "by canceled, failed or dead Dagster runs.",
-)
-def mlflow_run_reconciler(context: dg.SensorEvaluationContext, mlflow: MlflowTracking) -> dg.SkipReason:
-    """Keeps MLflow run status truthful when a Dagster run ends without closing its runs."""
-    done = reconcile_runs(mlflow.tracker(), context.instance)
-    for r in done:
-        context.log.warning(
-            f"MLflow run {r.mlflow_run_id} -> {r.status}: {r.reason} (Dagster run {r.dagster_run_id})"
-        )
-    return dg.SkipReason(
-        f"Closed {len(done)} MLflow runs left RUNNING." if done else "No MLflow run left RUNNING."
-    )
-
-
-class CleanupConfig(dg.Config):
-    """Which failed runs to clean up, and how."""
-
-    older_than_days: float = Field(default=30.0, ge=0, description="Only runs that ended this long ago.")
-    action: Literal["tag", "delete"] = Field(
-        default="tag",
-        description="'tag' marks them cleanup.status=stale-failure; 'delete' soft-deletes them.",
-    )
-
-
-def tag_or_delete_failed_runs(
-    tracker: Tracker, older_than_days: float, action: str, now_ms: int | None = None
-) -> list[str]:
-    """FAILED/KILLED runs that ended over ``older_than_days`` ago: tag or soft-delete them."""
-    cutoff = (now_ms or int(time.time() * 1000)) - int(older_than_days * 86_400_000)
-    # MLflow's filter syntax has no OR: one search per status.
-    runs = [
-        r
-        for status in ("FAILED", "KILLED")
-        for r in runs_matching(tracker, f"attributes.status = '{status}'")
-    ]
-    stale = [
-        r
-        for r in runs
-        if (r.info.end_time or r.info.start_time) <= cutoff
-        and (action == "delete" or r.data.tags.get(tags.CLEANUP_STATUS) != "stale-failure")
-    ]
-    for run in stale:
-        if action == "delete":
-            tracker.client.delete_run(run.info.run_id)
-        else:
-            tracker.set_tags(run.info.run_id, {tags.CLEANUP_STATUS: "stale-failure"})
-    return [r.info.run_id for r in stale]
-
-
-@dg.op(description="Tag or delete FAILED/KILLED MLflow runs older than the configured age.")
-def clean_up_failed_runs(
-    context: dg.OpExecutionContext, config: CleanupConfig, mlflow: MlflowTracking
-) -> list[str]:
-    """Clean up failed runs: tag or delete them."""
-    ids = tag_or_delete_failed_runs(mlflow.tracker(), config.older_than_days, config.action)
-    context.log.info(f"{config.action}: {len(ids)} failed runs older than {config.older_than_days} days")
-    return ids
-
-
-@dg.job(description="Clean up failed MLflow runs older than a configurable age (tag or delete).")
-def failed_run_cleanup_job() -> None:
-    clean_up_failed_runs()
