@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 import experiments_dagster
-from experiments_dagster.core import settings
+from experiments_dagster.core import cpus, settings
 
 PACKAGE = Path(experiments_dagster.__file__).parent
 SETTINGS_MODULE = PACKAGE / "core" / "settings.py"
@@ -74,7 +74,7 @@ def test_fold_budget_reads_the_memory_only_without_a_worker_count(monkeypatch: p
     monkeypatch.delenv(settings.CPUS_ENV, raising=False)
     monkeypatch.setenv(settings.CV_MEMORY_ENV, "lots")  # not read while a worker count is set
     monkeypatch.setenv(settings.CV_WORKERS_ENV, "2")
-    assert settings.fold_budget() == {"cpus": 4, "workers": 2, "memory_mb": 0}
+    assert cpus.fold_budget() == {"cpus": 4, "workers": 2, "memory_mb": 0}
     monkeypatch.delenv(settings.CV_WORKERS_ENV)
     monkeypatch.setenv(settings.CV_MEMORY_ENV, "64")
-    assert settings.fold_budget() == {"cpus": 4, "workers": 0, "memory_mb": 64}
+    assert cpus.fold_budget() == {"cpus": 4, "workers": 0, "memory_mb": 64}

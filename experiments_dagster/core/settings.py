@@ -236,53 +236,6 @@ def child_environment(overrides: Mapping[str, str]) -> dict[str, str]:
 # --- typed accessors ---------------------------------------------------------------------------
 
 
-def usable_cpus() -> int:
-    """CPUs one run may use: its affinity mask (which containers and taskset narrow), at most
-    ``$EXPERIMENTS_CPUS`` so that runs sharing a machine can split it between them."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    cap = integer(
-        CPUS_ENV,
-        0,
-        1,
-        "a positive integer, the most CPUs one run's fits may use",
-        f"or unset it for all the CPUs this process may run on ({cpus}).",
-    )
-    return min(cpus, cap) if cap else cpus
-
-
-def cv_workers(cpus: int) -> int:
-    """``$EXPERIMENTS_CV_WORKERS`` (0 when unset: one per CPU within the memory budget)."""
-    return integer(
-        CV_WORKERS_ENV,
-        0,
-        1,
-        "a positive integer, the number of folds to train at once (1 = one after another)",
-        f"or unset it for one per CPU ({cpus}) within ${CV_MEMORY_ENV}.",
-    )
-
-
-def cv_memory_mb() -> int:
-    """``$EXPERIMENTS_CV_MEMORY_MB``: MB the folds trained beside the first may use."""
-    return integer(
-        CV_MEMORY_ENV,
-        DEFAULT_CV_MEMORY_MB,
-        0,
-        "a whole number of MB that folds trained beside the first may use (0 = one fold at a time)",
-        f"or unset it for {DEFAULT_CV_MEMORY_MB}.",
-    )
-
-
-def fold_budget() -> dict[str, int]:
-    """``ml.parallel.fold_workers``'s keywords from the settings: usable CPUs, explicit workers (0:
-    unset) and the memory budget in MB (read only when no worker count is set)."""
-    cpus = usable_cpus()
-    workers = cv_workers(cpus)
-    return {"cpus": cpus, "workers": workers, "memory_mb": 0 if workers else cv_memory_mb()}
-
-
 def io_cache_mb() -> int:
     """``$EXPERIMENTS_IO_CACHE_MB``: the IO manager's value cache budget in MB."""
     what = "a whole number of MB >= 0"

@@ -10,8 +10,8 @@ import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.preprocessing import LabelEncoder
 
+from experiments_dagster.core.cpus import usable_cpus
 from experiments_dagster.core.errors import ExperimentInputError
-from experiments_dagster.core.settings import usable_cpus
 
 # Defaults for the XGBoost estimator; any of them can be overridden by the spec. Its ``n_jobs``
 # is not one of them: it comes from the CPUs this process may use (``threads_per_fit``).
@@ -27,7 +27,7 @@ XGBOOST_DEFAULTS: dict[str, Any] = {
 
 def threads_per_fit(requested: Any, fits_at_once: int = 1, cpus: int | None = None) -> Any:
     """Threads for one fit while ``fits_at_once`` fits share ``cpus`` (the caller's count of
-    usable CPUs; None: ``settings.usable_cpus()``, for callers that pass none yet).
+    usable CPUs; None: ``core.cpus.usable_cpus()``, for callers that pass none yet).
 
     ``requested`` is the spec's ``n_jobs``: ``None`` (unset) or ``-1``-style "all" get the
     fit's share; a positive count is a cap. One fit per core beats several multi-threaded fits

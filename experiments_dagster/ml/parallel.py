@@ -9,7 +9,7 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from experiments_dagster.core import settings
+from experiments_dagster.core import cpus as cpus_from_settings
 from experiments_dagster.ml.training import fit_timed, set_estimator_params
 
 # --- how many folds train at once -----------------------------------------------------------
@@ -34,7 +34,7 @@ def fold_workers(
     """Folds trained at once: ``workers`` if positive, else one per CPU (of ``cpus``) within a
     memory budget of ``memory_mb``. The caller passes the three from the settings
     (``$EXPERIMENTS_CPUS``, ``$EXPERIMENTS_CV_WORKERS``, ``$EXPERIMENTS_CV_MEMORY_MB``); one left
-    None is read through ``core.settings`` for callers that pass none yet.
+    None is read through ``core.cpus`` for callers that pass none yet.
 
     Folds are independent, so this is where a CV parallelizes without changing any result.
     Threads suffice: XGBoost and NumPy release the GIL while they compute. Each extra fold in
@@ -42,11 +42,11 @@ def fold_workers(
     fit in the memory budget (512 MB): big data trains its folds one after another, with all
     CPUs for each fit, which is where XGBoost's own threads already do well.
     """
-    cpus = settings.usable_cpus() if cpus is None else cpus
-    explicit = settings.cv_workers(cpus) if workers is None else workers
+    cpus = cpus_from_settings.usable_cpus() if cpus is None else cpus
+    explicit = cpus_from_settings.cv_workers(cpus) if workers is None else workers
     if explicit:
         return min(explicit, folds)
-    budget = (settings.cv_memory_mb() if memory_mb is None else memory_mb) * 2**20
+    budget = (cpus_from_settings.cv_memory_mb() if memory_mb is None else memory_mb) * 2**20
     by_memory = 1 + (budget // fold_bytes if fold_bytes > 0 else folds)
     return max(1, min(folds, cpus, by_memory))
 

@@ -13,8 +13,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.validation import check_is_fitted
 
+from experiments_dagster.core.cpus import usable_cpus
 from experiments_dagster.core.errors import ExperimentInputError
-from experiments_dagster.core.settings import CPUS_ENV, usable_cpus
+from experiments_dagster.core.settings import CPUS_ENV
 from experiments_dagster.ml.estimators import (
     XGBOOST_DEFAULTS,
     EncodedTargetClassifier,
