@@ -18,8 +18,6 @@ from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.resources import ExperimentData
 
 CURSOR_VERSION = 1
-# `EXPERIMENTS_SENSOR=off`: the retrain sensor starts stopped (it trains every version it finds on
-# its first ticks otherwise). Only its default: a status set in the UI is kept by the instance.
 
 
 def _load_cursor(raw: str | None) -> dict[str, Any]:
@@ -169,6 +167,8 @@ def evaluate_versions(
 @dg.sensor(
     job=experiment_job,
     minimum_interval_seconds=30,
+    # `EXPERIMENTS_SENSOR=off`: the retrain sensor starts stopped (it trains every version it finds
+    # on its first ticks otherwise). Only its default: a status set in the UI is kept by the instance.
     default_status=(
         dg.DefaultSensorStatus.STOPPED if settings.sensor_stopped() else dg.DefaultSensorStatus.RUNNING
     ),
