@@ -4,7 +4,8 @@ cannot drift apart. A page asks for one with a marker line, e.g. ``<!-- generate
 - ``experiment-yaml``: every key of ``experiment.yaml`` from ``spec.ExperimentSpec`` (the same
   fields the launchpad config is generated from), nested sections included;
 - ``cli``: every ``experiments-dagster`` subcommand and option from its argparse parser;
-- ``definitions``: the code location's assets, asset checks, jobs and sensors from ``defs``.
+- ``definitions``: the code location's assets, asset checks, jobs and sensors from ``defs``;
+- ``environment``: every environment variable from ``core.settings.SETTINGS``.
 """
 
 from __future__ import annotations
@@ -104,7 +105,20 @@ def definitions() -> str:
     return "\n".join(out)
 
 
-GENERATORS = {"experiment-yaml": experiment_yaml, "cli": cli, "definitions": definitions}
+def environment() -> str:
+    from experiments_dagster.core.settings import SETTINGS
+
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    rows += [f"| `{s.name}` | {_cell(s.default)} | {_cell(s.meaning)} |" for s in SETTINGS]
+    return "\n".join(rows)
+
+
+GENERATORS = {
+    "experiment-yaml": experiment_yaml,
+    "cli": cli,
+    "definitions": definitions,
+    "environment": environment,
+}
 
 
 def on_page_markdown(markdown: str, page: Any, config: Any, files: Any) -> str:

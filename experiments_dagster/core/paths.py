@@ -6,16 +6,17 @@ Every default can be overridden by an environment variable:
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from urllib.parse import unquote, urlparse
+
+from experiments_dagster.core import settings
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]  # experiments_dagster/core/paths.py
 
 
 def data_dir() -> Path:
     """The data directory: ``$EXPERIMENTS_DATA_DIR`` or ``<project>/data``, absolute."""
-    raw = os.environ.get("EXPERIMENTS_DATA_DIR")
+    raw = settings.raw(settings.DATA_DIR_ENV)
     return Path(raw).expanduser().resolve() if raw else PROJECT_ROOT / "data"
 
 
@@ -31,7 +32,7 @@ def embedded_store_dir() -> Path:
 
 def default_tracking_uri() -> str:
     """``$MLFLOW_TRACKING_URI`` or SQLite at an absolute path beside the data directory."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
+    env = settings.raw(settings.TRACKING_URI_ENV)
     if env:
         return env
     return f"sqlite:///{embedded_store_dir() / 'mlflow.db'}"
@@ -60,21 +61,5 @@ def artifact_root_for(tracking_uri: str) -> str | None:
 
 def default_dagster_home() -> Path:
     """``$DAGSTER_HOME`` or the persistent ``<project>/dagster_home``."""
-    raw = os.environ.get("DAGSTER_HOME")
+    raw = settings.raw(settings.DAGSTER_HOME_ENV)
     return Path(raw).expanduser().resolve() if raw else PROJECT_ROOT / "dagster_home"
-
-
-def env_int(name: str, default: int, minimum: int, what: str, fix: str) -> int:
-    """An integer setting from ``$name`` (unset or blank: ``default``); a bad value names the fix."""
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        value = minimum - 1
-    if value < minimum:
-        from experiments_dagster.core.errors import ExperimentInputError
-
-        raise ExperimentInputError(f"${name}={raw!r} is not valid: use {what}; {fix}")
-    return value

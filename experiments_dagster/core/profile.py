@@ -38,24 +38,30 @@ On every profile, an ``http(s)://`` ``MLFLOW_TRACKING_URI`` gets bounded HTTP se
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
 
+from experiments_dagster.core import settings
 from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.settings import (  # noqa: F401  (names importers take from here)
+    BACKEND_ENV,
+    BROKER_ENV,
+    DAGSTER_HOME_ENV,
+    DAGSTER_URL_ENV,
+    EXECUTOR_ENV,
+    LOCK_URL_ENV,
+    OPTUNA_STORAGE_ENV,
+    PG_URL_ENV,
+    PROFILE_ENV,
+    RETRIES_ENV,
+    S3_URL_ENV,
+    TIMEOUT_ENV,
+    TRACKING_URI_ENV,
+)
 
-PROFILE_ENV = "EXPERIMENTS_PROFILE"
-S3_URL_ENV = "EXPERIMENTS_S3_URL"
-DAGSTER_URL_ENV = "EXPERIMENTS_DAGSTER_URL"
-PG_URL_ENV = "EXPERIMENTS_DAGSTER_PG_URL"
-EXECUTOR_ENV = "EXPERIMENTS_EXECUTOR"
-BROKER_ENV = "EXPERIMENTS_CELERY_BROKER_URL"
-BACKEND_ENV = "EXPERIMENTS_CELERY_BACKEND_URL"
-LOCK_URL_ENV = "EXPERIMENTS_LOCK_URL"
-OPTUNA_STORAGE_ENV = "EXPERIMENTS_OPTUNA_STORAGE"
 # MLflow's HTTP client settings (mlflow.environment_variables): defaults for any tracking server.
-HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+HTTP_DEFAULTS = {RETRIES_ENV: "1", TIMEOUT_ENV: "10"}
 IN_PROCESS = "in_process"
 CELERY = "celery"
 EXECUTORS = (IN_PROCESS, CELERY)
@@ -88,12 +94,12 @@ def bound_http_waits(tracking_uri: str | None) -> None:
     (a value already in the environment is kept: that is how a team raises them)."""
     if urlparse(tracking_uri or "").scheme in ("http", "https"):
         for key, value in HTTP_DEFAULTS.items():
-            os.environ.setdefault(key, value)
+            settings.set_default(key, value)
 
 
 def profile_name() -> str:
     """``$EXPERIMENTS_PROFILE`` (unset or blank: embedded); an unknown name lists the valid ones."""
-    raw = os.environ.get(PROFILE_ENV, "").strip()
+    raw = settings.text(PROFILE_ENV)
     name = raw.lower() or EMBEDDED
     if name not in PROFILES:
         raise ExperimentInputError(
@@ -103,67 +109,96 @@ def profile_name() -> str:
     return name
 
 
-def load_profile() -> Profile:
-    """The active profile. For production, checks its settings. Any profile with an http(s)
-    ``MLFLOW_TRACKING_URI`` gets the bounded HTTP settings."""
-    name = profile_name()
-    bound_http_waits(os.environ.get("MLFLOW_TRACKING_URI", "").strip())
-    executor = os.environ.get(EXECUTOR_ENV, "").strip().lower() or IN_PROCESS
+def executor_name(profile: str) -> str:
+    """``$EXPERIMENTS_EXECUTOR`` (unset: in_process); Celery only on the production profile."""
+    executor = settings.text(EXECUTOR_ENV).lower() or IN_PROCESS
     if executor not in EXECUTORS:
         raise ExperimentInputError(
             f"${EXECUTOR_ENV}={executor!r} is not an executor; valid: {', '.join(EXECUTORS)} "
             f"(unset means {IN_PROCESS})."
         )
-    if name == EMBEDDED:
-        if executor != IN_PROCESS:
-            raise ExperimentInputError(
-                f"${EXECUTOR_ENV}={executor} needs {PROFILE_ENV}=production: Celery workers share "
-                "the PostgreSQL instance and the object store, which the embedded default has not."
-            )
-        return Profile(EMBEDDED)
+    if profile == EMBEDDED and executor != IN_PROCESS:
+        raise ExperimentInputError(
+            f"${EXECUTOR_ENV}={executor} needs {PROFILE_ENV}=production: Celery workers share "
+            "the PostgreSQL instance and the object store, which the embedded default has not."
+        )
+    return executor
+
+
+def lock_url() -> str | None:
+    """``$EXPERIMENTS_LOCK_URL``, else ``$EXPERIMENTS_DAGSTER_PG_URL``, else None."""
+    return settings.text(LOCK_URL_ENV) or settings.text(PG_URL_ENV) or None
+
+
+def lock_url_env() -> str | None:
+    """The name of the variable ``lock_url`` takes its value from, or None."""
+    return next((name for name in (LOCK_URL_ENV, PG_URL_ENV) if settings.is_set(name)), None)
+
+
+def store_problems(uri: str, values: str) -> list[str]:
+    """What is wrong with the production profile's tracking server, instance and object store."""
     problems = []
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if urlparse(uri).scheme not in ("http", "https"):
         problems.append(
             f"MLFLOW_TRACKING_URI must be the tracking server's http(s):// URL (is {uri or 'unset'!r})"
         )
-    home = os.environ.get("DAGSTER_HOME", "").strip()
+    home = settings.text(DAGSTER_HOME_ENV)
     if not home or not (Path(home) / "dagster.yaml").is_file():
         problems.append(
             f"DAGSTER_HOME must be a folder with the PostgreSQL instance's dagster.yaml "
             f"(deploy/dagster.yaml; is {home or 'unset'!r})"
         )
-    values = os.environ.get(S3_URL_ENV, "").strip().rstrip("/")
     parsed = urlparse(values)
     if parsed.scheme != "s3" or not parsed.netloc:
         problems.append(
             f"{S3_URL_ENV} must be s3://<bucket>/<prefix> for asset values (is {values or 'unset'!r})"
         )
-    broker = os.environ.get(BROKER_ENV, "").strip() or None
-    lock_url = os.environ.get(LOCK_URL_ENV, "").strip() or os.environ.get(PG_URL_ENV, "").strip() or None
-    if executor == CELERY:
-        if urlparse(broker or "").scheme not in ("redis", "rediss"):
-            problems.append(f"{EXECUTOR_ENV}=celery needs {BROKER_ENV}=redis://host:port/db (is {broker!r})")
-        if not lock_url:
-            problems.append(
-                f"{EXECUTOR_ENV}=celery needs {LOCK_URL_ENV} or {PG_URL_ENV} (a PostgreSQL URL): "
-                "Celery ignores Dagster's pools, so promotions are kept apart by a PostgreSQL lock"
-            )
+    return problems
+
+
+def celery_problems(executor: str, broker: str | None, lock: str | None) -> list[str]:
+    """What the Celery executor lacks: a redis:// broker and a PostgreSQL lock URL."""
+    if executor != CELERY:
+        return []
+    problems = []
+    if urlparse(broker or "").scheme not in ("redis", "rediss"):
+        problems.append(f"{EXECUTOR_ENV}=celery needs {BROKER_ENV}=redis://host:port/db (is {broker!r})")
+    if not lock:
+        problems.append(
+            f"{EXECUTOR_ENV}=celery needs {LOCK_URL_ENV} or {PG_URL_ENV} (a PostgreSQL URL): "
+            "Celery ignores Dagster's pools, so promotions are kept apart by a PostgreSQL lock"
+        )
+    return problems
+
+
+def load_profile() -> Profile:
+    """The active profile. For production, checks its settings. Any profile with an http(s)
+    ``MLFLOW_TRACKING_URI`` gets the bounded HTTP settings."""
+    name = profile_name()
+    uri = settings.text(TRACKING_URI_ENV)
+    bound_http_waits(uri)
+    executor = executor_name(name)
+    if name == EMBEDDED:
+        return Profile(EMBEDDED)
+    values = settings.text(S3_URL_ENV).rstrip("/")
+    broker = settings.text(BROKER_ENV) or None
+    lock = lock_url()
+    problems = store_problems(uri, values) + celery_problems(executor, broker, lock)
     if problems:
         raise ExperimentInputError(
             f"{PROFILE_ENV}=production is missing settings: "
             + "; ".join(problems)
             + ". For the local stack: `make stack-up`, then `. .stack/env`."
         )
-    dagster_url = os.environ.get(DAGSTER_URL_ENV, "").strip().rstrip("/") or None
+    celery = executor == CELERY
     return Profile(
         PRODUCTION,
         tracking_uri=uri,
         values_url=values,
-        dagster_url=dagster_url,
+        dagster_url=settings.dagster_url(),
         executor=executor,
-        celery_broker=broker if executor == CELERY else None,
-        celery_backend=(os.environ.get(BACKEND_ENV, "").strip() or broker) if executor == CELERY else None,
-        lock_url=lock_url,
-        optuna_storage=os.environ.get(OPTUNA_STORAGE_ENV, "").strip() or None,
+        celery_broker=broker if celery else None,
+        celery_backend=(settings.text(BACKEND_ENV) or broker) if celery else None,
+        lock_url=lock,
+        optuna_storage=settings.text(OPTUNA_STORAGE_ENV) or None,
     )

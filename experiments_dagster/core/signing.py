@@ -29,9 +29,10 @@ import struct
 from pathlib import Path
 from typing import IO
 
+from experiments_dagster.core import settings
 from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.settings import KEY_ENV
 
-KEY_ENV = "EXPERIMENTS_VALUES_KEY"
 KEY_FILE_NAME = "values.key"
 MIN_KEY_CHARS = 32
 MAGIC = b"experiments-dagster signed value v1\n"
@@ -85,7 +86,7 @@ def verified_payload(key: bytes, name: str, data: bytes) -> memoryview:
 
 def values_key(key_folder: Path | None) -> bytes:
     """``$EXPERIMENTS_VALUES_KEY``, else the key file in ``key_folder`` (created once, mode 0600)."""
-    raw = os.environ.get(KEY_ENV, "").strip()
+    raw = settings.text(KEY_ENV)
     if raw:
         if len(raw) < MIN_KEY_CHARS:
             raise ExperimentInputError(

@@ -4,15 +4,14 @@ DEBUG step event (inputs, outputs, handled values), unless its level is set to D
 from __future__ import annotations
 
 import logging
-import os
 import sys
 
 import dagster as dg
 
+from experiments_dagster.core import settings
 from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.settings import LOG_LEVEL_ENV
 
-LOG_LEVEL_ENV = "EXPERIMENTS_LOG_LEVEL"
-DEFAULT_LOG_LEVEL = "INFO"
 # Dagster instantiates a job's custom logger only when the run config names it; runs that name
 # none (launched from the UI) use Dagster's console at dagster.yaml's `python_logs.python_log_level`.
 CONSOLE_RUN_CONFIG = {"loggers": {"console": {}}}
@@ -58,7 +57,7 @@ class UserFacingEvents(logging.Filter):
         "log_level": dg.Field(
             str,
             is_required=False,
-            default_value=os.environ.get(LOG_LEVEL_ENV, DEFAULT_LOG_LEVEL),
+            default_value=settings.log_level(),
             description=(
                 "INFO (default, or $EXPERIMENTS_LOG_LEVEL): step starts and ends, check results, "
                 "MLflow links and warnings; DEBUG: every Dagster event."

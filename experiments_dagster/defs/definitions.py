@@ -1,11 +1,23 @@
 """The Definitions object of the code location."""
 
-import os
 import warnings
+from collections.abc import Callable
+from typing import Any
 
 import dagster as dg
 
-from experiments_dagster.core.profile import BACKEND_ENV, BROKER_ENV, CELERY, Profile, load_profile
+from experiments_dagster.core import settings
+from experiments_dagster.core.profile import (
+    BACKEND_ENV,
+    BROKER_ENV,
+    CELERY,
+    EMBEDDED,
+    PRODUCTION,
+    Profile,
+    load_profile,
+    lock_url_env,
+)
+from experiments_dagster.core.settings import MLFLOW_UI_ENV, OPTUNA_STORAGE_ENV, S3_URL_ENV, TRACKING_URI_ENV
 from experiments_dagster.defs import (
     data_assets,
     drift_assets,
@@ -23,8 +35,6 @@ from experiments_dagster.defs.reconciler_sensor import mlflow_run_reconciler
 from experiments_dagster.defs.reproduce_job import build_reproduce_job
 from experiments_dagster.defs.resources import Coordination, ExperimentData, MlflowTracking
 from experiments_dagster.defs.sensors import dataset_version_sensor
-
-MLFLOW_UI_ENV = "EXPERIMENTS_MLFLOW_UI_URL"
 
 ASSETS = [
     *dg.load_assets_from_modules(
@@ -57,7 +67,7 @@ def executor_for(profile: Profile) -> dg.ExecutorDefinition:
     return celery_executor.configured(
         {
             "broker": {"env": BROKER_ENV},
-            "backend": {"env": BACKEND_ENV if os.environ.get(BACKEND_ENV) else BROKER_ENV},
+            "backend": {"env": BACKEND_ENV if settings.raw(BACKEND_ENV) else BROKER_ENV},
             # As deploy/celery.yaml (the workers' side): see its comments.
             "config_source": {
                 "worker_prefetch_multiplier": 1,
@@ -68,6 +78,43 @@ def executor_for(profile: Profile) -> dg.ExecutorDefinition:
         name="celery_executor",
     )
 
+
+def env_or_none(name: str | None) -> dg.EnvVar | None:
+    """``dg.EnvVar(name)`` when the variable is set here, else None (the field's default): Dagster
+    fails a run whose config names an unset variable, so optional settings name only set ones."""
+    return dg.EnvVar(name) if name and settings.is_set(name) else None
+
+
+def embedded_resources() -> dict[str, Any]:
+    """The embedded profile: local stores at their defaults (paths.py), locks within one process."""
+    return {
+        # EXPERIMENTS_MLFLOW_UI_URL: where run links point for a local store (default: make mlflow-ui's port).
+        "mlflow": MlflowTracking(ui_url=env_or_none(MLFLOW_UI_ENV)),
+        "data": ExperimentData(),
+        "io_manager": ExperimentIOManager(),
+        "coordination": Coordination(),
+    }
+
+
+def production_resources() -> dict[str, Any]:
+    """The production profile: the shared services' URLs and secrets as ``dg.EnvVar`` fields, read
+    from the environment of the process that runs each run or step (load_profile checked them)."""
+    return {
+        "mlflow": MlflowTracking(tracking_uri=dg.EnvVar(TRACKING_URI_ENV), ui_url=env_or_none(MLFLOW_UI_ENV)),
+        "data": ExperimentData(),
+        "io_manager": ExperimentIOManager(base_dir=dg.EnvVar(S3_URL_ENV)),
+        "coordination": Coordination(
+            lock_url=env_or_none(lock_url_env()), optuna_storage=env_or_none(OPTUNA_STORAGE_ENV)
+        ),
+    }
+
+
+# One dict of resources per profile, chosen once (as Dagster's project_fully_featured example
+# chooses one per deployment).
+RESOURCES_BY_PROFILE: dict[str, Callable[[], dict[str, Any]]] = {
+    EMBEDDED: embedded_resources,
+    PRODUCTION: production_resources,
+}
 
 # EXPERIMENTS_PROFILE (profile.py): embedded (default) or production; same assets either way.
 PROFILE = load_profile()
@@ -87,13 +134,7 @@ defs = dg.Definitions(
         build_reproduce_job(lambda: defs.resolve_job_def("experiment_job")),
     ],
     sensors=[dataset_version_sensor, mlflow_run_reconciler, mlflow_parent_outcome],
-    resources={
-        # EXPERIMENTS_MLFLOW_UI_URL: where run links point for a local store (default: make mlflow-ui's port).
-        "mlflow": MlflowTracking(tracking_uri=PROFILE.tracking_uri, ui_url=os.environ.get(MLFLOW_UI_ENV)),
-        "data": ExperimentData(),
-        "io_manager": ExperimentIOManager(base_dir=PROFILE.values_url),
-        "coordination": Coordination(),
-    },
+    resources=RESOURCES_BY_PROFILE[PROFILE.name](),
     executor=executor_for(PROFILE),
     # Every job, the UI's asset job too: step starts/ends, checks, INFO; EXPERIMENTS_LOG_LEVEL=DEBUG for all.
     loggers={"console": experiment_console_logger},

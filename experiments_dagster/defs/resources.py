@@ -7,7 +7,6 @@ from pydantic import Field
 
 from experiments_dagster.core.locks import NamedLock
 from experiments_dagster.core.paths import data_dir, default_tracking_uri
-from experiments_dagster.core.profile import load_profile
 from experiments_dagster.tracking.server import check_server, is_server
 from experiments_dagster.tracking.store import Tracker
 
@@ -53,21 +52,32 @@ class ExperimentData(dg.ConfigurableResource):
 
 class Coordination(dg.ConfigurableResource):
     """What steps on different workers share beyond MLflow: named locks (PostgreSQL advisory
-    locks on the production profile, ``$EXPERIMENTS_LOCK_URL`` or ``$EXPERIMENTS_DAGSTER_PG_URL``)
-    and the Optuna storage of searches spread over workers (``$EXPERIMENTS_OPTUNA_STORAGE``).
+    locks on the production profile) and the Optuna storage of searches spread over workers.
 
-    The URLs hold passwords, so they are read from the environment when used (profile.py), never
-    stored in this resource's config, which Dagster's UI displays.
+    The URLs hold passwords. On the production profile definitions.py sets them with
+    ``dg.EnvVar`` (``$EXPERIMENTS_LOCK_URL`` or ``$EXPERIMENTS_DAGSTER_PG_URL``, and
+    ``$EXPERIMENTS_OPTUNA_STORAGE``): the resource's config then holds only the variables' names,
+    which is what Dagster's UI shows for it, and each run's (or Celery step's) process reads the
+    values from its own environment when it initializes the resource. Unset, locks hold within
+    one process and studies live in memory.
     """
 
+    lock_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL of the named locks (an EnvVar); unset: locks within one process.",
+    )
+    optuna_storage: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the shared Optuna storage (an EnvVar); unset: in-memory studies.",
+    )
     lock_timeout_seconds: float = Field(
         default=600.0, description="How long a step waits for a lock another worker holds before failing."
     )
 
     def lock(self, name: str) -> NamedLock:
         """A lock shared by every worker of the deployment (one process's on the embedded default)."""
-        return NamedLock(load_profile().lock_url, name, timeout_s=self.lock_timeout_seconds)
+        return NamedLock(self.lock_url, name, timeout_s=self.lock_timeout_seconds)
 
     def study_storage(self) -> str | None:
         """The shared Optuna storage URL, or None (in-memory studies, one search step)."""
-        return load_profile().optuna_storage
+        return self.optuna_storage

@@ -10,7 +10,6 @@ from collections.abc import Iterator
 
 import dagster as dg
 
-from experiments_dagster.core.profile import load_profile
 from experiments_dagster.defs.metadata import png_markdown, run_end, run_metadata, tags_for
 from experiments_dagster.defs.resources import Coordination, MlflowTracking
 from experiments_dagster.experiment import search as search_log
@@ -29,7 +28,7 @@ def plan_search(
     tracker = mlflow.tracker()
     with tracker.activity(splits.run.run_id, ASSET, **run_end(context, ASSET, last_step=COLLECT_STEP)):
         plan = search_log.plan_search(tracker, splits, coordination.study_storage(), context.run_id)
-    if plan.workers > 1 and load_profile().lock_url is None:
+    if plan.workers > 1 and coordination.lock_url is None:
         context.log.warning(
             "No PostgreSQL lock URL (EXPERIMENTS_LOCK_URL or EXPERIMENTS_DAGSTER_PG_URL): the search's "
             "trial count is exact only among worker steps of one process."

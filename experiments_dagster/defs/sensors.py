@@ -2,11 +2,11 @@
 
 import hashlib
 import json
-import os
 from typing import Any
 
 import dagster as dg
 
+from experiments_dagster.core import settings
 from experiments_dagster.core.bounded_yaml import read_bounded
 from experiments_dagster.core.catalog import FileState, scan_versions
 from experiments_dagster.core.errors import ExperimentInputError
@@ -18,9 +18,6 @@ from experiments_dagster.defs.partitions import DATASET_VERSIONS
 from experiments_dagster.defs.resources import ExperimentData
 
 CURSOR_VERSION = 1
-# `EXPERIMENTS_SENSOR=off`: the retrain sensor starts stopped (it trains every version it finds on
-# its first ticks otherwise). Only its default: a status set in the UI is kept by the instance.
-SENSOR_ENV = "EXPERIMENTS_SENSOR"
 
 
 def _load_cursor(raw: str | None) -> dict[str, Any]:
@@ -188,10 +185,10 @@ def _changed_after_training(
 @dg.sensor(
     job=experiment_job,
     minimum_interval_seconds=30,
+    # `EXPERIMENTS_SENSOR=off`: the retrain sensor starts stopped (it trains every version it finds
+    # on its first ticks otherwise). Only its default: a status set in the UI is kept by the instance.
     default_status=(
-        dg.DefaultSensorStatus.STOPPED
-        if os.environ.get(SENSOR_ENV, "on").lower() in {"off", "0", "false", "stopped"}
-        else dg.DefaultSensorStatus.RUNNING
+        dg.DefaultSensorStatus.STOPPED if settings.sensor_stopped() else dg.DefaultSensorStatus.RUNNING
     ),
     description="Adds a partition and runs the experiment job for each new, fully written version file.",
 )

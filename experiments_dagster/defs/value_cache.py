@@ -4,15 +4,9 @@ import os
 from collections import OrderedDict
 from typing import Any
 
+from experiments_dagster.core import settings
 from experiments_dagster.core.errors import ExperimentInputError
-from experiments_dagster.core.paths import env_int
-
-CACHE_ENV = "EXPERIMENTS_IO_CACHE_MB"
-# 512 MB holds one large value, not two: on the 1,000,000 x 50 workload raw_data (377 MB pickle)
-# is evicted when splits (378 MB) is written, after its two consumers ran, so the cache does not
-# raise peak memory (target: peak RSS <= 4 GiB) while splits serves its 6 consumers from memory.
-# A budget >= 755 MB would keep raw_data alive for the rest of the run for nothing.
-DEFAULT_CACHE_MB = 512
+from experiments_dagster.core.settings import CACHE_ENV, DEFAULT_CACHE_MB  # noqa: F401  (io_manager.py imports them here)
 
 # The identity of one version of a stored value: (identity, modification time, size in bytes).
 # Local files: (st_ino, st_mtime_ns, st_size); every write of ours is a new inode (rename), so
@@ -88,7 +82,7 @@ def cache_budget_bytes(cache_mb: int | None) -> int:
     what = "a whole number of MB >= 0"
     fix = f"e.g. {DEFAULT_CACHE_MB} (0 disables the IO manager's value cache)."
     if cache_mb is None:
-        return env_int(CACHE_ENV, DEFAULT_CACHE_MB, 0, what, fix) * 2**20
+        return settings.io_cache_mb() * 2**20
     if cache_mb < 0:
         raise ExperimentInputError(f"cache_mb='{cache_mb}' is not valid: use {what}; {fix}")
     return cache_mb * 2**20

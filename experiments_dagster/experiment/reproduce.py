@@ -20,7 +20,7 @@ from typing import Any
 from mlflow import MlflowClient
 from mlflow.entities import Run
 
-from experiments_dagster.core import paths
+from experiments_dagster.core import paths, settings
 from experiments_dagster.core.errors import ExperimentInputError
 from experiments_dagster.experiment import reproduce_checks as reproduction
 from experiments_dagster.experiment.reproduce_checks import Finding, Row
@@ -177,13 +177,14 @@ def subprocess_rerun(tracking_uri: str, code_dir: Path | None) -> Rerun:
 
     def rerun(partition_key: str, original_run_id: str) -> bool:
         dataset, version = partition_key.split("/", 1)
-        env = {
-            **os.environ,
-            # Explicit, so code from a temporary worktree uses this checkout's stores and data.
-            "EXPERIMENTS_DATA_DIR": str(paths.data_dir()),
-            "MLFLOW_TRACKING_URI": tracking_uri,
-            "DAGSTER_HOME": str(paths.default_dagster_home()),
-        }
+        # Explicit, so code from a temporary worktree uses this checkout's stores and data.
+        env = settings.child_environment(
+            {
+                settings.DATA_DIR_ENV: str(paths.data_dir()),
+                settings.TRACKING_URI_ENV: tracking_uri,
+                settings.DAGSTER_HOME_ENV: str(paths.default_dagster_home()),
+            }
+        )
         if code_dir is not None:
             env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(code_dir), env.get("PYTHONPATH")]))
         argv = ["run", "--dataset", dataset, "--version", version, "--reproduction-of", original_run_id]

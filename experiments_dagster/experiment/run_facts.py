@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import getpass
-import os
 from typing import Any
 
 from sklearn.base import BaseEstimator
 
-from experiments_dagster.core.profile import DAGSTER_URL_ENV
+from experiments_dagster.core import settings
 from experiments_dagster.core.spec import ExperimentSpec
 from experiments_dagster.core.versioning import code_version, config_hash, experiment_key
 from experiments_dagster.experiment.values import DataFingerprint
@@ -33,7 +32,7 @@ def dagster_tags(run_id: str, partition_key: str, asset: str) -> dict[str, str]:
         tags.DAGSTER_ASSET_KEY: asset,
         **process_identity(),
     }
-    webserver = os.environ.get(DAGSTER_URL_ENV, "").strip().rstrip("/")
+    webserver = settings.dagster_url()
     if webserver:  # a link back from the MLflow UI to the Dagster run
         out[tags.DAGSTER_RUN_URL] = f"{webserver}/runs/{run_id}"
     return out

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments_dagster.core import cpus
 from experiments_dagster.core.spec import ExperimentSpec
 from experiments_dagster.experiment.registry import CHALLENGER, register_challenger
 from experiments_dagster.experiment.run_facts import hyperparameters, parent_run_tags, split_params
@@ -98,7 +99,9 @@ def log_fold_models(
     spec, s = splits.spec, splits.split
     seeds = spec.resolved_seeds
     # The refit is one more job of the pool; it holds a little more than a fold does.
-    workers = fold_workers(spec.cv_folds + 1, fold_memory_bytes(s.X_train, spec.cv_folds))
+    workers = fold_workers(
+        spec.cv_folds + 1, fold_memory_bytes(s.X_train, spec.cv_folds), **cpus.fold_budget()
+    )
     supersede_fold_runs(tracker, splits.run, tags[run_tags.DAGSTER_RUN_ID])
     run_ids: list[str] = []
 

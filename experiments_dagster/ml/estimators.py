@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin, clone
 from sklearn.preprocessing import LabelEncoder
 
+from experiments_dagster.core.cpus import usable_cpus
 from experiments_dagster.core.errors import ExperimentInputError
-from experiments_dagster.core.paths import env_int
 
 # Defaults for the XGBoost estimator; any of them can be overridden by the spec. Its ``n_jobs``
 # is not one of them: it comes from the CPUs this process may use (``threads_per_fit``).
@@ -25,35 +24,17 @@ XGBOOST_DEFAULTS: dict[str, Any] = {
     "tree_method": "hist",
 }
 
-CPUS_ENV = "EXPERIMENTS_CPUS"
 
-
-def usable_cpus() -> int:
-    """CPUs one run may use: its affinity mask (which containers and taskset narrow), at most
-    ``$EXPERIMENTS_CPUS`` so that runs sharing a machine can split it between them."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    cap = env_int(
-        CPUS_ENV,
-        0,
-        1,
-        "a positive integer, the most CPUs one run's fits may use",
-        f"or unset it for all the CPUs this process may run on ({cpus}).",
-    )
-    return min(cpus, cap) if cap else cpus
-
-
-def threads_per_fit(requested: Any, fits_at_once: int = 1) -> Any:
-    """Threads for one fit while ``fits_at_once`` fits share the usable CPUs.
+def threads_per_fit(requested: Any, fits_at_once: int = 1, cpus: int | None = None) -> Any:
+    """Threads for one fit while ``fits_at_once`` fits share ``cpus`` (the caller's count of
+    usable CPUs; None: ``core.cpus.usable_cpus()``, for callers that pass none yet).
 
     ``requested`` is the spec's ``n_jobs``: ``None`` (unset) or ``-1``-style "all" get the
     fit's share; a positive count is a cap. One fit per core beats several multi-threaded fits
     fighting for the same cores: XGBoost's threads wait for each other at every tree level.
     Anything else (not an int) is left for the estimator to judge.
     """
-    share = max(1, usable_cpus() // max(1, fits_at_once))
+    share = max(1, (usable_cpus() if cpus is None else cpus) // max(1, fits_at_once))
     if requested is None:
         return share
     if not isinstance(requested, int) or isinstance(requested, bool):
@@ -85,12 +66,18 @@ def estimator_class(model: str, task: str) -> type:
 
 
 def build_estimator(
-    model: str, task: str, hyperparameters: dict[str, Any], random_state: int, fits_at_once: int = 1
+    model: str,
+    task: str,
+    hyperparameters: dict[str, Any],
+    random_state: int,
+    fits_at_once: int = 1,
+    cpus: int | None = None,
 ) -> BaseEstimator:
     """An unfitted estimator with the spec's hyperparameters and the model seed.
 
     Its ``n_jobs`` (XGBoost's, or any estimator's the spec sets) is the fit's share of the usable
-    CPUs while ``fits_at_once`` fits run beside each other, never more than the spec asks.
+    CPUs (``cpus``, see ``threads_per_fit``) while ``fits_at_once`` fits run beside each other,
+    never more than the spec asks.
     """
     cls = estimator_class(model, task)
     params = {**(XGBOOST_DEFAULTS if model == "xgboost" else {}), **hyperparameters}
@@ -111,7 +98,7 @@ def build_estimator(
     if "random_state" in accepted and "random_state" not in hyperparameters:
         params["random_state"] = random_state
     if "n_jobs" in accepted and (model == "xgboost" or "n_jobs" in hyperparameters):
-        params["n_jobs"] = threads_per_fit(hyperparameters.get("n_jobs"), fits_at_once)
+        params["n_jobs"] = threads_per_fit(hyperparameters.get("n_jobs"), fits_at_once, cpus)
     return cls(**params)
 
 

@@ -9,15 +9,11 @@ from typing import Any
 import pandas as pd
 from sklearn.pipeline import Pipeline
 
-from experiments_dagster.core.paths import env_int
-from experiments_dagster.ml.estimators import usable_cpus
+from experiments_dagster.core import cpus as cpus_from_settings
 from experiments_dagster.ml.training import fit_timed, set_estimator_params
 
 # --- how many folds train at once -----------------------------------------------------------
 
-CV_WORKERS_ENV = "EXPERIMENTS_CV_WORKERS"
-CV_MEMORY_ENV = "EXPERIMENTS_CV_MEMORY_MB"
-DEFAULT_CV_MEMORY_MB = 512
 # A fold holds its train rows, their preprocessed float64 matrix and XGBoost's copy: about four
 # times the frame's own bytes (measured on the 1,000,000 x 50 workload: ~1.1 GB a fold).
 FOLD_MEMORY_FACTOR = 4
@@ -28,35 +24,29 @@ def fold_memory_bytes(X: pd.DataFrame, folds: int) -> int:
     return int(X.memory_usage(index=False).sum() * (folds - 1) / folds * FOLD_MEMORY_FACTOR)
 
 
-def fold_workers(folds: int, fold_bytes: int = 0) -> int:
-    """Folds trained at once: ``$EXPERIMENTS_CV_WORKERS``, else one per usable CPU within a memory budget.
+def fold_workers(
+    folds: int,
+    fold_bytes: int = 0,
+    cpus: int | None = None,
+    workers: int | None = None,
+    memory_mb: int | None = None,
+) -> int:
+    """Folds trained at once: ``workers`` if positive, else one per CPU (of ``cpus``) within a
+    memory budget of ``memory_mb``. The caller passes the three from the settings
+    (``$EXPERIMENTS_CPUS``, ``$EXPERIMENTS_CV_WORKERS``, ``$EXPERIMENTS_CV_MEMORY_MB``); one left
+    None is read through ``core.cpus`` for callers that pass none yet.
 
     Folds are independent, so this is where a CV parallelizes without changing any result.
     Threads suffice: XGBoost and NumPy release the GIL while they compute. Each extra fold in
     flight costs another fold's working set (``fold_bytes``), so by default the extra ones must
-    fit in ``$EXPERIMENTS_CV_MEMORY_MB`` (512): big data trains its folds one after another, with
-    all CPUs for each fit, which is where XGBoost's own threads already do well.
+    fit in the memory budget (512 MB): big data trains its folds one after another, with all
+    CPUs for each fit, which is where XGBoost's own threads already do well.
     """
-    cpus = usable_cpus()
-    explicit = env_int(
-        CV_WORKERS_ENV,
-        0,
-        1,
-        "a positive integer, the number of folds to train at once (1 = one after another)",
-        f"or unset it for one per CPU ({cpus}) within ${CV_MEMORY_ENV}.",
-    )
+    cpus = cpus_from_settings.usable_cpus() if cpus is None else cpus
+    explicit = cpus_from_settings.cv_workers(cpus) if workers is None else workers
     if explicit:
         return min(explicit, folds)
-    budget = (
-        env_int(
-            CV_MEMORY_ENV,
-            DEFAULT_CV_MEMORY_MB,
-            0,
-            "a whole number of MB that folds trained beside the first may use (0 = one fold at a time)",
-            f"or unset it for {DEFAULT_CV_MEMORY_MB}.",
-        )
-        * 2**20
-    )
+    budget = (cpus_from_settings.cv_memory_mb() if memory_mb is None else memory_mb) * 2**20
     by_memory = 1 + (budget // fold_bytes if fold_bytes > 0 else folds)
     return max(1, min(folds, cpus, by_memory))
 

@@ -9,12 +9,10 @@ URL or password fails the run at once, naming the URL and the user.
 
 from __future__ import annotations
 
-import os
-
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from experiments_dagster.core import paths
+from experiments_dagster.core import paths, settings
 from experiments_dagster.core.errors import ExperimentInputError, UsageError
 
 UNREACHABLE_HINTS = (  # most specific first: the first one found names the reason
@@ -42,7 +40,7 @@ def refusal(exc: BaseException, uri: str) -> str | None:
     an MLflow server); else None."""
     if not is_server(uri):
         return None
-    user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+    user = settings.tracking_username()
     who = f"user {user!r}" if user else "no user (MLFLOW_TRACKING_USERNAME is unset)"
     for e in _chain(exc):
         if not isinstance(e, MlflowException):
@@ -96,8 +94,7 @@ def check_server(client: MlflowClient) -> None:
 
 
 def _unreachable(uri: str, exc: BaseException) -> str:
-    retries = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLflow's default")
-    timeout = os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT", "MLflow's default")
+    retries, timeout = settings.http_waits()
     return (
         f"the MLflow tracking server {uri} is unreachable ({_reason(exc)}; {retries} retries, "
         f"{timeout} s timeout per request): start it (`make stack-up` for the local stack) or fix "
@@ -135,8 +132,8 @@ def answering_client(tracking_uri: str | None) -> MlflowClient:
             "or --tracking-uri to an existing store (run `make run` to create the default)."
         )
     # Fail fast on a dead server instead of MLflow's minutes of retries.
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    settings.set_default(settings.RETRIES_ENV, "0")
+    settings.set_default(settings.TIMEOUT_ENV, "10")
     client = MlflowClient(uri)
     try:
         client.search_experiments(max_results=1)

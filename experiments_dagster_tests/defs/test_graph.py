@@ -17,10 +17,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
+from experiments_dagster.core.cpus import usable_cpus
 from experiments_dagster.core.paths import PROJECT_ROOT
 from experiments_dagster.defs.definitions import ASSETS
 from experiments_dagster.defs.partitions import DATASET_VERSIONS
-from experiments_dagster.ml.estimators import usable_cpus
 from experiments_dagster.ml.parallel import fold_workers
 from experiments_dagster.ml.training import estimator_of
 from experiments_dagster.tracking.model_io import load_verified_model

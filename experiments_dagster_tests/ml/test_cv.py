@@ -11,6 +11,7 @@ import pandas as pd
 import pytest
 from sklearn.model_selection import KFold, StratifiedKFold
 
+from experiments_dagster.core import settings
 from experiments_dagster.core.errors import ExperimentInputError
 from experiments_dagster.ml import cv, parallel
 from experiments_dagster.ml.metrics import predict, task_metrics
@@ -37,7 +38,7 @@ def _booster_bytes(fold: object) -> bytes:
 
 @pytest.fixture(autouse=True)
 def _no_cpu_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("EXPERIMENTS_CPUS", parallel.CV_WORKERS_ENV, parallel.CV_MEMORY_ENV):
+    for name in ("EXPERIMENTS_CPUS", settings.CV_WORKERS_ENV, settings.CV_MEMORY_ENV):
         monkeypatch.delenv(name, raising=False)
 
 
@@ -288,11 +289,11 @@ def test_fold_workers_default_is_one_per_cpu_capped_by_folds(monkeypatch: pytest
 
 
 def test_fold_workers_from_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv(parallel.CV_WORKERS_ENV, "3")
+    monkeypatch.setenv(settings.CV_WORKERS_ENV, "3")
     assert parallel.fold_workers(5) == 3
     assert parallel.fold_workers(2) == 2
     for bad in ("0", "-1", "two", "1.5"):
-        monkeypatch.setenv(parallel.CV_WORKERS_ENV, bad)
+        monkeypatch.setenv(settings.CV_WORKERS_ENV, bad)
         with pytest.raises(ExperimentInputError, match="EXPERIMENTS_CV_WORKERS=.*positive integer"):
             parallel.fold_workers(5)
 
@@ -303,14 +304,14 @@ def test_fold_workers_within_the_memory_budget(monkeypatch: pytest.MonkeyPatch) 
     assert parallel.fold_workers(5, 100 * mb) == 5  # 4 extra folds x 100 MB fit in 512 MB
     assert parallel.fold_workers(5, 200 * mb) == 3  # 2 extra x 200 MB
     assert parallel.fold_workers(5, 600 * mb) == 1  # big data: one fold at a time
-    monkeypatch.setenv(parallel.CV_MEMORY_ENV, "4096")
+    monkeypatch.setenv(settings.CV_MEMORY_ENV, "4096")
     assert parallel.fold_workers(5, 600 * mb) == 5
-    monkeypatch.setenv(parallel.CV_MEMORY_ENV, "0")
+    monkeypatch.setenv(settings.CV_MEMORY_ENV, "0")
     assert parallel.fold_workers(5, 1) == 1
-    monkeypatch.setenv(parallel.CV_WORKERS_ENV, "4")  # an explicit count wins over the budget
+    monkeypatch.setenv(settings.CV_WORKERS_ENV, "4")  # an explicit count wins over the budget
     assert parallel.fold_workers(5, 600 * mb) == 4
-    monkeypatch.delenv(parallel.CV_WORKERS_ENV)
-    monkeypatch.setenv(parallel.CV_MEMORY_ENV, "lots")
+    monkeypatch.delenv(settings.CV_WORKERS_ENV)
+    monkeypatch.setenv(settings.CV_MEMORY_ENV, "lots")
     with pytest.raises(ExperimentInputError, match="EXPERIMENTS_CV_MEMORY_MB='lots' is not valid"):
         parallel.fold_workers(5, 1)
 

@@ -13,16 +13,16 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.utils.validation import check_is_fitted
 
+from experiments_dagster.core.cpus import usable_cpus
 from experiments_dagster.core.errors import ExperimentInputError
+from experiments_dagster.core.settings import CPUS_ENV
 from experiments_dagster.ml.estimators import (
-    CPUS_ENV,
     XGBOOST_DEFAULTS,
     EncodedTargetClassifier,
     build_estimator,
     estimator_class,
     model_type,
     threads_per_fit,
-    usable_cpus,
 )
 
 
