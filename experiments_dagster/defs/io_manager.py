@@ -58,7 +58,11 @@ from experiments_dagster.defs.value_cache import (
     file_stamp,
     object_stamp,
 )
-from experiments_dagster.defs.value_messages import missing_value_message, untrusted_value_message
+from experiments_dagster.defs.value_messages import (
+    missing_value_message,
+    stale_value_message,
+    untrusted_value_message,
+)
 from experiments_dagster.defs.value_store import (
     is_local,
     relative_parts,
@@ -66,6 +70,10 @@ from experiments_dagster.defs.value_store import (
     write_local,
     write_object,
 )
+
+
+class StaleValueError(Exception):
+    """A verified value names a module or class this code no longer has (it moved since)."""
 
 
 class CachedPickleIOManager(dg.UPathIOManager):
@@ -195,10 +203,16 @@ class CachedPickleIOManager(dg.UPathIOManager):
             raise ExperimentInputError(missing_value_message(context, path, partition)) from exc
         except UntrustedValueError as exc:
             raise UntrustedValueError(untrusted_value_message(context, path, partition, str(exc))) from None
+        except StaleValueError as exc:
+            raise ExperimentInputError(stale_value_message(context, path, partition, exc.__cause__)) from exc
 
     def unpickle(self, path: UPath, data: bytes) -> Any:
         """The value in ``data``, unpickled only once its signature is verified."""
-        return pickle.loads(verified_payload(self.key, self.signed_name(path), data))
+        payload = verified_payload(self.key, self.signed_name(path), data)
+        try:
+            return pickle.loads(payload)
+        except (ImportError, AttributeError) as exc:  # signed by us, but a class it names is gone
+            raise StaleValueError(str(exc)) from exc
 
     def load_local(self, path: UPath) -> Any:
         with open(path.path, "rb") as file:

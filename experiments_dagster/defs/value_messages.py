@@ -52,7 +52,9 @@ def untrusted_value_message(context: dg.InputContext, path: Any, partition: str 
     )
 
 
-def stale_value_message(context: dg.InputContext, path: Any, partition: str | None, exc: BaseException) -> str:
+def stale_value_message(
+    context: dg.InputContext, path: Any, partition: str | None, exc: BaseException
+) -> str:
     """A signed value whose classes this code no longer has (stored before a module moved)."""
     names = value_names(context, partition)
     if names is None:

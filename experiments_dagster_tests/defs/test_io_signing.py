@@ -7,6 +7,8 @@ in a local folder and in a real S3-compatible server (SeaweedFS); the marker nev
 import os
 import pickle
 import stat
+import sys
+import types
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -110,6 +112,31 @@ def test_a_planted_value_fails_the_run_that_loads_it_and_never_runs(instance, tm
     failure = next(e for e in result.all_events if e.is_step_failure).event_specific_data.error.cause
     assert failure.cls_name == "UntrustedValueError" and FIX in failure.message
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("gone", ["module", "class"])
+def test_a_value_whose_class_moved_since_names_the_asset_and_the_fix(tmp_path, monkeypatch, gone):
+    # A value of a class in a module that later moves (as experiments_dagster.values did).
+    module = types.ModuleType("experiments_dagster_moved_values")
+    exec("class Splits:\n    def __init__(self, rows):\n        self.rows = rows\n", module.__dict__)
+    module.Splits.__module__ = module.__name__
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    out, inp = contexts()
+    ours = CachedPickleIOManager(str(tmp_path / "values"), ValueCache(0), TEST_KEY)
+    ours.handle_output(out, module.Splits(3))
+    if gone == "module":
+        monkeypatch.delitem(sys.modules, module.__name__)
+    else:
+        monkeypatch.delattr(module, "Splits")
+    with pytest.raises(ExperimentInputError) as exc:
+        ours.load_input(inp)
+    message = str(exc.value)
+    assert message.startswith(
+        f"The stored value of asset 'table' partition 'small/v1' at {tmp_path / 'values' / NAME} was "
+        "written by another version of this code and cannot be read by this one ("
+    )
+    assert ("ModuleNotFoundError" if gone == "module" else "AttributeError") in message
+    assert message.endswith(f"{FIX} to store it anew.")
 
 
 @pytest.mark.parametrize("change", ["one byte flipped", "signed with another key", "moved from another path"])
