@@ -13,6 +13,9 @@ from report import med
 from workers_counters import Counters
 from workers_steps import step_costs, steps_by_worker, summarize_steps
 
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # devstack/ sits beside the package, outside the wheel
 from devstack.local import LocalStack
 
 PROJECT = Path(__file__).resolve().parent.parent

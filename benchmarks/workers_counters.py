@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import time
 from pathlib import Path
 
 from procs import CLK_TCK, busy_cpu_seconds
 
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # devstack/ sits beside the package, outside the wheel
 from devstack.local import PG_USER, LocalStack
 
 # uvicorn's access log line of the MLflow server: `... 127.0.0.1:port - "GET /api/... HTTP/1.1" 200`

@@ -42,6 +42,9 @@ from workers_backfill import backfill
 from workers_counters import Counters
 from workers_steps import summarize_steps
 
+sys.path.insert(
+    0, str(Path(__file__).resolve().parents[1])
+)  # devstack/ sits beside the package, outside the wheel
 from devstack.local import LocalStack
 
 PROJECT = Path(__file__).resolve().parent.parent

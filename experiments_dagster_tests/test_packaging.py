@@ -1,4 +1,5 @@
-"""The wheel ships the runtime package only: not the development stack (devstack/), nor its old home."""
+"""The wheel ships the runtime package only: not the development stack (devstack/), nor its old home,
+nor the tests."""
 
 from __future__ import annotations
 
@@ -37,7 +38,8 @@ def test_the_wheel_holds_experiments_dagster_and_not_the_stack(tmp_path: Path):
     assert built.returncode == 0, built.stdout + built.stderr
     (wheel,) = (tmp_path / "dist").glob("experiments_dagster-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert [n for n in names if n.startswith(("devstack/", "experiments_dagster/stack/"))] == []
+    left_out = ("devstack/", "experiments_dagster/stack/", "experiments_dagster_tests/")
+    assert [n for n in names if n.startswith(left_out)] == []
     assert "experiments_dagster/__init__.py" in names
     assert "experiments_dagster/cli/main.py" in names
     assert any(n.startswith("experiments_dagster/core/") for n in names)
