@@ -37,14 +37,18 @@ def missing_value_message(context: dg.InputContext, path: Any, partition: str | 
     )
 
 
-def untrusted_value_message(context: dg.InputContext, path: Any, partition: str | None, why: str) -> str:
-    """Why stored bytes were refused (not unpickled), and how to replace them."""
+def replace_value(context: dg.InputContext, partition: str | None) -> tuple[str, str]:
+    """(what the value is, how to store it anew) for a value that cannot be used."""
     names = value_names(context, partition)
     if names is None:
-        of, fix = op_output_name(context), "Re-execute the run from its start"
-    else:
-        of, materialize = names
-        fix = f"{materialize} again (and the assets downstream of it)"
+        return op_output_name(context), "Re-execute the run from its start"
+    of, materialize = names
+    return of, f"{materialize} again (and the assets downstream of it)"
+
+
+def untrusted_value_message(context: dg.InputContext, path: Any, partition: str | None, why: str) -> str:
+    """Why stored bytes were refused (not unpickled), and how to replace them."""
+    of, fix = replace_value(context, partition)
     return (
         f"Refused the stored value of {of} at {path}: {why}, so it was not unpickled (a pickle can run "
         f"code). A value stored before values were signed, or by another deployment, is refused too. "
@@ -56,12 +60,7 @@ def stale_value_message(
     context: dg.InputContext, path: Any, partition: str | None, exc: BaseException
 ) -> str:
     """A signed value whose classes this code no longer has (stored before a module moved)."""
-    names = value_names(context, partition)
-    if names is None:
-        of, fix = op_output_name(context), "Re-execute the run from its start"
-    else:
-        of, materialize = names
-        fix = f"{materialize} again (and the assets downstream of it)"
+    of, fix = replace_value(context, partition)
     return (
         f"The stored value of {of} at {path} was written by another version of this code and cannot "
         f"be read by this one ({type(exc).__name__}: {exc}). {fix} to store it anew."
